@@ -196,6 +196,13 @@ class SimCSEModel(PreTrainedModel):
             init.ones_(module.weight)
             init.zeros_(module.bias)
 
+    def _copy_encoder_weights(self, encoder: PreTrainedModel, source: str) -> None:
+        """Load a pretrained encoder's weights into ``self.encoder`` (its pooler, which SimCSE drops, excepted)."""
+        missing, unexpected = self.encoder.load_state_dict(encoder.state_dict(), strict=False)
+        unexpected = [key for key in unexpected if not key.startswith("pooler.")]
+        if missing or unexpected:
+            raise ValueError(f"encoder weights of {source} do not fit: missing {missing[:5]}, unexpected {unexpected[:5]}.")
+
     def get_input_embeddings(self) -> nn.Module:
         return self.encoder.get_input_embeddings()
 
@@ -237,13 +244,7 @@ class SimCSEModel(PreTrainedModel):
             mlm_weight=mlm_weight,
         )
         model = cls(config)
-        missing, unexpected = model.encoder.load_state_dict(encoder.state_dict(), strict=False)
-        unexpected = [key for key in unexpected if not key.startswith("pooler.")]
-        if missing or unexpected:
-            raise ValueError(
-                f"encoder weights of {encoder_name_or_path!s} do not fit: missing {missing[:5]}, unexpected "
-                f"{unexpected[:5]}."
-            )
+        model._copy_encoder_weights(encoder, source=str(encoder_name_or_path))
         if do_mlm:
             mlm_model = AutoModelForMaskedLM.from_pretrained(encoder_name_or_path, **from_pretrained_kwargs)
             head_name = next(name for name in ("cls", "lm_head") if hasattr(mlm_model, name))
@@ -299,13 +300,68 @@ class SimCSEModel(PreTrainedModel):
             pooler_type="cls" if supervised else "cls_before_pooler",
         )
         model = cls(config)
-        model.encoder.load_state_dict(
-            {k: v for k, v in encoder.state_dict().items() if not k.startswith("pooler.")}, strict=True
-        )
+        model._copy_encoder_weights(encoder, source=str(path_or_repo))
         model.mlp.dense.load_state_dict(pooler.dense.state_dict())
         model.config.name_or_path = str(path_or_repo)
         model.config.base_model_name_or_path = str(path_or_repo)
         return model
+
+    @classmethod
+    def from_sentence_transformer(cls, st_model_or_path, **st_kwargs) -> SimCSEModel:
+        r"""Turn a sentence-transformers model (e.g. one trained with ``simcse_hub.losses.SimCSELoss``) into a SimCSE
+        model giving the same embeddings.
+
+        Supported layouts: a ``Transformer`` module followed by ``Pooling`` in ``cls`` mode (-> ``cls_before_pooler``)
+        or ``mean`` mode (-> ``avg``), optionally then ``Normalize`` (dropped: cosine similarity ignores it); or a
+        folder simcse_hub saved (its ``Transformer`` module already holds a ``SimCSEModel``). Anything else (max
+        pooling, ``Dense`` layers, ...) raises ``ValueError`` naming the module.
+
+        Args:
+            st_model_or_path (`SentenceTransformer` or `str`): the model, or a path / Hub id to load it from (this
+                needs sentence-transformers installed).
+            st_kwargs: passed to ``SentenceTransformer(...)`` when a path is given.
+
+        >>> model = SimCSEModel.from_sentence_transformer("outputs/st-simcse")  # doctest: +SKIP
+        >>> save_model(model, "outputs/simcse", tokenizer)  # doctest: +SKIP
+        """
+        st_model = st_model_or_path
+        if isinstance(st_model_or_path, (str, os.PathLike)):
+            from sentence_transformers import SentenceTransformer  # optional: only this method needs it
+
+            st_model = SentenceTransformer(str(st_model_or_path), **st_kwargs)
+        modules = list(st_model.children()) if isinstance(st_model, nn.Module) else list(st_model)
+        encoder = getattr(modules[0], "model", None) or getattr(modules[0], "auto_model", None) if modules else None
+        if not isinstance(encoder, PreTrainedModel):
+            raise ValueError("from_sentence_transformer: the first module must be a Transformer module.")
+        if isinstance(encoder, SimCSEModel):
+            return encoder
+        pooler_type = None
+        for module in modules[1:]:
+            kind = type(module).__name__
+            if kind == "Normalize":
+                continue
+            if kind != "Pooling" or pooler_type is not None:
+                raise ValueError(f"from_sentence_transformer: module {kind} has no SimCSE equivalent.")
+            settings = module.get_config_dict()
+            mode = settings.get("pooling_mode")
+            mode = mode[0] if isinstance(mode, (list, tuple)) and len(mode) == 1 else mode
+            if mode is None:  # sentence-transformers < 6 stored one flag per mode
+                flags = [name for name, on in settings.items() if name.startswith("pooling_mode_") and on]
+                mode = {"pooling_mode_cls_token": "cls", "pooling_mode_mean_tokens": "mean"}.get(
+                    flags[0] if len(flags) == 1 else ""
+                )
+            pooler_type = {"cls": "cls_before_pooler", "mean": "avg"}.get(mode)
+            if pooler_type is None:
+                raise ValueError(
+                    f"from_sentence_transformer: pooling mode {mode!r} has no SimCSE pooler (cls or mean are)."
+                )
+        if pooler_type is None:
+            raise ValueError("from_sentence_transformer: no Pooling module found after the Transformer module.")
+        model = cls(SimCSEConfig(encoder_config=encoder.config, pooler_type=pooler_type))
+        model._copy_encoder_weights(encoder, source="the sentence-transformers model")
+        name = getattr(encoder.config, "name_or_path", "") or ""
+        model.config.base_model_name_or_path = str(st_model_or_path) if isinstance(st_model_or_path, str) else name
+        return model.to(next(encoder.parameters()).device)
 
     # ------------------------------------------------------------------ forward
 

@@ -4,7 +4,10 @@ and the paths of the optional real encoder and data."""
 from __future__ import annotations
 
 import copy
+import json
 import os
+import subprocess
+import sys
 import string
 from pathlib import Path
 
@@ -118,4 +121,38 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-__all__ = ["ENCODER_CONFIGS", "POOLER_TYPES", "make_config", "make_model", "tiny_vocab"]
+REMOTE_CODE_SCRIPT = """
+import json, sys
+sys.modules["simcse_hub"] = None  # simcse_hub cannot be imported in this interpreter
+import torch
+from transformers import AutoModel, AutoTokenizer
+paths, sentences = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+results = []
+for path in paths:
+    model = AutoModel.from_pretrained(path, trust_remote_code=True).eval()
+    assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=True)
+    inputs = tokenizer(sentences, padding=True, return_tensors="pt")
+    if model.config.encoder_config.model_type == "distilbert":
+        inputs.pop("token_type_ids", None)
+    with torch.no_grad():
+        results.append(model(**inputs).pooler_output.tolist())
+print(json.dumps(results))
+"""
+
+
+def remote_code_embeddings(paths, sentences) -> list[torch.Tensor]:
+    """``pooler_output`` of each saved folder, loaded with ``trust_remote_code=True`` in a fresh interpreter where
+    simcse_hub cannot be imported."""
+    result = subprocess.run(
+        [sys.executable, "-c", REMOTE_CODE_SCRIPT, json.dumps([str(p) for p in paths]), json.dumps(sentences)],
+        capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.strip().splitlines()
+    assert lines and lines[-1].startswith("[[["), result.stdout[-2000:]
+    return [torch.tensor(x) for x in json.loads(lines[-1])]
+
+
+__all__ = ["ENCODER_CONFIGS", "POOLER_TYPES", "make_config", "make_model", "remote_code_embeddings", "tiny_vocab"]

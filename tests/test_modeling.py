@@ -6,12 +6,11 @@ import json
 import math
 import subprocess
 import sys
-import textwrap
 
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import ENCODER_CONFIGS, make_config, make_model, tiny_vocab
+from conftest import ENCODER_CONFIGS, make_config, make_model, remote_code_embeddings, tiny_vocab
 from transformers import AutoConfig, AutoModel, BertModel
 
 from simcse_hub import POOLER_TYPES, SimCSEConfig, SimCSEModel, info_nce
@@ -231,48 +230,18 @@ def test_save_load_round_trip_gives_identical_outputs(family, pooler_type, token
     assert (tmp_path / "modeling_simcse.py").exists() and (tmp_path / "configuration_simcse.py").exists()
 
 
-REMOTE_CODE_SCRIPT = textwrap.dedent(
-    """
-    import json, sys
-    sys.modules["simcse_hub"] = None  # simcse_hub cannot be imported here
-    import torch
-    from transformers import AutoModel, AutoTokenizer
-    path, sentences = sys.argv[1], json.loads(sys.argv[2])
-    model = AutoModel.from_pretrained(path, trust_remote_code=True).eval()
-    assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
-    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=True)
-    inputs = tokenizer(sentences, padding=True, return_tensors="pt")
-    if model.config.encoder_config.model_type == "distilbert":
-        inputs.pop("token_type_ids", None)
-    with torch.no_grad():
-        print(json.dumps(model(**inputs).pooler_output.tolist()))
-    """
-)
-
-
-def remote_code_embeddings(path, sentences):
-    result = subprocess.run(
-        [sys.executable, "-c", REMOTE_CODE_SCRIPT, str(path), json.dumps(sentences)],
-        capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"},
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.strip(), result.stderr[-3000:]
-    lines = result.stdout.strip().splitlines()
-    assert lines and lines[-1].startswith("[["), result.stdout[-2000:]
-    return torch.tensor(json.loads(lines[-1]))
-
-
-@pytest.mark.parametrize("family", FAMILIES)
-def test_remote_code_without_simcse_hub_gives_same_embeddings(family, tokenizer, sentences, tmp_path):
-    model = make_model(family, pooler_type="cls").eval()
-    save_model(model, tmp_path, tokenizer)
-    inputs = batch(tokenizer, sentences)
-    if family == "distilbert":
-        inputs.pop("token_type_ids")
-    with torch.no_grad():
-        expected = model(**inputs).pooler_output
-    remote = remote_code_embeddings(tmp_path, sentences)
-    assert (remote - expected).abs().max().item() < 1e-6
+def test_remote_code_without_simcse_hub_gives_same_embeddings(tokenizer, sentences, tmp_path):
+    expected, folders = [], []
+    for family in FAMILIES:
+        model = make_model(family, pooler_type="cls").eval()
+        folders.append(save_model(model, tmp_path / family, tokenizer))
+        inputs = batch(tokenizer, sentences)
+        if family == "distilbert":
+            inputs.pop("token_type_ids")
+        with torch.no_grad():
+            expected.append(model(**inputs).pooler_output)
+    for family, remote, local in zip(FAMILIES, remote_code_embeddings(folders, sentences), expected):
+        assert (remote - local).abs().max().item() < 1e-6, family
 
 
 def test_blocked_import_really_blocks():
