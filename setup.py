@@ -1,5 +1,5 @@
 """Packaging of simcse_hub. ``modeling/`` (the remote code copied into every saved model) installs as
-``simcse_hub.modeling``; ``model_card.md`` (the card template) ships inside the wheel as ``simcse_hub/model_card.md``."""
+``simcse_hub.modeling`` and ``demo/`` (the Gradio Space) as ``simcse_hub.demo``; ``model_card.md`` (the card template) ships inside the wheel as ``simcse_hub/model_card.md``."""
 
 from __future__ import annotations
 
@@ -55,9 +55,9 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     python_requires=">=3.10",
-    packages=["simcse_hub", "simcse_hub.modeling"],
-    package_dir={"simcse_hub": "simcse_hub", "simcse_hub.modeling": "modeling"},
-    package_data={"simcse_hub": ["data/*.txt", "presets/*.yaml"]},
+    packages=["simcse_hub", "simcse_hub.modeling", "simcse_hub.demo"],
+    package_dir={"simcse_hub": "simcse_hub", "simcse_hub.modeling": "modeling", "simcse_hub.demo": "demo"},
+    package_data={"simcse_hub": ["data/*.txt", "presets/*.yaml"], "simcse_hub.demo": ["README.md", "requirements.txt"]},
     include_package_data=True,
     install_requires=CORE,
     extras_require=EXTRAS,
