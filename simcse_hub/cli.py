@@ -159,7 +159,7 @@ def _add_push_space(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--model", required=True, help="the model's Hub id, USER/NAME (push it first)")
     parser.add_argument("--space-id", required=True, help="the Space, USER/NAME (created when missing)")
-    parser.add_argument("--demo-dir", help="the demo folder (default: ./demo, else the source checkout's demo/)")
+    parser.add_argument("--demo-dir", help="the demo folder (default: the demo shipped with simcse_hub)")
     parser.add_argument("--private", action="store_true", help="create the Space private")
     parser.add_argument("--commit-message", help="the commit's summary line")
     parser.add_argument("--token", help="a Hub token with write access (prefer HF_TOKEN)")
@@ -406,8 +406,12 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         save_results(all_results[0] if len(all_results) == 1 else all_results, args.out)
         logger.info("Wrote the results to %s", args.out)
     if args.plot:
-        points = [{"label": Path(r["model"]).name or r["model"], "alignment": r["alignment"],
-                   "uniformity": r["uniformity"]} for r in all_results if r.get("alignment") is not None]
+        runs = [r for r in all_results if r.get("alignment") is not None]
+        labels = [Path(r["model"]).name or r["model"] for r in runs]
+        if len(set(labels)) < len(labels):  # checkpoints of different runs with the same folder name
+            labels = [r["model"] for r in runs]
+        points = [{"label": label, "alignment": r["alignment"], "uniformity": r["uniformity"]}
+                  for label, r in zip(labels, runs)]
         if not points:
             raise CLIError("--plot: no model has alignment and uniformity (STS-B dev was not available).")
         plot_alignment_uniformity(points, args.plot)

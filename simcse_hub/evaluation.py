@@ -1,0 +1,455 @@
+"""Evaluation of sentence embeddings the way the SimCSE paper reports it.
+
+* STS12-STS16, STS-B and SICK-R (SentEval's task names): Spearman correlation x100 between the cosine similarity of
+  the two embeddings and the gold score, without a trained regressor. STS12-16 aggregate their sub-tasks as
+  SentEval does: ``all`` (one correlation over the concatenated sub-tasks, the SimCSE paper's setting), ``mean``
+  (plain average of the sub-task correlations) or ``wmean`` (average weighted by sub-task size). For the single-file
+  tasks STS-B and SICK-R the three settings coincide.
+* Alignment and uniformity (Wang & Isola, 2020) on L2-normalised embeddings, as SimCSE reports them: alignment
+  (alpha=2) over the STS-B pairs scored above 4, uniformity (t=2) over all (distinct) STS-B sentences of a split.
+
+Encoding is injected: every function takes ``encode_fn(list[str]) -> (n, dim)`` embeddings (numpy or torch, not
+necessarily normalised), so the training loop passes its in-training model and the CLI passes ``SimCSE.encode``.
+
+Data: ``<data_dir>/stsb/{train,dev,test}.tsv.gz``, ``<data_dir>/sickr/{train,trial,test}.tsv.gz`` (the SICK dev split
+is ``trial``) and ``<data_dir>/sts12/<subtask>.tsv.gz`` ... ``sts16/`` (SentEval's sub-task names), each file
+``sentence1<TAB>sentence2<TAB>score`` with a header. A task absent locally is fetched from the Hub (the public MTEB
+copies) when online; offline it is reported under ``"missing"`` with the reason. Parsed files are cached (see
+:mod:`simcse_hub.sts_data`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.stats import spearmanr
+
+from simcse_hub.sts_data import (
+    DISPLAY_NAMES,
+    SETTINGS,
+    SPLITS,
+    STS_TASKS,
+    STSDataError,
+    STSPairs,
+    TaskUnavailableError,
+    canonical_task,
+    default_data_dir,
+    load_sts_task,
+    read_sts_file,
+)
+from simcse_hub.whitening import Whitening
+
+logger = logging.getLogger(__name__)
+
+EncodeFn = Callable[[list[str]], Any]  # list of n sentences -> (n, dim) numpy array or torch tensor
+
+# ---------------------------------------------------------------------------------------------------- encoding
+
+
+def _as_numpy(embeddings: Any) -> np.ndarray:
+    if hasattr(embeddings, "detach"):  # torch.Tensor
+        embeddings = embeddings.detach().float().cpu().numpy()
+    return np.asarray(embeddings, dtype=np.float32)
+
+
+def _show_progress(show_progress_bar: bool | None) -> bool:
+    return logger.getEffectiveLevel() <= logging.INFO if show_progress_bar is None else show_progress_bar
+
+
+def encode_sentences(
+    encode_fn: EncodeFn,
+    sentences: Sequence[str],
+    batch_size: int = 128,
+    show_progress_bar: bool | None = None,
+    desc: str = "Encoding",
+) -> np.ndarray:
+    r"""Encode ``sentences`` with ``encode_fn`` in batches (longest first, so batches pad little).
+
+    Args:
+        encode_fn (`Callable[[list[str]], np.ndarray | torch.Tensor]`): returns `(len(batch), dim)` embeddings.
+        sentences (`Sequence[str]`): the sentences; the result keeps their order.
+        batch_size (`int`, *optional*, defaults to 128): sentences per call of ``encode_fn``.
+        show_progress_bar (`bool`, *optional*): defaults to showing one when this module logs at INFO level.
+        desc (`str`, *optional*, defaults to `"Encoding"`): the progress bar's label.
+
+    Returns:
+        `np.ndarray` of shape `(len(sentences), dim)`, float32.
+
+    >>> encode_sentences(lambda batch: np.ones((len(batch), 3)), ["a", "b c"]).shape
+    (2, 3)
+    """
+    from tqdm.auto import tqdm
+
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}.")
+    if not sentences:
+        raise ValueError("encode_sentences: no sentences to encode.")
+    order = sorted(range(len(sentences)), key=lambda i: -len(sentences[i]))
+    out: np.ndarray | None = None
+    show = _show_progress(show_progress_bar)
+    progress = tqdm(range(0, len(order), batch_size), desc=desc, unit="batch", disable=not show)
+    for start in progress:
+        indices = order[start:start + batch_size]
+        embeddings = _as_numpy(encode_fn([sentences[i] for i in indices]))  # (batch, dim)
+        if embeddings.ndim != 2 or embeddings.shape[0] != len(indices):
+            raise ValueError(
+                f"encode_fn returned shape {embeddings.shape} for {len(indices)} sentences; "
+                f"expected ({len(indices)}, dim)."
+            )
+        if out is None:
+            out = np.empty((len(sentences), embeddings.shape[1]), dtype=np.float32)  # (n, dim)
+        out[indices] = embeddings
+    return out
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    return x / np.clip(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12, None)
+
+
+def spearman(predictions: Any, gold: Any) -> float:
+    """Spearman's rank correlation x100 (``scipy.stats.spearmanr``, ties averaged); NaN for a constant input.
+
+    >>> spearman([0.1, 0.5, 0.3], [1.0, 4.0, 3.0])
+    100.0
+    """
+    result = spearmanr(np.asarray(predictions, dtype=np.float64), np.asarray(gold, dtype=np.float64))
+    return float(result.statistic) * 100
+
+
+def alignment(x: Any, y: Any, alpha: float = 2.0) -> float:
+    r"""Wang & Isola's alignment, ``mean_i ||f(x_i) - f(y_i)||^alpha`` on L2-normalised rows (lower is better).
+
+    >>> round(alignment(np.array([[1.0, 0.0]]), np.array([[0.0, 2.0]])), 6)
+    2.0
+    """
+    difference = _unit(_as_numpy(x)) - _unit(_as_numpy(y))  # (n, dim)
+    return float(np.mean(np.linalg.norm(difference, axis=1) ** alpha))
+
+
+def uniformity(x: Any, t: float = 2.0, chunk_size: int = 2048) -> float:
+    r"""Wang & Isola's uniformity, ``log mean_{i<j} exp(-t ||f(x_i) - f(x_j)||^2)`` on L2-normalised rows (lower is
+    better), over all distinct pairs, computed in row chunks so large sets fit in memory.
+
+    >>> round(uniformity(np.array([[1.0, 0.0], [-1.0, 0.0]])), 6)
+    -8.0
+    """
+    x = _unit(_as_numpy(x))  # (n, dim)
+    n = x.shape[0]
+    if n < 2:
+        raise ValueError(f"uniformity needs at least 2 embeddings; got {n}.")
+    total = 0.0
+    for start in range(0, n, chunk_size):
+        squared = np.clip(2.0 - 2.0 * (x[start:start + chunk_size] @ x.T), 0.0, None)  # (chunk, n)
+        total += float(np.triu(np.exp(-t * squared), k=start + 1).sum())  # pairs (i, j) with j > i
+    return float(np.log(total / (n * (n - 1) / 2)))
+
+
+# ---------------------------------------------------------------------------------------------------- evaluation
+
+
+def _aggregate(task: str, subsets: dict[str, STSPairs], similarities: dict[str, np.ndarray], setting: str) -> dict:
+    n_pairs = sum(len(pairs) for pairs in subsets.values())
+    if STS_TASKS[task][1] is None:
+        return {"spearman": spearman(similarities[task], subsets[task].scores), "n_pairs": n_pairs}
+    per = {
+        name: {"spearman": spearman(similarities[name], pairs.scores), "n_pairs": len(pairs)}
+        for name, pairs in subsets.items()
+    }
+    if setting == "all":
+        value = spearman(np.concatenate([similarities[name] for name in subsets]),
+                         np.concatenate([pairs.scores for pairs in subsets.values()]))
+    elif setting == "mean":
+        value = float(np.mean([entry["spearman"] for entry in per.values()]))
+    else:
+        weights = [entry["n_pairs"] for entry in per.values()]
+        value = float(np.average([entry["spearman"] for entry in per.values()], weights=weights))
+    return {"spearman": value, "n_pairs": n_pairs, "subtasks": per}
+
+
+def evaluate_sts(
+    encode_fn: EncodeFn,
+    tasks: Sequence[str] | None = None,
+    data_dir: str | os.PathLike | None = None,
+    setting: str = "all",
+    split: str = "test",
+    batch_size: int = 128,
+    model_name: str | None = None,
+    show_progress_bar: bool | None = None,
+) -> dict:
+    r"""Score ``encode_fn`` on STS tasks: Spearman x100 of cosine similarity against the gold scores, as SentEval.
+
+    Every distinct sentence of the requested tasks is encoded once. Tasks neither on disk nor fetchable are listed
+    under ``"missing"`` with the reason and left out of ``"average"``.
+
+    Args:
+        encode_fn (`Callable[[list[str]], np.ndarray | torch.Tensor]`): `(n, dim)` embeddings of n sentences.
+        tasks (`Sequence[str]`, *optional*, defaults to all seven): SentEval task names.
+        data_dir (`str` or `os.PathLike`, *optional*, defaults to [`default_data_dir`]): the local data folder.
+        setting (`str`, *optional*, defaults to `"all"`): ``"all"``, ``"mean"`` or ``"wmean"`` (STS12-16).
+        split (`str`, *optional*, defaults to `"test"`): ``"test"`` or ``"dev"`` (STS-B and SICK-R only).
+        batch_size (`int`, *optional*, defaults to 128): sentences per call of ``encode_fn``.
+        model_name (`str`, *optional*): recorded as ``"model"`` (defaults to the name of ``encode_fn``).
+        show_progress_bar (`bool`, *optional*): defaults to showing one when this module logs at INFO level.
+
+    Returns:
+        `dict`: ``{"model", "setting", "split", "tasks": {task: {"spearman", "n_pairs"[, "subtasks"], "source"}},
+        "average", "missing": {task: reason}, "alignment": None, "uniformity": None, "whitening": None}``.
+
+    >>> results = evaluate_sts(model.encode, tasks=["STSBenchmark"], split="dev")  # doctest: +SKIP
+    >>> results["tasks"]["STSBenchmark"]["spearman"]  # doctest: +SKIP
+    86.2...
+    """
+    if setting not in SETTINGS:
+        raise ValueError(f"setting must be one of {list(SETTINGS)}; got {setting!r}.")
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {list(SPLITS)}; got {split!r}.")
+    tasks = [canonical_task(task) for task in (tasks or STS_TASKS)]
+    if data_dir is None:
+        data_dir = default_data_dir()
+    elif not Path(data_dir).is_dir():
+        raise FileNotFoundError(
+            f"data_dir {str(data_dir)!r} is not a directory (expected the layout stsb/, sickr/, sts12/ ...)."
+        )
+    loaded: dict[str, dict[str, STSPairs]] = {}
+    missing: dict[str, str] = {}
+    hub: bool | str = True
+    for task in dict.fromkeys(tasks):
+        try:
+            loaded[task] = load_sts_task(task, data_dir, split, hub=hub)
+        except TaskUnavailableError as error:
+            missing[task] = str(error)
+            if error.hub_unreachable:
+                hub = f"the Hub was unreachable when fetching {task}"
+            logger.warning("%s not evaluated: %s", task, error)
+            continue
+        subtasks = STS_TASKS[task][1]
+        if subtasks and setting != "all" and set(loaded[task]) != set(subtasks):
+            source = next(iter(loaded.pop(task).values())).source
+            missing[task] = f"setting {setting!r} needs {task}'s sub-tasks, which {source} does not identify"
+            logger.warning("%s not evaluated: %s", task, missing[task])
+    sentences = list(dict.fromkeys(s for subsets in loaded.values() for pairs in subsets.values()
+                                   for s in pairs.sentences1 + pairs.sentences2))
+    results_tasks: dict[str, dict] = {}
+    if sentences:
+        embeddings = _unit(encode_sentences(encode_fn, sentences, batch_size, show_progress_bar, desc="Encoding STS"))
+        row = {sentence: i for i, sentence in enumerate(sentences)}
+        for task, subsets in loaded.items():
+            similarities = {
+                name: np.einsum("ij,ij->i", embeddings[[row[s] for s in pairs.sentences1]],
+                                embeddings[[row[s] for s in pairs.sentences2]])  # (n_pairs,)
+                for name, pairs in subsets.items()
+            }
+            results_tasks[task] = _aggregate(task, subsets, similarities, setting)
+            sources = sorted({pairs.source for pairs in subsets.values()})
+            results_tasks[task]["source"] = sources[0] if len(sources) == 1 else os.path.dirname(sources[0])
+    scores = [entry["spearman"] for entry in results_tasks.values()]
+    return {
+        "model": model_name or getattr(encode_fn, "__qualname__", type(encode_fn).__name__),
+        "setting": setting,
+        "split": split,
+        "tasks": results_tasks,
+        "average": float(np.mean(scores)) if scores else None,
+        "missing": missing,
+        "alignment": None,
+        "uniformity": None,
+        "whitening": None,
+    }
+
+
+def evaluate_alignment_uniformity(
+    encode_fn: EncodeFn,
+    data_dir: str | os.PathLike | None = None,
+    split: str = "dev",
+    batch_size: int = 128,
+    show_progress_bar: bool | None = None,
+    threshold: float = 4.0,
+) -> dict[str, float]:
+    r"""Alignment (alpha=2, STS-B pairs with gold score above ``threshold``) and uniformity (t=2, all distinct STS-B
+    sentences of ``split``) on L2-normalised embeddings, as in the SimCSE paper (Figure 2).
+
+    Args:
+        encode_fn (`Callable[[list[str]], np.ndarray | torch.Tensor]`): `(n, dim)` embeddings of n sentences.
+        data_dir (`str` or `os.PathLike`, *optional*, defaults to [`default_data_dir`]): the local data folder.
+        split (`str`, *optional*, defaults to `"dev"`): the STS-B split.
+        batch_size (`int`, *optional*, defaults to 128): sentences per call of ``encode_fn``.
+        show_progress_bar (`bool`, *optional*): defaults to showing one when this module logs at INFO level.
+        threshold (`float`, *optional*, defaults to 4.0): positive pairs are those scored strictly above it (0-5).
+
+    Returns:
+        `dict`: ``{"alignment": float, "uniformity": float}`` (both: lower is better).
+
+    Raises:
+        TaskUnavailableError: STS-B of that split is neither on disk nor fetchable.
+
+    >>> evaluate_alignment_uniformity(model.encode, "../shared/data")  # doctest: +SKIP
+    {'alignment': 0.21..., 'uniformity': -2.3...}
+    """
+    data_dir = data_dir if data_dir is not None else default_data_dir()
+    pairs = load_sts_task("STSBenchmark", data_dir, split)["STSBenchmark"]
+    positive = np.flatnonzero(pairs.scores > threshold)
+    if positive.size == 0:
+        raise ValueError(f"{pairs.source}: no pair has a gold score above {threshold}, so alignment is undefined.")
+    sentences = list(dict.fromkeys(pairs.sentences1 + pairs.sentences2))
+    embeddings = encode_sentences(encode_fn, sentences, batch_size, show_progress_bar, desc="Encoding STS-B")
+    row = {sentence: i for i, sentence in enumerate(sentences)}
+    x = embeddings[[row[pairs.sentences1[i]] for i in positive]]  # (n_pos, dim)
+    y = embeddings[[row[pairs.sentences2[i]] for i in positive]]  # (n_pos, dim)
+    return {"alignment": alignment(x, y), "uniformity": uniformity(embeddings)}
+
+
+# ---------------------------------------------------------------------------------------------------- reporting
+
+
+def _cell(value: float | None) -> str:
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.2f}"
+
+
+def results_to_markdown(results: dict | Sequence[dict]) -> str:
+    r"""The Markdown table of one or several results of [`evaluate_sts`] (one row per model), as in the SimCSE paper.
+
+    >>> print(results_to_markdown(results))  # doctest: +SKIP
+    | Model | STS-B | SICK-R | Avg. |
+    ...
+    """
+    runs = [results] if isinstance(results, dict) else list(results)
+    present = {task for run in runs for task in list(run["tasks"]) + list(run.get("missing", {}))}
+    columns = [task for task in STS_TASKS if task in present]
+    lines = ["| Model | " + " | ".join(DISPLAY_NAMES.get(t, t) for t in columns) + " | Avg. |",
+             "|:--|" + "--:|" * (len(columns) + 1)]
+    for run in runs:
+        cells = [_cell(run["tasks"].get(task, {}).get("spearman")) for task in columns]
+        lines.append(f"| {run['model']} | " + " | ".join(cells) + f" | {_cell(run.get('average'))} |")
+    first = runs[0]
+    notes = [
+        (
+            f"Spearman correlation x100 between cosine similarity and gold scores ({first['split']} split; STS12-16 "
+            f"aggregated with SentEval's `{first['setting']}` setting; no trained regressor). "
+            "Avg. is over the tasks scored."
+        )
+    ]
+    for run in runs:
+        prefix = f"{run['model']}: " if len(runs) > 1 else ""
+        if run.get("alignment") is not None:
+            notes.append(f"{prefix}alignment {run['alignment']:.4f}, uniformity {run['uniformity']:.4f} (STS-B dev, "
+                         "normalised embeddings; lower is better).")
+        if run.get("whitening"):
+            whitening = run["whitening"]
+            notes.append(f"{prefix}BERT-whitening fitted on `{whitening['corpus']}` (k={whitening['k']}).")
+        for task, reason in run.get("missing", {}).items():
+            notes.append(f"{prefix}{DISPLAY_NAMES.get(task, task)} not evaluated: {reason}.")
+    return "\n".join(lines) + "\n\n" + "\n".join(f"* {note}" if len(notes) > 1 else note for note in notes) + "\n"
+
+
+def format_results_table(results: dict) -> str:
+    r"""A plain-text table of one result of [`evaluate_sts`] for the console (sub-tasks indented).
+
+    >>> print(format_results_table(results))  # doctest: +SKIP
+    """
+    width = 26
+    lines = [f"{results['model']}  (split {results['split']}, setting {results['setting']})",
+             f"{'Task':<{width}}{'Spearman':>10}{'Pairs':>8}", "-" * (width + 18)]
+    for task, entry in results["tasks"].items():
+        lines.append(f"{DISPLAY_NAMES.get(task, task):<{width}}{_cell(entry['spearman']):>10}{entry['n_pairs']:>8}")
+        for name, sub in entry.get("subtasks", {}).items():
+            lines.append(f"{'  ' + name:<{width}}{_cell(sub['spearman']):>10}{sub['n_pairs']:>8}")
+    lines += ["-" * (width + 18), f"{'Average':<{width}}{_cell(results.get('average')):>10}"]
+    if results.get("alignment") is not None:
+        lines.append(f"{'Alignment (STS-B dev)':<{width}}{results['alignment']:>10.4f}")
+        lines.append(f"{'Uniformity (STS-B dev)':<{width}}{results['uniformity']:>10.4f}")
+    if results.get("whitening"):
+        lines.append(f"Whitening: fitted on {results['whitening']['corpus']} (k={results['whitening']['k']})")
+    lines += [f"Missing {task}: {reason}" for task, reason in results.get("missing", {}).items()]
+    return "\n".join(lines)
+
+
+def save_results(results: dict | Sequence[dict], path: str | os.PathLike) -> Path:
+    """Write results as JSON (NaN written as ``null``).
+
+    >>> save_results(results, "results.json")  # doctest: +SKIP
+    """
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {key: clean(item) for key, item in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [clean(item) for item in value]
+        return None if isinstance(value, float) and math.isnan(value) else value
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(clean(results), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return path
+
+
+def plot_alignment_uniformity(points: Sequence[dict], out_png: str | os.PathLike, title: str | None = None) -> Path:
+    r"""The alignment-uniformity plot of the SimCSE paper (Figure 2): x = uniformity, y = alignment (lower is better
+    on both), one labelled point per checkpoint, arrows from each checkpoint to the next in the order given.
+
+    Args:
+        points (`Sequence[dict]`): ``{"label": str, "alignment": float, "uniformity": float}`` per checkpoint.
+        out_png (`str` or `os.PathLike`): the PNG to write.
+        title (`str`, *optional*): the figure title.
+
+    >>> points = [{"label": "step 0", "alignment": 0.3, "uniformity": -1.5}]
+    >>> plot_alignment_uniformity(points, "au.png")  # doctest: +SKIP
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    if not points:
+        raise ValueError("plot_alignment_uniformity needs at least one point.")
+    for index, point in enumerate(points):
+        if any(point.get(key) is None for key in ("label", "alignment", "uniformity")):
+            raise ValueError(f"points[{index}] must have 'label', 'alignment' and 'uniformity' values; got {point!r}.")
+    xs = [float(p["uniformity"]) for p in points]
+    ys = [float(p["alignment"]) for p in points]
+    figure = Figure(figsize=(5, 4), dpi=150)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    axes.scatter(xs, ys, c=range(len(points)), cmap="viridis", s=40, zorder=3)  # colour: checkpoint order
+    for i in range(len(points) - 1):
+        axes.annotate("", xy=(xs[i + 1], ys[i + 1]), xytext=(xs[i], ys[i]),
+                      arrowprops={"arrowstyle": "->", "color": "0.4", "lw": 1.0, "shrinkA": 5, "shrinkB": 5}, zorder=2)
+    for x, y, point in zip(xs, ys, points):
+        axes.annotate(str(point["label"]), (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
+    axes.margins(0.15)  # room for the labels
+    axes.set_xlabel(r"$\ell_{\mathrm{uniform}}$")
+    axes.set_ylabel(r"$\ell_{\mathrm{align}}$")
+    axes.set_title(title or "Alignment vs. uniformity (lower is better)")
+    axes.grid(True, alpha=0.3)
+    figure.tight_layout()
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out_png, format="png")
+    return out_png
+
+
+__all__ = [
+    "STS_TASKS",
+    "STSDataError",
+    "STSPairs",
+    "TaskUnavailableError",
+    "Whitening",
+    "alignment",
+    "canonical_task",
+    "default_data_dir",
+    "encode_sentences",
+    "evaluate_alignment_uniformity",
+    "evaluate_sts",
+    "format_results_table",
+    "load_sts_task",
+    "plot_alignment_uniformity",
+    "read_sts_file",
+    "results_to_markdown",
+    "save_results",
+    "spearman",
+    "uniformity",
+]
