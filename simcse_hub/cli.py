@@ -323,9 +323,23 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-alignment-uniformity", action="store_true", help="skip alignment and uniformity")
     parser.add_argument("--batch-size", type=int, default=128, help="sentences per forward pass (default: 128)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
-    parser.add_argument("--out", help="write the results as JSON (one object, or a list for several models)")
+    parser.add_argument(
+        "--out",
+        help="write the results as JSON (one object, or a list for several models); default for a single SimCSE "
+        "model folder: MODEL/eval_results.json, which the model card reads",
+    )
     parser.add_argument("--plot", metavar="PNG", help="write the alignment-uniformity figure of the MODELs")
     parser.set_defaults(func=_run_evaluate)
+
+
+def _is_simcse_folder(path: str) -> bool:
+    from pathlib import Path
+
+    config = Path(path) / "config.json"
+    try:
+        return config.is_file() and json.loads(config.read_text(encoding="utf-8")).get("model_type") == "simcse"
+    except (OSError, ValueError):
+        return False
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
@@ -402,9 +416,13 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         all_results.append(results)
     if len(all_results) > 1:
         print(results_to_markdown(all_results))
-    if args.out:
-        save_results(all_results[0] if len(all_results) == 1 else all_results, args.out)
-        logger.info("Wrote the results to %s", args.out)
+    out = args.out
+    if out is None and len(args.models) == 1 and _is_simcse_folder(args.models[0]):
+        # A single SimCSE model folder: keep its results beside it, where `simcse-hub push` reads them for the card.
+        out = str(Path(args.models[0]) / "eval_results.json")
+    if out:
+        save_results(all_results[0] if len(all_results) == 1 else all_results, out)
+        logger.info("Wrote the results to %s", out)
     if args.plot:
         runs = [r for r in all_results if r.get("alignment") is not None]
         labels = [Path(r["model"]).name or r["model"] for r in runs]

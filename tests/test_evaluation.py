@@ -558,3 +558,15 @@ def test_all_minilm_l6_v2_scores_through_both_loaders(minilm_path, shared_data, 
         assert results["tasks"]["SICKRelatedness"]["spearman"] == pytest.approx(77.15, abs=0.05), model
         assert results["tasks"]["STSBenchmark"]["n_pairs"] == 1379
         assert results["tasks"]["SICKRelatedness"]["n_pairs"] == 4927
+
+
+def test_cli_evaluate_keeps_results_beside_a_single_model_folder(sts_dir, tmp_path, tokenizer):
+    from simcse_hub.cli import main
+    from simcse_hub.export import save_model
+
+    folder, _, _ = sts_dir
+    model_dir = save_model(make_model("bert", pooler_type="avg"), tmp_path / "model", tokenizer)
+    assert main(["evaluate", str(model_dir), "--tasks", "STSBenchmark", "--data-dir", str(folder),
+                 "--device", "cpu", "--batch-size", "4"]) == 0
+    written = json.loads((model_dir / "eval_results.json").read_text())
+    assert written["model"] == str(model_dir) and "STSBenchmark" in written["tasks"]
