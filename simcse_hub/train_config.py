@@ -1,0 +1,340 @@
+"""The configuration of ``simcse-hub train``: one dataclass, presets, YAML files and command-line overrides.
+
+Layers, each overriding the one before: the defaults of :class:`TrainConfig`, a preset (``--preset``, a YAML file
+shipped in ``simcse_hub/presets/``), a YAML file of your own (``--config``), ``--set key=value`` pairs, and plain
+flags (``--learning-rate 3e-5``; every setting has one). Setting ``train_file`` in a layer replaces the preset's
+``dataset_name`` (and the reverse), so ``--preset unsup-bert-base --train-file my.txt`` does what it says.
+
+Values are checked once all layers are applied; an error names the setting, the layer it came from and the expected
+form. The final configuration is saved as ``train_config.yaml`` in the output folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import os
+import typing
+from dataclasses import asdict, dataclass, field, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from simcse_hub.modeling.configuration_simcse import POOLER_TYPES
+
+MIXED_PRECISION = ("no", "fp16", "bf16")
+# Settings that may change when a run is resumed (they do not change what is computed).
+RESUMABLE_CHANGES = frozenset({"output_dir", "overwrite_output_dir", "report_to", "logging_steps", "data_dir",
+                               "eval_batch_size", "keep_checkpoints"})
+
+
+class ConfigError(ValueError):
+    """An invalid training setting; the message names it, where it came from and the expected form."""
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a SimCSE training run (see ``simcse-hub train --help`` for one line on each).
+
+    ``batch_size`` is the *global* contrastive batch: the number of examples whose embeddings meet in one InfoNCE
+    loss, summed over processes (the paper's 64 or 512). Each process gets ``batch_size / num_processes`` and the
+    negatives of every process. ``mini_batch_size`` (gradient caching) bounds the memory of one forward pass without
+    changing the loss; ``gradient_accumulation_steps`` sums the gradients of several contrastive batches per update
+    (it does not add negatives).
+
+    >>> config = TrainConfig(train_file="sentences.txt", batch_size=64, learning_rate=3e-5)
+    >>> config.validate().batch_size
+    64
+    """
+
+    # model
+    model_name_or_path: str = field(default="google-bert/bert-base-uncased", metadata=_help(
+        "encoder to start from: a Hub id or a local folder that AutoModel loads"))
+    pooler_type: str = field(default="cls", metadata=_help(f"sentence embedding: one of {', '.join(POOLER_TYPES)}"))
+    mlp_only_train: bool = field(default=False, metadata=_help(
+        "with pooler_type=cls: use the MLP head in training only (unsupervised SimCSE)"))
+    temperature: float = field(default=0.05, metadata=_help("InfoNCE temperature"))
+    hard_negative_weight: float = field(default=0.0, metadata=_help(
+        "logit offset of each anchor's own hard negative (log of its weight)"))
+    do_mlm: bool = field(default=False, metadata=_help("add the auxiliary masked-language-modelling loss"))
+    mlm_weight: float = field(default=0.1, metadata=_help("weight of the MLM loss"))
+    mlm_probability: float = field(default=0.15, metadata=_help("share of tokens masked for the MLM loss"))
+    # data
+    train_file: str | None = field(default=None, metadata=_help(
+        "local .txt (one sentence per line) or .csv/.tsv/.jsonl (2-3 columns), optionally .gz"))
+    dataset_name: str | None = field(default=None, metadata=_help(
+        "Hub dataset instead of train_file, e.g. princeton-nlp/datasets-for-simcse"))
+    dataset_config_name: str | None = field(default=None, metadata=_help("configuration of dataset_name"))
+    dataset_data_files: str | None = field(default=None, metadata=_help(
+        "file inside dataset_name, e.g. wiki1m_for_simcse.txt or nli_for_simcse.csv"))
+    dataset_split: str = field(default="train", metadata=_help("split of dataset_name"))
+    columns: list[str] | None = field(default=None, metadata=_help(
+        "1-3 column names: sentence, or anchor,positive[,hard_negative] (default: all columns)"))
+    max_seq_length: int = field(default=32, metadata=_help("truncation length in tokens"))
+    max_train_samples: int | None = field(default=None, metadata=_help("use only the first N training examples"))
+    # optimisation
+    num_train_epochs: int = field(default=1, metadata=_help("passes over the training data"))
+    max_steps: int | None = field(default=None, metadata=_help("stop after this many updates (overrides epochs)"))
+    batch_size: int = field(default=64, metadata=_help(
+        "global contrastive batch (examples per loss, all processes together)"))
+    mini_batch_size: int | None = field(default=None, metadata=_help(
+        "gradient caching: forward at most this many examples at once per process (same loss, less memory)"))
+    gradient_accumulation_steps: int = field(default=1, metadata=_help("contrastive batches per update"))
+    learning_rate: float = field(default=3e-5, metadata=_help("peak learning rate of AdamW"))
+    weight_decay: float = field(default=0.0, metadata=_help("AdamW weight decay (not on biases and LayerNorm)"))
+    warmup_ratio: float = field(default=0.0, metadata=_help(
+        "share of the updates with a linear warm-up (then linear decay to 0)"))
+    max_grad_norm: float | None = field(default=1.0, metadata=_help("gradient clipping norm (null: none)"))
+    mixed_precision: str = field(default="no", metadata=_help("no, fp16 (GPU) or bf16"))
+    seed: int = field(default=42, metadata=_help("seed of the model head, data order and dropout"))
+    # evaluation, checkpoints, output
+    output_dir: str = field(default="outputs/simcse", metadata=_help("where the model and logs go"))
+    overwrite_output_dir: bool = field(default=False, metadata=_help(
+        "start afresh in an output_dir that holds an earlier run"))
+    data_dir: str | None = field(default=None, metadata=_help(
+        "folder with stsb/dev.tsv.gz for evaluation (default: $SIMCSE_DATA_DIR, else ../shared/data)"))
+    eval_steps: int = field(default=125, metadata=_help("evaluate on STS-B dev every N updates (0: never)"))
+    eval_batch_size: int = field(default=128, metadata=_help("sentences per forward pass in evaluation"))
+    save_steps: int | None = field(default=None, metadata=_help(
+        "write a resumable checkpoint every N updates (default: eval_steps)"))
+    save_total_limit: int = field(default=1, metadata=_help("resumable checkpoints kept (the newest)"))
+    keep_checkpoints: bool = field(default=False, metadata=_help("keep checkpoints/ once the run has finished"))
+    logging_steps: int = field(default=10, metadata=_help("log loss and learning rate every N updates"))
+    report_to: str = field(default="auto", metadata=_help(
+        "Accelerate trackers: auto (TensorBoard when installed), none, tensorboard, wandb, ..."))
+    license: str | None = field(default=None, metadata=_help("licence of the trained model, for its card"))
+
+    # ------------------------------------------------------------------------------------------------ checks
+
+    def validate(self) -> TrainConfig:
+        """Check every value; raise :class:`ConfigError` naming the first bad one. Returns ``self``."""
+        if (self.train_file is None) == (self.dataset_name is None):
+            raise ConfigError(
+                "set exactly one data source: train_file=PATH (a local file) or dataset_name=HUB_ID (a Hub dataset); "
+                f"got train_file={self.train_file!r}, dataset_name={self.dataset_name!r}."
+            )
+        if self.pooler_type not in POOLER_TYPES:
+            raise ConfigError(f"pooler_type={self.pooler_type!r}: expected one of {list(POOLER_TYPES)}.")
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise ConfigError(f"mixed_precision={self.mixed_precision!r}: expected one of {list(MIXED_PRECISION)}.")
+        for name in ("batch_size", "max_seq_length", "num_train_epochs", "gradient_accumulation_steps",
+                     "eval_batch_size", "logging_steps", "save_total_limit"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}={getattr(self, name)!r}: expected an integer >= 1.")
+        for name in ("max_steps", "max_train_samples", "mini_batch_size", "save_steps"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ConfigError(f"{name}={getattr(self, name)!r}: expected an integer >= 1, or null for none.")
+        if self.eval_steps < 0:
+            raise ConfigError(f"eval_steps={self.eval_steps!r}: expected an integer >= 0 (0 turns evaluation off).")
+        if not self.learning_rate > 0 or not self.temperature > 0:
+            name = "learning_rate" if not self.learning_rate > 0 else "temperature"
+            raise ConfigError(f"{name}={getattr(self, name)!r}: expected a number > 0.")
+        for name in ("weight_decay", "mlm_weight"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name}={getattr(self, name)!r}: expected a number >= 0.")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ConfigError(f"warmup_ratio={self.warmup_ratio!r}: expected a number in [0, 1), e.g. 0.1.")
+        if not 0 < self.mlm_probability < 1:
+            raise ConfigError(f"mlm_probability={self.mlm_probability!r}: expected a number in (0, 1), e.g. 0.15.")
+        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
+            raise ConfigError(f"max_grad_norm={self.max_grad_norm!r}: expected a number > 0, or null for no clipping.")
+        if self.columns is not None and not 1 <= len(self.columns) <= 3:
+            raise ConfigError(
+                f"columns={self.columns!r}: expected 1 to 3 names (sentence, or anchor,positive[,hard_negative])."
+            )
+        return self
+
+    # ------------------------------------------------------------------------------------------------ I/O
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def save_yaml(self, path: str | os.PathLike) -> None:
+        """Write the configuration as YAML (``train_config.yaml``), loadable with :meth:`from_yaml`."""
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False), encoding="utf-8")
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike) -> TrainConfig:
+        """Load a YAML file of settings over the defaults (values are checked)."""
+        return cls().update(read_yaml(path), source=str(path)).validate()
+
+    def update(self, values: dict[str, Any], source: str) -> TrainConfig:
+        """Set ``values`` (names and raw values, e.g. strings from the command line) coerced to each field's type.
+
+        A layer that sets one data source (``train_file`` or ``dataset_name``) clears the other.
+        """
+        hints = typing.get_type_hints(type(self))
+        known = [f.name for f in fields(self)]
+        for name, raw in values.items():
+            if name not in known:
+                close = difflib.get_close_matches(name, known, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else "; see `simcse-hub train --help`."
+                raise ConfigError(f"{source}: unknown setting {name!r}{hint}")
+            setattr(self, name, coerce(name, raw, hints[name], source))
+        for given, other in (("train_file", "dataset_name"), ("dataset_name", "train_file")):
+            if values.get(given) is not None and other not in values:
+                setattr(self, other, None)
+        return self
+
+
+def coerce(name: str, value: Any, kind: Any, source: str = "") -> Any:
+    """``value`` (from YAML or the command line) as the type ``kind`` of setting ``name``; `ConfigError` if it is not."""
+    where = f"{source}: " if source else ""
+    args = typing.get_args(kind)
+    optional = type(None) in args
+    base = next((arg for arg in args if arg is not type(None)), kind) if optional else kind
+    if value is None or (optional and isinstance(value, str) and value.strip().lower() in ("null", "none", "~")):
+        if optional:
+            return None
+        raise ConfigError(f"{where}{name} cannot be null; expected {_describe(base)}.")
+    if base is bool:
+        if isinstance(value, bool):
+            return value
+        words = {"true": True, "yes": True, "1": True, "on": True, "false": False, "no": False, "0": False, "off": False}
+        if str(value).strip().lower() in words:
+            return words[str(value).strip().lower()]
+    elif base is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        try:
+            number = float(str(value).strip())
+            if number.is_integer():
+                return int(number)
+        except ValueError:
+            pass
+    elif base is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        try:
+            return float(str(value).strip())
+        except ValueError:
+            pass
+    elif typing.get_origin(base) is list:
+        items = value.split(",") if isinstance(value, str) else value
+        if isinstance(items, (list, tuple)) and all(isinstance(item, (str, int, float)) for item in items):
+            return [str(item).strip() for item in items if str(item).strip()]
+    elif base is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        return str(value)
+    raise ConfigError(f"{where}{name}={value!r}: expected {_describe(base)}.")
+
+
+def _describe(kind: Any) -> str:
+    if kind is bool:
+        return "true or false"
+    if kind is int:
+        return "an integer (e.g. 64)"
+    if kind is float:
+        return "a number (e.g. 3e-5)"
+    if typing.get_origin(kind) is list:
+        return "a list of names (YAML list, or comma-separated: sent0,sent1,hard_neg)"
+    return "a string"
+
+
+def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    """The mapping in a YAML settings file; `ConfigError` naming the file when it is missing or not a mapping."""
+    path = Path(path)
+    try:
+        content = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such configuration file.") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML ({error}).") from None
+    if content is None:
+        return {}
+    if not isinstance(content, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings (key: value lines), got {type(content).__name__}.")
+    return content
+
+
+# ---------------------------------------------------------------------------------------------------- presets
+
+
+def _preset_folder():
+    return resources.files("simcse_hub") / "presets"
+
+
+def list_presets() -> dict[str, str]:
+    """``{name: description}`` of the presets shipped with simcse_hub (the description is the file's first comment)."""
+    presets = {}
+    for entry in sorted(_preset_folder().iterdir(), key=lambda item: item.name):
+        if entry.name.endswith(".yaml"):
+            first = entry.read_text(encoding="utf-8").splitlines()[0]
+            presets[entry.name[: -len(".yaml")]] = first.lstrip("# ").strip()
+    return presets
+
+
+def preset_path(name: str) -> Path:
+    """The YAML file of preset ``name``; `ConfigError` listing the presets when there is none of that name."""
+    entry = _preset_folder() / f"{name}.yaml"
+    if not entry.is_file():
+        raise ConfigError(f"--preset {name!r}: no such preset; expected one of {sorted(list_presets())}.")
+    return Path(str(entry))
+
+
+# ---------------------------------------------------------------------------------------------------- command line
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Declare the arguments of ``simcse-hub train`` (and ``python -m simcse_hub.train``) on ``parser``."""
+    parser.add_argument("--preset", help="start from a preset (see --list-presets), e.g. quickstart, unsup-bert-base")
+    parser.add_argument("--config", metavar="FILE", help="YAML file of settings (over the preset)")
+    parser.add_argument("--set", metavar="KEY=VALUE", nargs="+", action="extend", default=[], dest="overrides",
+                        help="override settings, e.g. --set learning_rate=1e-5 batch_size=128")
+    parser.add_argument("--resume", nargs="?", const="latest", metavar="CHECKPOINT",
+                        help="continue an interrupted run from its latest checkpoint in output_dir (or the one given)")
+    parser.add_argument("--list-presets", action="store_true", help="print the presets and exit")
+    group = parser.add_argument_group("settings (each also accepted as --set name=value)")
+    hints = typing.get_type_hints(TrainConfig)
+    for spec in fields(TrainConfig):
+        flag = "--" + spec.name.replace("_", "-")
+        kind = hints[spec.name]
+        base = next((arg for arg in typing.get_args(kind) if arg is not type(None)), kind)
+        metavar = {bool: "BOOL", int: "N", float: "X"}.get(base, "NAMES" if typing.get_origin(base) is list else "STR")
+        extra = {"nargs": "?", "const": "true"} if base is bool else {}
+        group.add_argument(flag, dest=f"setting_{spec.name}", default=argparse.SUPPRESS, metavar=metavar,
+                           help=f"{spec.metadata['help']} (default: {spec.default})", **extra)
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """Build and validate the configuration from parsed arguments: preset, ``--config``, ``--set``, flags."""
+    config = TrainConfig()
+    if args.preset:
+        config.update(read_yaml(preset_path(args.preset)), source=f"preset {args.preset!r}")
+    if args.config:
+        config.update(read_yaml(args.config), source=args.config)
+    overrides = {}
+    for item in args.overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set learning_rate=3e-5.")
+        overrides[key.strip()] = value
+    config.update(overrides, source="--set")
+    hints = typing.get_type_hints(TrainConfig)
+    flags = {
+        key[len("setting_"):]: coerce(key[len("setting_"):], value, hints[key[len("setting_"):]],
+                                      source="--" + key[len("setting_"):].replace("_", "-"))
+        for key, value in vars(args).items()
+        if key.startswith("setting_")
+    }
+    config.update(flags, source="command line")
+    return config.validate()
+
+
+__all__ = [
+    "MIXED_PRECISION",
+    "ConfigError",
+    "TrainConfig",
+    "add_train_arguments",
+    "coerce",
+    "config_from_args",
+    "list_presets",
+    "preset_path",
+    "read_yaml",
+]

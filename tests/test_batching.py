@@ -1,0 +1,113 @@
+"""``simcse_hub.batching``: token-length ordering, padding, length buckets, and the ``bf16`` precision mode of
+``SimCSE``."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_model
+
+from simcse_hub import SimCSE, save_model
+from simcse_hub.batching import autocast, check_precision, length_buckets, length_order, pad, tokenize
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory, tokenizer):
+    return save_model(make_model("bert", seed=3, pooler_type="avg"), tmp_path_factory.mktemp("batching"), tokenizer)
+
+
+def padded_size(lengths, groups) -> int:
+    return sum(len(group) * max(lengths[i] for i in group) for group in groups)
+
+
+def test_length_buckets_cover_every_index_once_and_pad_least():
+    rng = np.random.RandomState(0)
+    for n, max_buckets in [(1, 4), (7, 3), (9, 4), (40, 1), (130, 4)]:
+        lengths = rng.randint(2, 33, size=n)
+        groups = length_buckets(lengths, max_buckets)
+        assert sorted(np.concatenate(groups).tolist()) == list(range(n))
+        assert 1 <= len(groups) <= max_buckets and all(len(group) for group in groups)
+        assert padded_size(lengths, groups) <= n * lengths.max()
+        if n <= 9:  # brute force over every way of cutting the sorted lengths into at most max_buckets groups
+            order = np.argsort(lengths, kind="stable")
+            best = min(
+                padded_size(lengths, [order[i:j] for i, j in zip((0, *cuts), (*cuts, n))])
+                for k in range(max_buckets)
+                for cuts in itertools.combinations(range(1, n), k)
+            )
+            assert padded_size(lengths, groups) == best
+    assert [group.tolist() for group in length_buckets([5, 30, 6, 31], 2)] == [[0, 2], [1, 3]]
+    assert length_buckets([], 4) == []
+    with pytest.raises(ValueError, match="max_buckets must be >= 1"):
+        length_buckets([3], 0)
+
+
+def test_tokenize_once_order_and_pad_match_the_tokenizer(tokenizer, sentences):
+    features = tokenize(tokenizer, sentences, max_length=8)
+    lengths = [len(feature["input_ids"]) for feature in features]
+    assert max(lengths) <= 8
+    order = length_order(features)
+    assert [lengths[i] for i in order] == sorted(lengths, reverse=True)
+    batch = pad([features[i] for i in order], tokenizer)
+    expected = tokenizer([sentences[i] for i in order], padding=True, truncation=True, max_length=8,
+                         return_tensors="pt")
+    for key in expected:
+        assert torch.equal(batch[key], expected[key]), key
+
+
+def test_batches_pad_on_the_right_whatever_the_tokenizer_says(tokenizer, sentences, tmp_path):
+    tool = SimCSE(save_model(make_model("bert", seed=3, pooler_type="avg"), tmp_path / "left", tokenizer),
+                  device="cpu")
+    tool.tokenizer.padding_side = "left"  # e.g. a tokenizer saved for a decoder
+    batched = tool.encode(sentences, batch_size=4)  # sentences of different lengths share a batch
+    one_by_one = torch.stack([tool.encode(sentence) for sentence in sentences])
+    assert torch.allclose(batched, one_by_one, atol=1e-5)
+
+
+def test_encode_tokenizes_each_sentence_once(folder, sentences, monkeypatch):
+    tool = SimCSE(folder, device="cpu")
+    tool.embedding_dim  # noqa: B018  (computed once, before counting)
+    seen = []
+    original = type(tool.tokenizer).__call__
+
+    def counting(self, text, *args, **kwargs):
+        seen.extend([text] if isinstance(text, str) else text)
+        return original(self, text, *args, **kwargs)
+
+    monkeypatch.setattr(type(tool.tokenizer), "__call__", counting)
+    reference = tool.encode(sentences, batch_size=3)
+    assert sorted(seen) == sorted(sentences)
+    monkeypatch.undo()
+    one_by_one = torch.stack([tool.encode(sentence) for sentence in sentences])
+    assert torch.allclose(reference, one_by_one, atol=1e-5)
+
+
+def test_bf16_mode_is_close_to_fp32(folder, sentences, caplog):
+    fp32 = SimCSE(folder, device="cpu")
+    with caplog.at_level(logging.WARNING, logger="simcse_hub.batching"):
+        bf16 = SimCSE(folder, device="cpu", precision="bf16")
+    assert bf16.precision == "bf16" and fp32.precision == "fp32"
+    a, b = fp32.encode(sentences), bf16.encode(sentences)  # (n, dim) each, unit rows
+    cosine = (a * b).sum(-1)
+    assert cosine.min().item() > 0.99
+    assert not torch.equal(a, b)  # it did compute in bfloat16
+    assert b.dtype == torch.float32
+    assert abs(fp32.similarity(sentences[0], sentences[1]) - bf16.similarity(sentences[0], sentences[1])) < 0.02
+
+
+def test_precision_errors_and_autocast():
+    with pytest.raises(ValueError, match="precision='fp16' is not supported"):
+        check_precision("fp16", torch.device("cpu"))
+    with autocast("bf16", torch.device("cpu")):
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
+    with autocast("fp32", torch.device("cpu")):
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
+
+
+def test_simcse_rejects_an_unknown_precision(folder):
+    with pytest.raises(ValueError, match="expected one of \\['fp32', 'bf16'\\]"):
+        SimCSE(folder, device="cpu", precision="int4")

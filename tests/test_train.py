@@ -1,0 +1,520 @@
+"""The training loop (simcse_hub.train), its configuration and checkpoints, on tiny encoders saved to a folder.
+
+Each run takes seconds: a 2-layer BERT of width 32 over the vocabulary of conftest, 100-200 examples.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import gzip
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import ENCODER_CONFIGS, REPO_ROOT, WORDS, make_model, tiny_vocab
+from safetensors.torch import load_file
+from transformers import AutoModel, BertModel
+
+import simcse_hub.train as train_module
+from simcse_hub.cli import main as cli_main
+from simcse_hub.gradcache import RandState
+from simcse_hub.losses import contrastive_loss
+from simcse_hub.train import embed, train, training_step
+from simcse_hub.train_config import (
+    ConfigError,
+    TrainConfig,
+    add_train_arguments,
+    config_from_args,
+    list_presets,
+)
+
+SUMMARY_KEYS = {"base_model", "objective", "datasets", "hyperparameters", "hardware", "train_runtime_seconds",
+                "global_steps", "best", "language", "license"}
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerate_state():
+    """Each test builds its own Accelerator (precision, accumulation): reset Accelerate's process-wide singletons.
+    Tiny models run on one thread (as the subprocesses below, OMP_NUM_THREADS=1): faster, and the same numerics."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+
+
+def save_encoder(folder: Path, tokenizer_dir: Path, dropout: float = 0.1) -> Path:
+    torch.manual_seed(0)
+    config = ENCODER_CONFIGS["bert"](len(tiny_vocab()))
+    config.hidden_dropout_prob = config.attention_probs_dropout_prob = dropout
+    BertModel(config).save_pretrained(folder)
+    for item in tokenizer_dir.iterdir():
+        shutil.copy(item, folder / item.name)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def encoder_dir(tmp_path_factory, tokenizer_dir) -> Path:
+    return save_encoder(tmp_path_factory.mktemp("encoder"), tokenizer_dir)
+
+
+@pytest.fixture(scope="session")
+def encoder_without_dropout(tmp_path_factory, tokenizer_dir) -> Path:
+    return save_encoder(tmp_path_factory.mktemp("encoder_no_dropout"), tokenizer_dir, dropout=0.0)
+
+
+def sentence(rng: random.Random) -> str:
+    return " ".join(rng.choices(WORDS, k=rng.randint(4, 12))) + " ."
+
+
+@pytest.fixture(scope="session")
+def unsup_file(tmp_path_factory) -> Path:
+    rng = random.Random(0)
+    path = tmp_path_factory.mktemp("data") / "sentences.txt"
+    path.write_text("".join(sentence(rng) + "\n" for _ in range(200)), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def sup_file(tmp_path_factory) -> Path:
+    """Triplets: the positive is a shortened copy of the anchor, the hard negative an unrelated sentence; quotes are
+    literal (tab-separated, gzip'd, as ../shared/data/nli)."""
+    rng = random.Random(1)
+    lines = ["sent0\tsent1\thard_neg"]
+    for _ in range(96):
+        words = rng.choices(WORDS, k=10)
+        lines.append(f'"{" ".join(words)}\t{" ".join(words[:7])}\t{sentence(rng)}')
+    path = tmp_path_factory.mktemp("data") / "triplets.tsv.gz"
+    path.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode("utf-8"), mtime=0))
+    return path
+
+
+def make_config(tmp_path: Path, encoder: Path, train_file: Path, **overrides) -> TrainConfig:
+    settings = {
+        "model_name_or_path": str(encoder), "train_file": str(train_file), "output_dir": str(tmp_path / "out"),
+        "pooler_type": "avg", "batch_size": 16, "learning_rate": 1e-3, "num_train_epochs": 2, "eval_steps": 0,
+        "logging_steps": 1, "report_to": "none", "max_seq_length": 16, "seed": 0,
+    }
+    return TrainConfig(**(settings | overrides))
+
+
+def read_log(folder: Path) -> list[dict]:
+    return [json.loads(line) for line in (Path(folder) / "training_log.jsonl").read_text().splitlines()]
+
+
+def losses(folder: Path) -> list[float]:
+    return [record["loss"] for record in read_log(folder) if "loss" in record]
+
+
+def weights(folder: Path) -> dict[str, torch.Tensor]:
+    return load_file(Path(folder) / "model.safetensors")
+
+
+# ---------------------------------------------------------------------------------------------------- runs
+
+
+def test_unsupervised_run_lowers_the_loss_and_writes_a_folder_that_loads_three_ways(
+    tmp_path, encoder_dir, unsup_file, sentences
+):
+    config = make_config(tmp_path, encoder_dir, unsup_file)
+    out = train(config)
+    curve = losses(out)
+    assert len(curve) == 26  # 2 epochs of ceil(200 / 16) updates
+    assert sum(curve[-3:]) < 0.5 * sum(curve[:3]), curve
+
+    names = {path.name for path in out.iterdir()}
+    assert {"model.safetensors", "config.json", "tokenizer.json", "modules.json", "train_config.yaml",
+            "training_log.jsonl", "simcse_training.json"} <= names
+    assert "checkpoints" not in names  # removed once the run is complete
+    assert TrainConfig.from_yaml(out / "train_config.yaml") == config
+
+    summary = json.loads((out / "simcse_training.json").read_text())
+    assert set(summary) == SUMMARY_KEYS
+    assert summary["objective"] == "unsupervised" and summary["global_steps"] == 26 and summary["best"] is None
+    assert summary["datasets"] == [{"name": "sentences", "path": str(unsup_file), "hub_id": None, "examples": 200}]
+    assert summary["hyperparameters"] == config.to_dict() and summary["hardware"] == "1 x CPU (fp32)"
+    assert summary["base_model"] == str(encoder_dir) and summary["language"] == "en"
+
+    from sentence_transformers import SentenceTransformer
+
+    from simcse_hub import SimCSE
+
+    model = AutoModel.from_pretrained(out).eval()
+    assert model.config.pooler_type == "avg"
+    reference = SimCSE(out).encode(sentences, normalize_to_unit=False, return_numpy=True)
+    st = SentenceTransformer(str(out), trust_remote_code=True).encode(sentences)
+    assert torch.allclose(torch.from_numpy(st), torch.from_numpy(reference), atol=1e-5)
+    inputs = SimCSE(out).tokenizer(sentences, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        direct = model(**inputs).pooler_output
+    assert torch.allclose(direct, torch.from_numpy(reference), atol=1e-5)
+
+
+def test_supervised_triplet_run_lowers_the_loss(tmp_path, encoder_dir, sup_file):
+    config = make_config(tmp_path, encoder_dir, sup_file, hard_negative_weight=0.5, num_train_epochs=3)
+    out = train(config)
+    curve = losses(out)
+    assert len(curve) == 18 and sum(curve[-3:]) < 0.5 * sum(curve[:3]), curve
+    summary = json.loads((out / "simcse_training.json").read_text())
+    assert summary["objective"] == "supervised"
+    dataset = summary["datasets"][0]
+    assert (dataset["name"], dataset["hub_id"], dataset["examples"]) == ("triplets", None, 96)
+    assert AutoModel.from_pretrained(out).config.hard_negative_weight == 0.5
+
+
+def test_bf16_mixed_precision_trains(tmp_path, encoder_dir, unsup_file):
+    out = train(make_config(tmp_path, encoder_dir, unsup_file, mixed_precision="bf16"))
+    curve = losses(out)
+    assert all(map(torch.isfinite, torch.tensor(curve))) and sum(curve[-3:]) < 0.5 * sum(curve[:3])
+    assert {tensor.dtype for tensor in weights(out).values()} == {torch.float32}  # master weights stay fp32
+    assert json.loads((out / "simcse_training.json").read_text())["hardware"] == "1 x CPU (bf16)"
+
+
+def test_gradient_accumulation_counts_updates(tmp_path, encoder_dir, unsup_file):
+    out = train(make_config(tmp_path, encoder_dir, unsup_file, batch_size=20, gradient_accumulation_steps=3,
+                            num_train_epochs=1))
+    # 10 contrastive batches of 20; updates after batches 3, 6, 9 and the last one (end of the data).
+    assert [record["step"] for record in read_log(out)] == [1, 2, 3, 4]
+
+
+# ---------------------------------------------------------------------------------------------------- gradient caching
+
+
+def gradients(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+
+
+def assert_same_update(cached: torch.nn.Module, full: torch.nn.Module, tolerance: float = 1e-5) -> None:
+    g1, g2 = gradients(cached), gradients(full)
+    assert g1.keys() == g2.keys() and len(g1) > 10
+    scale = max(g.abs().max() for g in g2.values())
+    for name in g1:
+        assert (g1[name] - g2[name]).abs().max() <= tolerance * scale, name
+    for model in (cached, full):
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        optimizer.step()
+    for (name, p1), p2 in zip(cached.named_parameters(), full.parameters()):
+        assert torch.allclose(p1, p2, atol=tolerance), name
+
+
+def triplet_batch(size: int = 12, seq_len: int = 10) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    input_ids = torch.randint(5, 100, (size, 3, seq_len), generator=generator)  # (batch, num_sent, seq_len)
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[::2, :, 7:] = 0  # some padding
+    return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+
+def full_batch_backward(model: torch.nn.Module, batch: dict, chunk: int, config: TrainConfig) -> torch.Tensor:
+    """The reference: one loss over the full batch, one backward through its whole graph. Its forward runs in the
+    same pieces as the cached run so that dropout draws the same masks (masks are drawn per forward call)."""
+    pieces = [embed(model, {k: v[i : i + chunk] for k, v in batch.items()}) for i in range(0, 12, chunk)]
+    embeddings = torch.cat(pieces).float()  # (batch, 3, hidden)
+    loss = contrastive_loss(embeddings[:, 0], embeddings[:, 1], embeddings[:, 2], temperature=config.temperature,
+                            hard_negative_weight=config.hard_negative_weight)
+    loss.backward()
+    return loss.detach()
+
+
+def test_gradient_cache_gives_the_full_batch_update_with_dropout():
+    from accelerate import Accelerator
+
+    accelerator = Accelerator()
+    config = TrainConfig(train_file="unused", mini_batch_size=5, hard_negative_weight=0.3)
+    cached = make_model("bert", pooler_type="cls").train()  # dropout on: 0.1 in every layer
+    full = copy.deepcopy(cached)
+    batch = triplet_batch()
+
+    torch.manual_seed(123)
+    loss_cached = training_step(accelerator, cached, batch, config)
+    torch.manual_seed(123)
+    loss_full = full_batch_backward(full, batch, chunk=5, config=config)
+    assert torch.allclose(loss_cached, loss_full, atol=1e-6)
+    assert_same_update(cached, full)
+
+    # The test can fail: without replaying each chunk's RNG state, dropout masks differ and so do the gradients.
+    broken = make_model("bert", pooler_type="cls").train()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(RandState, "replay", lambda self: contextlib.nullcontext())
+        torch.manual_seed(123)
+        training_step(accelerator, broken, batch, config)
+    difference = max((a - b).abs().max() for a, b in zip(gradients(broken).values(), gradients(full).values()))
+    assert difference > 1e-3
+
+
+@pytest.mark.parametrize("do_mlm", [False, True])
+def test_gradient_cache_equals_one_unchunked_pass(do_mlm, tokenizer):
+    """Without dropout (eval mode) the cached step equals the plain step, which forwards the whole batch at once;
+    with the MLM loss too, whose chunks are weighted by their share of the masked tokens."""
+    from accelerate import Accelerator
+
+    accelerator = Accelerator()
+    base = {"train_file": "unused", "do_mlm": do_mlm, "mlm_weight": 0.5, "mlm_probability": 0.3}
+    cached = make_model("bert", pooler_type="avg", do_mlm=do_mlm).eval()
+    plain = copy.deepcopy(cached)
+    batch = triplet_batch()
+    torch.manual_seed(7)
+    loss_cached = training_step(accelerator, cached, batch, TrainConfig(mini_batch_size=4, **base), tokenizer)
+    torch.manual_seed(7)
+    loss_plain = training_step(accelerator, plain, batch, TrainConfig(**base), tokenizer)
+    assert torch.allclose(loss_cached, loss_plain, atol=1e-5)
+    assert_same_update(cached, plain)
+    if do_mlm:
+        assert cached.lm_head.predictions.decoder.weight.grad.abs().sum() > 0  # the MLM loss reached its head
+
+
+# ---------------------------------------------------------------------------------------------------- resume
+
+
+def test_resume_after_sigkill_ends_like_an_uninterrupted_run(tmp_path, encoder_dir, unsup_file):
+    """Dropout, MLM masking and gradient caching draw random numbers; gradient accumulation spans batches; the kill
+    comes mid-epoch, three updates after the last checkpoint."""
+    settings = {"pooler_type": "cls", "mlp_only_train": True, "do_mlm": True, "mini_batch_size": 6,
+                "gradient_accumulation_steps": 2, "save_steps": 3, "learning_rate": 3e-4}
+    uninterrupted = train(make_config(tmp_path / "a", encoder_dir, unsup_file, **settings))
+
+    config = make_config(tmp_path / "b", encoder_dir, unsup_file, **settings)
+    config_file = tmp_path / "b.yaml"
+    config.save_yaml(config_file)
+    script = str(REPO_ROOT / "tests" / "train_subprocess.py")
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
+    killed = subprocess.run([sys.executable, script, str(config_file), "--kill-at-call", "19"], check=False, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    out = Path(config.output_dir)
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["step-0000009"]  # the newest, complete checkpoint
+    assert not (out / "model.safetensors").exists()
+    assert max(record["step"] for record in read_log(out)) == 9
+
+    train(config, resume="latest")
+    assert losses(out) == pytest.approx(losses(uninterrupted), abs=1e-6)
+    expected = weights(uninterrupted)
+    resumed = weights(out)
+    assert expected.keys() == resumed.keys()
+    for name in expected:
+        assert torch.allclose(resumed[name], expected[name], atol=1e-6), name
+
+
+def test_resume_refuses_changed_settings_and_missing_checkpoints(tmp_path, encoder_dir, unsup_file):
+    config = make_config(tmp_path, encoder_dir, unsup_file, max_steps=2)
+    with pytest.raises(ConfigError, match=r"--resume: no checkpoint in .*checkpoints"):
+        train(config, resume="latest")
+    train(config)
+    with pytest.raises(ConfigError, match=r"holds an earlier run: pass --resume to continue it, --overwrite-output-dir"):
+        train(config)
+    (Path(config.output_dir) / "checkpoints" / "step-0000001").mkdir(parents=True)
+    changed = make_config(tmp_path, encoder_dir, unsup_file, max_steps=2, learning_rate=5e-4)
+    with pytest.raises(ConfigError, match=r"changed: learning_rate: 0\.001 -> 0\.0005"):
+        train(changed, resume="latest")
+    out = train(make_config(tmp_path, encoder_dir, unsup_file, max_steps=3, overwrite_output_dir=True))
+    assert [record["step"] for record in read_log(out)] == [1, 2, 3]
+
+
+# ---------------------------------------------------------------------------------------------------- evaluation
+
+
+@pytest.fixture
+def tiny_sts_dir(tmp_path) -> Path:
+    """A data folder in the layout of ../shared/data with a small STS-B dev set over the tiny vocabulary."""
+    rng = random.Random(3)
+    rows = ["sentence1\tsentence2\tscore"]
+    for _ in range(40):
+        words = rng.choices(WORDS, k=8)
+        score = rng.uniform(0, 5)
+        second = words[: max(1, round(8 * score / 5))] + rng.choices(WORDS, k=8 - round(8 * score / 5))
+        rows.append(f"{' '.join(words)} .\t{' '.join(second)} .\t{score:.2f}")
+    (tmp_path / "sts" / "stsb").mkdir(parents=True)
+    (tmp_path / "sts" / "stsb" / "dev.tsv.gz").write_bytes(gzip.compress(("\n".join(rows) + "\n").encode()))
+    return tmp_path / "sts"
+
+
+def test_evaluation_during_training_keeps_and_exports_the_best_model(tmp_path, encoder_dir, unsup_file,
+                                                                     tiny_sts_dir, monkeypatch):
+    real_evaluate = train_module.evaluate
+    scores = iter([50.0, 70.0, 60.0])
+    seen = []
+
+    def scripted(*args, **kwargs):  # the real evaluation, with the Spearman replaced by a known sequence
+        metrics = real_evaluate(*args, **kwargs)
+        seen.append(metrics)
+        return {**metrics, "stsb_dev_spearman": next(scores)}
+
+    monkeypatch.setattr(train_module, "evaluate", scripted)
+    settings = {"data_dir": str(tiny_sts_dir), "eval_steps": 2, "max_steps": 6, "keep_checkpoints": True}
+    out = train(make_config(tmp_path / "eval", encoder_dir, unsup_file, **settings))
+    assert len(seen) == 3
+    assert all(-1 <= m["stsb_dev_spearman"] / 100 <= 1 and m["alignment"] >= 0 and m["uniformity"] <= 0 for m in seen)
+    evaluations = [record for record in read_log(out) if "stsb_dev_spearman" in record]
+    assert [(r["step"], r["stsb_dev_spearman"]) for r in evaluations] == [(2, 50.0), (4, 70.0), (6, 60.0)]
+    summary = json.loads((out / "simcse_training.json").read_text())
+    assert summary["best"] == {"step": 4, "stsb_dev_spearman": 70.0}
+    best = out / "checkpoints" / "best-model"
+    assert json.loads((best / "best_step.json").read_text()) == {"step": 4}
+    exported = weights(out)
+    assert all(torch.equal(exported[name], tensor) for name, tensor in weights(best).items())
+
+    # The same run without evaluation exports its last model, which differs from the best one.
+    last = train(make_config(tmp_path / "last", encoder_dir, unsup_file, max_steps=6))
+    assert not all(torch.equal(exported[name], tensor) for name, tensor in weights(last).items())
+
+
+def test_evaluation_is_skipped_with_a_message_when_there_is_no_sts_b(tmp_path, encoder_dir, unsup_file, caplog,
+                                                                   monkeypatch):
+    monkeypatch.delenv("SIMCSE_DATA_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)  # no ../shared/data from here
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with caplog.at_level("WARNING"):
+        out = train(make_config(tmp_path, encoder_dir, unsup_file, eval_steps=2, max_steps=2, data_dir=str(empty)))
+    assert "Skipping evaluation: no STS-B dev set" in caplog.text
+    assert json.loads((out / "simcse_training.json").read_text())["best"] is None
+
+
+# ---------------------------------------------------------------------------------------------------- two processes
+
+
+@pytest.mark.distributed
+def test_two_processes_train_like_one_on_the_same_global_batch(tmp_path, encoder_without_dropout, sup_file):
+    """torchrun --nproc_per_node 2 (gloo on CPU), each process 8 of the 16 triplets of a batch, negatives gathered
+    across processes and gradient caching in chunks of 3, against one process with the whole batch. Dropout would
+    draw different masks in the two layouts, so this encoder has none (supervised pairs need none)."""
+    settings = {"pooler_type": "cls", "hard_negative_weight": 0.5, "num_train_epochs": 2, "learning_rate": 5e-4}
+    single = train(make_config(tmp_path / "one", encoder_without_dropout, sup_file, **settings))
+
+    two = tmp_path / "two" / "out"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "simcse_hub.train", "--model-name-or-path", str(encoder_without_dropout),
+               "--train-file", str(sup_file), "--output-dir", str(two), "--mini-batch-size", "3"]
+    for key, value in {**make_config(tmp_path, encoder_without_dropout, sup_file, **settings).to_dict()}.items():
+        if key not in ("model_name_or_path", "train_file", "output_dir") and value is not None:
+            command += ["--set", f"{key}={','.join(value) if isinstance(value, list) else value}"]
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, check=False, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "Model saved to" in result.stdout
+
+    assert json.loads((two / "simcse_training.json").read_text())["hardware"] == "2 x CPU (fp32)"
+    assert len(losses(two)) == 12
+    assert losses(two) == pytest.approx(losses(single), rel=1e-5, abs=1e-5)
+    # Adam divides each update by the gradient's running RMS, so float noise in a near-zero gradient can move a
+    # weight by up to a learning rate per step: the weights agree to within half of one step (5e-4 / 2).
+    expected = weights(single)
+    for name, tensor in weights(two).items():
+        assert torch.allclose(tensor, expected[name], atol=2.5e-4), name
+
+
+# ---------------------------------------------------------------------------------------------------- configuration
+
+
+def parse(*argv: str) -> TrainConfig:
+    return config_from_args(add_train_arguments(argparse.ArgumentParser()).parse_args(list(argv)))
+
+
+def test_presets_hold_the_paper_settings():
+    paper = {  # SimCSE, Appendix A: batch size, learning rate; 1 epoch unsupervised, 3 supervised
+        "unsup-bert-base": (64, 3e-5), "unsup-bert-large": (64, 1e-5),
+        "unsup-roberta-base": (512, 1e-5), "unsup-roberta-large": (512, 3e-5),
+        "sup-bert-base": (512, 5e-5), "sup-bert-large": (512, 1e-5),
+        "sup-roberta-base": (512, 1e-5), "sup-roberta-large": (512, 1e-5),
+    }
+    assert set(list_presets()) == set(paper) | {"quickstart"}
+    for name, (batch_size, learning_rate) in paper.items():
+        config = parse("--preset", name)
+        supervised = name.startswith("sup")
+        assert (config.batch_size, config.learning_rate) == (batch_size, learning_rate), name
+        assert config.num_train_epochs == (3 if supervised else 1) and config.max_seq_length == 32
+        assert config.temperature == 0.05 and config.eval_steps == 125 and config.pooler_type == "cls"
+        assert config.mlp_only_train is not supervised
+        assert config.dataset_data_files == ("nli_for_simcse.csv" if supervised else "wiki1m_for_simcse.txt")
+    quickstart = parse("--preset", "quickstart")
+    assert quickstart.model_name_or_path == "sentence-transformers/all-MiniLM-L6-v2"
+    assert quickstart.train_file == "package:data/quickstart_sentences.txt" and quickstart.dataset_name is None
+
+
+def test_layers_override_in_order(tmp_path):
+    config_file = tmp_path / "mine.yaml"
+    config_file.write_text("learning_rate: 2e-5\nbatch_size: 128\nseed: 7\n")
+    config = parse("--preset", "unsup-bert-base", "--config", str(config_file), "--set", "batch_size=256",
+                   "seed=8", "--seed", "9", "--train-file", "wiki.txt.gz", "--columns", "text", "--do-mlm")
+    assert (config.learning_rate, config.batch_size, config.seed) == (2e-5, 256, 9)
+    assert config.train_file == "wiki.txt.gz" and config.dataset_name is None  # the local file replaces the preset's
+    assert config.columns == ["text"] and config.do_mlm is True and config.mlp_only_train is True
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--set", "batch_size=abc"], r"--set: batch_size='abc': expected an integer"),
+        (["--learning-rate", "fast"], r"--learning-rate: learning_rate='fast': expected a number"),
+        (["--set", "learnin_rate=1e-5"], r"unknown setting 'learnin_rate'; did you mean 'learning_rate'\?"),
+        (["--set", "oops"], r"--set 'oops': expected KEY=VALUE"),
+        (["--mlp-only-train", "maybe"], r"mlp_only_train='maybe': expected true or false"),
+        (["--mixed-precision", "fp8"], r"mixed_precision='fp8': expected one of \['no', 'fp16', 'bf16'\]"),
+        (["--pooler-type", "max"], r"pooler_type='max': expected one of"),
+        (["--columns", "a,b,c,d"], r"columns=\['a', 'b', 'c', 'd'\]: expected 1 to 3 names"),
+        (["--batch-size", "0"], r"batch_size=0: expected an integer >= 1"),
+        (["--warmup-ratio", "1.5"], r"warmup_ratio=1\.5: expected a number in \[0, 1\)"),
+        (["--set", "train_file=null"], r"set exactly one data source"),
+        (["--preset", "unsup-bert-huge"], r"--preset 'unsup-bert-huge': no such preset; expected one of"),
+        (["--config", "missing.yaml"], r"missing\.yaml: no such configuration file"),
+    ],
+)
+def test_bad_settings_name_the_setting_and_the_expected_form(argv, message):
+    with pytest.raises(ConfigError, match=message):
+        parse("--preset", "unsup-bert-base", *argv)
+
+
+def test_yaml_errors_name_the_file(tmp_path):
+    both = tmp_path / "both.yaml"
+    both.write_text("train_file: a.txt\ndataset_name: b/c\n")
+    with pytest.raises(ConfigError, match=r"set exactly one data source"):
+        TrainConfig.from_yaml(both)
+    listing = tmp_path / "list.yaml"
+    listing.write_text("- batch_size\n")
+    with pytest.raises(ConfigError, match=r"list\.yaml: expected a mapping of settings"):
+        TrainConfig.from_yaml(listing)
+
+
+def test_launch_checks(tmp_path, encoder_dir, unsup_file):
+    from types import SimpleNamespace
+
+    with pytest.raises(ConfigError, match=r"batch_size=16 must be a multiple of the number of processes \(3\)"):
+        train_module.check_setup(TrainConfig(train_file="x", batch_size=16),
+                                 SimpleNamespace(num_processes=3, device=torch.device("cpu")))
+    with pytest.raises(ConfigError, match=r"mixed_precision='fp16' needs a GPU; on a CPU use 'bf16'"):
+        train(make_config(tmp_path, encoder_dir, unsup_file, mixed_precision="fp16"))
+
+
+def test_bad_training_file_fails_before_training_with_its_line(tmp_path, encoder_dir, capsys):
+    bad = tmp_path / "pairs.tsv"
+    bad.write_text("sent0\tsent1\na man\ta woman\nthe dog\n")
+    code = cli_main(["train", "--model-name-or-path", str(encoder_dir), "--train-file", str(bad),
+                     "--output-dir", str(tmp_path / "out"), "--report-to", "none"])
+    assert code == 2
+    assert f"simcse-hub train: error: {bad}, line 3: 1 field(s) separated by tabs" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "model.safetensors").exists()
+
+
+def test_cli_train_prints_where_the_model_went(tmp_path, encoder_dir, unsup_file, capsys):
+    out = tmp_path / "cli-out"
+    code = cli_main(["train", "--model-name-or-path", str(encoder_dir), "--train-file", str(unsup_file),
+                     "--output-dir", str(out), "--max-steps", "2", "--report-to", "none", "--pooler-type", "avg",
+                     "--set", "batch_size=8", "eval_steps=0"])
+    assert code == 0
+    assert f"Model saved to {out.resolve()}" in capsys.readouterr().out
+    assert yaml.safe_load((out / "train_config.yaml").read_text())["batch_size"] == 8
+    assert cli_main(["train", "--list-presets"]) == 0
+    assert "quickstart" in capsys.readouterr().out
