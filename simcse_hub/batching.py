@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -161,4 +161,37 @@ def length_buckets(lengths: Sequence[int] | np.ndarray, max_buckets: int = 4) ->
     return groups[::-1]
 
 
-__all__ = ["PRECISIONS", "autocast", "check_precision", "fast_cpu_bf16", "length_buckets", "length_order", "pad", "tokenize"]
+def bucketed(
+    forward: Callable[[dict[str, torch.Tensor]], torch.Tensor], inputs: dict[str, torch.Tensor], max_buckets: int = 4
+) -> torch.Tensor:
+    """``forward(inputs)`` for right-padded ``(n, seq_len)`` inputs, computed in at most ``max_buckets`` groups of
+    sequences of similar length (:func:`length_buckets`), each cut to its own longest sequence.
+
+    Each row of the result is what ``forward`` gives that sequence (an encoder treats every sequence alone; only
+    dropout masks are drawn differently), in the original order, with the gradient flowing back to each group.
+
+    Args:
+        forward (`Callable`): ``forward(inputs) -> (rows, ...)``, e.g. ``lambda x: model(**x).pooler_output``.
+        inputs (`dict[str, torch.Tensor]`): ``(n, seq_len)`` tensors including ``attention_mask`` (1 = token).
+        max_buckets (`int`, *optional*, defaults to 4): forward passes at most; 1 is one pass, as without this.
+
+    Returns:
+        `torch.Tensor`: ``(n, ...)``.
+
+    >>> pooled = bucketed(lambda x: model(**x).pooler_output, inputs, max_buckets=4)  # doctest: +SKIP
+    """
+    lengths = inputs["attention_mask"].sum(-1)  # (n,)
+    groups = length_buckets(lengths.tolist(), max_buckets)
+    if len(groups) <= 1:
+        width = int(lengths.max())
+        return forward({key: value[:, :width] for key, value in inputs.items()})
+    outputs = []
+    for group in groups:
+        rows = torch.as_tensor(group, device=lengths.device)
+        width = int(lengths[rows].max())
+        outputs.append(forward({key: value[rows, :width] for key, value in inputs.items()}))  # (len(group), ...)
+    order = torch.as_tensor(np.concatenate(groups), device=lengths.device)  # row of the output -> input row
+    return torch.cat(outputs)[torch.argsort(order)]
+
+
+__all__ = ["PRECISIONS", "autocast", "bucketed", "check_precision", "fast_cpu_bf16", "length_buckets", "length_order", "pad", "tokenize"]

@@ -105,6 +105,10 @@ def prepare_output_dir(output_dir: Path, config: TrainConfig, checkpoint: Path |
     if not write:
         return
     output_dir.mkdir(parents=True, exist_ok=True)
+    for old in (output_dir / "checkpoints").glob(".old-*"):  # a crash between the two renames of _swap_in
+        target = old.with_name(old.name[len(".old-"):])
+        if not target.exists():
+            os.replace(old, target)
     if checkpoint is None and earlier:
         shutil.rmtree(output_dir / "checkpoints", ignore_errors=True)
         shutil.rmtree(output_dir / "runs", ignore_errors=True)
@@ -173,8 +177,14 @@ class TrainingLog:
         self.path = Path(path)
         self.accelerator = accelerator
         if accelerator.is_main_process and self.path.exists():
-            lines = self.path.read_text(encoding="utf-8").splitlines()
-            kept = [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= truncate_after]
+            kept = []
+            for line in self.path.read_text(encoding="utf-8").splitlines():
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:  # a line torn by the crash
+                    continue
+                if record.get("step", 0) <= truncate_after:
+                    kept.append(line)
             self.path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
 
     def write(self, record: dict[str, Any]) -> None:

@@ -111,3 +111,26 @@ def test_precision_errors_and_autocast():
 def test_simcse_rejects_an_unknown_precision(folder):
     with pytest.raises(ValueError, match="expected one of \\['fp32', 'bf16'\\]"):
         SimCSE(folder, device="cpu", precision="int4")
+
+
+def test_bucketed_forward_equals_one_forward_with_gradients(sentences, tokenizer):
+    from simcse_hub.batching import bucketed
+
+    model = make_model("bert", seed=4, pooler_type="avg").eval()  # no dropout: the two ways must agree exactly
+    texts = [*sentences, "a", "A man is playing a guitar on the stage of a very large and crowded concert hall."]
+    inputs = dict(tokenizer(texts, padding=True, truncation=True, max_length=32, return_tensors="pt"))
+
+    def forward(features):
+        return model(**features).pooler_output  # (rows, hidden)
+
+    whole = forward(inputs)  # (n, hidden)
+    (whole_grad,) = torch.autograd.grad(whole.square().sum(), model.encoder.embeddings.word_embeddings.weight)
+    calls = []
+    grouped = bucketed(lambda features: calls.append(features["input_ids"].shape) or forward(features), inputs, 3)
+    assert len(calls) == 3 and sum(shape[0] for shape in calls) == len(texts)
+    assert sum(shape[0] * shape[1] for shape in calls) < inputs["input_ids"].numel()  # less padding
+    assert torch.allclose(grouped, whole, atol=1e-5)
+    (grouped_grad,) = torch.autograd.grad(grouped.square().sum(), model.encoder.embeddings.word_embeddings.weight)
+    assert torch.allclose(grouped_grad, whole_grad, atol=1e-5)
+    single = bucketed(forward, inputs, max_buckets=1)
+    assert torch.allclose(single, whole, atol=1e-6)

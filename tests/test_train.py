@@ -298,6 +298,8 @@ def test_resume_after_sigkill_ends_like_an_uninterrupted_run(tmp_path, encoder_d
     assert [p.name for p in (out / "checkpoints").iterdir()] == ["step-0000009"]  # the newest, complete checkpoint
     assert not (out / "model.safetensors").exists()
     assert max(record["step"] for record in read_log(out)) == 9
+    with (out / "training_log.jsonl").open("a") as log:  # as if the kill had torn a line in half
+        log.write('{"step": 10, "epoch": 1.07, "lo')
 
     train(config, resume="latest")
     assert losses(out) == pytest.approx(losses(uninterrupted), abs=1e-6)
