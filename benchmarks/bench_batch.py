@@ -142,13 +142,13 @@ def search(args: argparse.Namespace, side: str, mini: int, work: Path, pool: lis
                 if batch in fits or batch <= 2 * args.start:
                     break
     if not fits:
-        return {"largest": None, "stopped": outcome is None}
+        return {"largest": None, "stopped": outcome is None, "fits": {}}
     largest = max(fits)
     return {"largest": largest, "seconds_per_step": fits[largest]["seconds_per_step"],
             "peak_rss": fits[largest]["peak_rss"], "capped": largest >= args.max_batch,
             "stopped": outcome is None, "exact": largest + args.resolution in failed,
             "next_failed": min((batch for batch in failed if batch > largest), default=None),
-            "growth": None if growth is None else growth * 64 / 2**20}
+            "growth": None if growth is None else growth * 64 / 2**20, "fits": fits}
 
 
 def describe(result: dict, memory_gib: float) -> str:
@@ -158,7 +158,9 @@ def describe(result: dict, memory_gib: float) -> str:
         return f">= {result['largest']} (time budget)"
     if result["capped"]:
         text = f">= {result['largest']} (cap)"
-        if result["growth"] and result["growth"] > 0:
+        if result["growth"] is not None and result["growth"] < 1:  # MiB per 64 examples
+            text += "; memory flat"
+        elif result["growth"]:
             room = (memory_gib * common.GIB - result["peak_rss"]) / 2**20
             text += f"; ~{int(result['largest'] + room / result['growth'] * 64):,} predicted"
         return text
@@ -180,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=1, help="training steps per trial (default: 1)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--time-budget", type=float, default=780.0,
-                        help="seconds for all four searches, shared equally (default: 780)")
+                        help="seconds for all the searches, shared equally, time left over rolling on (default: 780)")
     parser.add_argument("--searches", default="all",
                         help="'all', or a comma-separated subset of: ours, peer, ours-cache, peer-cache")
     parser.add_argument("--worker", choices=["ours", "peer"], help=argparse.SUPPRESS)
@@ -207,26 +209,35 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.mini_batch} sequences per forward pass", flush=True)
     results: dict[tuple[str, str], dict] = {}
     with tempfile.TemporaryDirectory(prefix="bench_batch_") as work_dir:
-        for mode, side in chosen:
+        deadline = time.perf_counter() + args.time_budget
+        for index, (mode, side) in enumerate(chosen):
             print(f"  {mode}, {side}:", flush=True)
+            share = (deadline - time.perf_counter()) / (len(chosen) - index)  # time left over rolls on
             mini = args.mini_batch if mode == "gradient caching" else 0
             settings = argparse.Namespace(**{**vars(args), "max_batch": args.max_batch_cached if mini else
                                              args.max_batch})
-            results[mode, side] = search(settings, side, mini, Path(work_dir), pool, args.time_budget / len(chosen))
+            results[mode, side] = search(settings, side, mini, Path(work_dir), pool, max(share, 1.0))
     rows = []
     for mode in dict.fromkeys(mode for mode, _ in chosen):
         peer, ours = results.get((mode, "peer")), results.get((mode, "ours"))
         cells = [describe(result, args.memory_gib) if result else "-" for result in (peer, ours)]
         exact = all(result and result["largest"] and result["exact"] for result in (peer, ours))
-        ratio = common.ratio(ours["largest"], peer["largest"]) if exact else "-"
-        rows.append([mode, "largest batch in budget", *cells, ratio])
-        times = [result["seconds_per_step"] if result and result["largest"] else None for result in (peer, ours)]
-        rows.append([mode, "step time at that batch (s)", common.fmt(times[0], 2), common.fmt(times[1], 2),
-                     common.ratio(times[1], times[0])])
-        rates = [result["largest"] / result["seconds_per_step"] if result and result["largest"] else None
-                 for result in (peer, ours)]
-        rows.append([mode, "examples/s at that batch", common.fmt(rates[0]), common.fmt(rates[1]),
-                     common.ratio(rates[1], rates[0])])
+        rows.append([mode, "largest batch in budget", *cells,
+                     common.ratio(ours["largest"], peer["largest"]) if exact else "-"])
+        if not (peer and ours):
+            continue
+        step = [f"{result['seconds_per_step']:.2f} (batch {result['largest']})" if result["largest"] else "-"
+                for result in (peer, ours)]
+        rows.append([mode, "step time at that batch (s)", *step, "-"])
+        common_batches = set(peer["fits"]) & set(ours["fits"])
+        if common_batches:  # the same batch on both sides: time and memory side by side
+            batch = max(common_batches)
+            times = [result["fits"][batch]["seconds_per_step"] for result in (peer, ours)]
+            memory = [result["fits"][batch]["peak_rss"] / 2**20 for result in (peer, ours)]
+            rows.append([mode, f"step time at batch {batch} (s)", common.fmt(times[0], 2), common.fmt(times[1], 2),
+                         common.ratio(times[1], times[0])])
+            rows.append([mode, f"peak RSS at batch {batch} (MiB)", common.fmt(memory[0], 0),
+                         common.fmt(memory[1], 0), common.ratio(memory[1], memory[0])])
     print()
     print(common.table(rows, ["mode", "figure", "sentence-transformers", "simcse_hub", "ours/peer"]))
     print(common.machine_line(args.threads))

