@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 logger = logging.getLogger(__name__)
 
@@ -196,4 +197,62 @@ def bucketed(
     return torch.cat(outputs)[torch.argsort(order)]
 
 
-__all__ = ["PRECISIONS", "autocast", "bucketed", "check_precision", "fast_cpu_bf16", "length_buckets", "length_order", "pad", "tokenize"]
+class TrainingForward(nn.Module):
+    """The forward pass of one training step (embeddings in length buckets, and the MLM loss) as one call of one
+    module: what the training loop prepares with Accelerate, so that mixed-precision autocast and DDP wrap the
+    whole of it, and what gradient caching re-runs chunk by chunk.
+
+    Args:
+        model (`SimCSEModel`): the model being trained (``.model`` here; save and evaluate that one).
+        length_buckets (`int`, *optional*, defaults to 4): encoder passes per batch, over groups of similar length
+            (:func:`bucketed`); 1 is one padded pass. The groups are formed inside each batch, whose composition
+            (the in-batch negatives) stays random.
+
+    >>> step = TrainingForward(model, length_buckets=4)  # doctest: +SKIP
+    >>> embeddings, mlm_sum = step(input_ids=ids, attention_mask=mask)  # ids: (batch, num_sent, seq_len)  # doctest: +SKIP
+    """
+
+    def __init__(self, model: nn.Module, length_buckets: int = 4) -> None:
+        super().__init__()
+        if length_buckets < 1:
+            raise ValueError(f"length_buckets must be >= 1; got {length_buckets}.")
+        self.model = model
+        self.length_buckets = length_buckets
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+        mlm_input_ids: torch.Tensor | None = None,
+        mlm_labels: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Embeddings of grouped sentences and, given masked copies, the MLM loss summed over the masked tokens.
+
+        Args:
+            input_ids, attention_mask, token_type_ids (`torch.LongTensor` of shape `(batch, num_sent, seq_len)`):
+                the sentences of each example (anchor, positive[, hard negative]), right-padded.
+            mlm_input_ids, mlm_labels (`torch.LongTensor` of shape `(batch, num_sent, seq_len)`, *optional*):
+                masked inputs and their labels (-100 where not masked).
+
+        Returns:
+            `tuple`: the embeddings ``(batch, num_sent, hidden)``, and the MLM cross-entropy summed over the masked
+            tokens (a sum, so that chunks of a batch add up; 0 with its head's gradients present when no token is
+            masked), or None without ``mlm_input_ids``.
+        """
+        batch_size, num_sent, seq_len = input_ids.shape
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+        inputs = {key: value.reshape(-1, seq_len) for key, value in inputs.items() if value is not None}
+        pooled = bucketed(lambda part: self.model(**part).pooler_output, inputs, self.length_buckets)
+        embeddings = pooled.view(batch_size, num_sent, -1)  # (batch, num_sent, hidden)
+        if mlm_input_ids is None:
+            return embeddings, None
+        masked = (mlm_labels != -100).sum()
+        if masked == 0:  # weight 0; one label keeps the mean finite and the head's gradients (zero) present
+            mlm_labels = mlm_labels.clone()
+            mlm_labels.view(-1)[0] = input_ids.reshape(-1)[0]
+        return embeddings, self.model.mlm_loss(mlm_input_ids, mlm_labels, attention_mask) * masked
+
+
+__all__ = ["PRECISIONS", "TrainingForward", "autocast", "bucketed", "check_precision", "fast_cpu_bf16",
+           "length_buckets", "length_order", "pad", "tokenize"]

@@ -59,29 +59,29 @@ def cached_backward(
     accelerator: Accelerator,
     model: nn.Module,
     batch: dict[str, torch.Tensor],
-    embed: Callable[[nn.Module, dict[str, torch.Tensor]], torch.Tensor],
+    forward: Callable[[nn.Module, dict[str, torch.Tensor], bool], tuple[torch.Tensor, torch.Tensor | None]],
     loss_fn: Callable[[torch.Tensor], torch.Tensor],
     chunk_size: int,
-    chunk_loss_fn: Callable[[dict[str, torch.Tensor]], torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """Backpropagate ``loss_fn(embed(model, batch))`` through ``model`` in chunks of ``chunk_size`` examples.
+    """Backpropagate ``loss_fn(embeddings) + sum of the chunks' extra losses`` through ``model`` in chunks of
+    ``chunk_size`` examples.
 
     Args:
         accelerator (`Accelerator`): backward (loss scaling, accumulation) and DDP ``no_sync``.
         model (`nn.Module`): the prepared model.
         batch (`dict[str, torch.Tensor]`): tensors whose first dimension is the example, e.g. ``(batch, num_sent,
             seq_len)``.
-        embed (`Callable`): ``embed(model, chunk) -> (chunk_batch, ...)`` embeddings; must be a function of the chunk
-            alone (and of the RNG, which is replayed).
+        forward (`Callable`): ``forward(model, chunk, extra) -> (embeddings, extra_loss)``: the chunk's embeddings
+            ``(chunk_batch, ...)``, a function of the chunk alone (and of the RNG, which is replayed), and with
+            ``extra=True`` an extra loss that adds up over chunks (e.g. the MLM loss weighted by the chunk's share of
+            the masked tokens) or None. Called once per chunk without a graph (``extra=False``), then again with one.
         loss_fn (`Callable`): the loss of the full batch of embeddings, ``(batch, ...) -> scalar``.
         chunk_size (`int`): examples per forward pass.
-        chunk_loss_fn (`Callable`, *optional*): an extra loss that is a sum over chunks (e.g. the MLM loss scaled to
-            its share of the batch), computed on each chunk in the second pass and added to the result.
 
     Returns:
         `torch.Tensor`: the (detached) loss of the batch.
 
-    >>> loss = cached_backward(accelerator, model, batch, embed, loss_fn, chunk_size=32)  # doctest: +SKIP
+    >>> loss = cached_backward(accelerator, model, batch, forward, loss_fn, chunk_size=32)  # doctest: +SKIP
     """
     chunks = split_batch(batch, chunk_size)
     # 1. Embeddings of the whole batch without a graph; the RNG state before each chunk is kept for the replay.
@@ -89,23 +89,23 @@ def cached_backward(
     with torch.no_grad():
         for chunk in chunks:
             states.append(RandState(accelerator.device))
-            pieces.append(embed(model, chunk).float())
+            pieces.append(forward(model, chunk, False)[0].float())
     embeddings = torch.cat(pieces).requires_grad_()  # (batch, ...)
     # 2. The loss on the full batch, and its gradient with respect to every embedding.
     loss = loss_fn(embeddings)
     (cached,) = torch.autograd.grad(loss, embeddings)
     cached = cached.split([len(piece) for piece in pieces])
-    # 3. Each chunk again, with the same dropout masks, backpropagating its cached gradient; gradients are
-    #    synchronised across processes once, on the last chunk.
+    # 3. Each chunk again, with the same dropout masks (the embeddings are drawn first, as in step 1),
+    #    backpropagating its cached gradient; gradients are synchronised across processes once, on the last chunk.
     extra = torch.zeros((), device=loss.device)
     for index, (chunk, state, gradient) in enumerate(zip(chunks, states, cached)):
         last = index == len(chunks) - 1
         with state.replay(), contextlib.nullcontext() if last else accelerator.no_sync(model):
-            surrogate = (embed(model, chunk).float() * gradient).sum()
-            if chunk_loss_fn is not None:
-                chunk_loss = chunk_loss_fn(chunk)
-                surrogate = surrogate + chunk_loss
-                extra = extra + chunk_loss.detach()
+            chunk_embeddings, chunk_extra = forward(model, chunk, True)
+            surrogate = (chunk_embeddings.float() * gradient).sum()
+            if chunk_extra is not None:
+                surrogate = surrogate + chunk_extra
+                extra = extra + chunk_extra.detach()
             accelerator.backward(surrogate)
     return loss.detach() + extra
 

@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 from transformers import AutoTokenizer, get_linear_schedule_with_warmup
 
+from simcse_hub.batching import TrainingForward, fast_cpu_bf16
 from simcse_hub.checkpointing import (
     TrainingLog,
     TrainState,
@@ -140,14 +141,17 @@ def train(config: TrainConfig, resume: str | None = None) -> Path:
             {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},  # biases and LayerNorm
         ],
         lr=config.learning_rate,
+        # One fused kernel per parameter group instead of a dozen passes over every tensor (CPU and CUDA).
+        fused=accelerator.device.type in ("cpu", "cuda"),
     )
     updates_per_epoch = math.ceil(math.ceil(len(train_dataloader) / accelerator.num_processes)
                                   / config.gradient_accumulation_steps)
     max_steps = config.max_steps or config.num_train_epochs * updates_per_epoch
     num_epochs = math.ceil(max_steps / updates_per_epoch)
     lr_scheduler = get_linear_schedule_with_warmup(optimizer, round(config.warmup_ratio * max_steps), max_steps)
+    # What is prepared (and under DDP wrapped) is the whole forward of a step, in one call: see TrainingForward.
     model, optimizer, train_dataloader, lr_scheduler = accelerator.prepare(
-        model, optimizer, train_dataloader, lr_scheduler
+        TrainingForward(model, config.length_buckets), optimizer, train_dataloader, lr_scheduler
     )
     state = TrainState()
     accelerator.register_for_checkpointing(state)
@@ -212,7 +216,7 @@ def train(config: TrainConfig, resume: str | None = None) -> Path:
                     if state.best_score is None or metrics["stsb_dev_spearman"] > state.best_score:
                         state.best_step, state.best_score = step, metrics["stsb_dev_spearman"]
                         if accelerator.is_main_process:
-                            save_best_model(accelerator.unwrap_model(model), tokenizer, output_dir, step)
+                            save_best_model(accelerator.unwrap_model(model).model, tokenizer, output_dir, step)
                     logger.info("update %d: STS-B dev Spearman %.2f (best %.2f at update %d), alignment %.4f, "
                                 "uniformity %.4f", step, metrics["stsb_dev_spearman"], state.best_score,
                                 state.best_step, metrics["alignment"], metrics["uniformity"])
@@ -235,7 +239,7 @@ def train(config: TrainConfig, resume: str | None = None) -> Path:
     state.runtime = runtime_before + time.perf_counter() - session_start
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        with without_mlm_head(accelerator.unwrap_model(model)) as final:
+        with without_mlm_head(accelerator.unwrap_model(model).model) as final:
             if state.best_step is not None:
                 final.load_state_dict(load_file(output_dir / "checkpoints" / "best-model" / "model.safetensors"))
                 logger.info("Exporting the best model: update %d, STS-B dev Spearman %.2f", state.best_step,
@@ -254,17 +258,6 @@ def train(config: TrainConfig, resume: str | None = None) -> Path:
 # ---------------------------------------------------------------------------------------------------- one step
 
 
-def embed(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Sentence embeddings of grouped inputs: ``(batch, num_sent, seq_len)`` ids -> ``(batch, num_sent, hidden)``."""
-    batch_size, num_sent, seq_len = batch["input_ids"].shape
-    inputs = {
-        key: batch[key].reshape(batch_size * num_sent, seq_len)  # (batch * num_sent, seq_len)
-        for key in ("input_ids", "attention_mask", "token_type_ids")
-        if key in batch
-    }
-    return model(**inputs).pooler_output.view(batch_size, num_sent, -1)
-
-
 def training_step(
     accelerator: Accelerator,
     model: torch.nn.Module,
@@ -274,10 +267,12 @@ def training_step(
 ) -> torch.Tensor:
     """Forward and backward of one contrastive batch (no optimizer step); returns the detached loss.
 
-    The InfoNCE loss scores this process's anchors against the positives (and hard negatives) of every process.
-    With ``config.mini_batch_size`` smaller than the local batch, the gradient is computed by gradient caching
-    (:func:`simcse_hub.gradcache.cached_backward`): the same gradient, with the memory of one mini-batch.
-    With ``config.do_mlm`` the MLM loss of masked copies of the inputs is added, weighted by ``mlm_weight``.
+    ``model`` is the prepared :class:`~simcse_hub.batching.TrainingForward` (embeddings in length buckets, and the
+    MLM loss, in one call). The InfoNCE loss scores this process's anchors against the positives (and hard
+    negatives) of every process. With ``config.mini_batch_size`` smaller than the local batch, the gradient is
+    computed by gradient caching (:func:`simcse_hub.gradcache.cached_backward`): the same gradient, with the memory
+    of one mini-batch. With ``config.do_mlm`` the MLM loss of masked copies of the inputs is added, weighted by
+    ``mlm_weight``.
 
     >>> with accelerator.accumulate(model):  # doctest: +SKIP
     ...     loss = training_step(accelerator, model, batch, config, tokenizer)
@@ -294,7 +289,7 @@ def training_step(
             gather_across_devices=accelerator.num_processes > 1,
         )
 
-    mlm_fn: Callable[[dict[str, torch.Tensor]], torch.Tensor] | None = None
+    total_masked = None
     if config.do_mlm:
         batch = dict(batch)
         batch["mlm_input_ids"], batch["mlm_labels"] = mask_tokens(
@@ -302,23 +297,17 @@ def training_step(
         )
         total_masked = (batch["mlm_labels"] != -100).sum().clamp(min=1)
 
-        def mlm_fn(part: dict[str, torch.Tensor]) -> torch.Tensor:
-            # The MLM head is not part of the embedding forward: it is called on the underlying model, in the same
-            # backward pass, so DDP still averages its gradients. Each part is weighted by its share of the masked
-            # tokens, so that chunks add up to the mean over the whole batch.
-            labels, masked = part["mlm_labels"], (part["mlm_labels"] != -100).sum()
-            if masked == 0:  # weight 0; one label keeps the loss finite and the head's gradients (zero) present
-                labels = labels.clone()
-                labels.view(-1)[0] = part["input_ids"].reshape(-1)[0]
-            with accelerator.autocast():
-                mlm = accelerator.unwrap_model(model).mlm_loss(part["mlm_input_ids"], labels, part["attention_mask"])
-            return config.mlm_weight * (masked / total_masked) * mlm
+    def forward(module: torch.nn.Module, part: dict[str, torch.Tensor], with_mlm: bool = True):
+        if not with_mlm:
+            part = {key: value for key, value in part.items() if not key.startswith("mlm_")}
+        embeddings, mlm_sum = module(**part)  # (part, num_sent, hidden), summed MLM loss of the part or None
+        # Each part's MLM sum over the batch's masked tokens: the parts (chunks) add up to the batch's mean.
+        return embeddings.float(), None if mlm_sum is None else config.mlm_weight * mlm_sum / total_masked
 
     if config.mini_batch_size is not None and config.mini_batch_size < batch["input_ids"].size(0):
-        return cached_backward(accelerator, model, batch, embed, loss_fn, config.mini_batch_size, mlm_fn)
-    loss = loss_fn(embed(model, batch).float())
-    if mlm_fn is not None:
-        loss = loss + mlm_fn(batch)
+        return cached_backward(accelerator, model, batch, forward, loss_fn, config.mini_batch_size)
+    embeddings, mlm = forward(model, batch)
+    loss = loss_fn(embeddings) if mlm is None else loss_fn(embeddings) + mlm
     accelerator.backward(loss)
     return loss.detach()
 
@@ -360,7 +349,7 @@ def evaluate(accelerator: Accelerator, model, tokenizer, config: TrainConfig, da
     if accelerator.is_main_process:
         from simcse_hub.evaluation import evaluate_alignment_uniformity, evaluate_sts
 
-        encode = encode_fn(accelerator.unwrap_model(model), tokenizer, config.eval_batch_size, accelerator.device)
+        encode = encode_fn(accelerator.unwrap_model(model).model, tokenizer, config.eval_batch_size, accelerator.device)
         sts = evaluate_sts(encode, tasks=["STSBenchmark"], data_dir=data_dir, split="dev",
                            batch_size=config.eval_batch_size, show_progress_bar=False)
         space = evaluate_alignment_uniformity(encode, data_dir, split="dev", batch_size=config.eval_batch_size,
@@ -408,8 +397,7 @@ def check_setup(config: TrainConfig, accelerator: Accelerator) -> None:
     if config.mixed_precision == "fp16" and accelerator.device.type == "cpu":
         raise ConfigError("mixed_precision='fp16' needs a GPU; on a CPU use 'bf16' (CPUs with AVX-512 BF16 or AMX "
                           "run it fast) or 'no'.")
-    native_bf16 = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
-    if config.mixed_precision == "bf16" and accelerator.device.type == "cpu" and not native_bf16():
+    if config.mixed_precision == "bf16" and accelerator.device.type == "cpu" and not fast_cpu_bf16():
         logger.warning("mixed_precision='bf16': this CPU has no native bf16 (AVX-512 BF16 or AMX), so bf16 runs "
                        "correctly but much slower than fp32 here; mixed_precision='no' is faster.")
 
@@ -501,11 +489,22 @@ def training_summary(config: TrainConfig, examples: Examples, accelerator: Accel
         "hyperparameters": config.to_dict(),
         "hardware": f"{accelerator.num_processes} x {device} ({precision})",
         "train_runtime_seconds": round(state.runtime, 2),
+        "peak_memory": peak_memory(accelerator.device),
         "global_steps": state.global_step,
         "best": best,
         "language": "en",
         "license": config.license,
     }
+
+
+def peak_memory(device: torch.device) -> dict[str, int | str]:
+    """This process's peak memory so far: the accelerator's allocated memory on a GPU, else the resident set size."""
+    if device.type == "cuda":
+        return {"bytes": int(torch.cuda.max_memory_allocated(device)), "kind": "GPU memory allocated by torch"}
+    import resource
+
+    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+    return {"bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale, "kind": "process resident memory"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -515,7 +514,7 @@ def main(argv: list[str] | None = None) -> int:
     return cli_main(["train", *(sys.argv[1:] if argv is None else argv)])
 
 
-__all__ = ["TrainState", "embed", "encode_fn", "evaluate", "main", "train", "training_step"]
+__all__ = ["TrainState", "encode_fn", "evaluate", "main", "train", "training_step"]
 
 if __name__ == "__main__":
     sys.exit(main())

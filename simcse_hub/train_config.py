@@ -85,6 +85,9 @@ class TrainConfig:
         "global contrastive batch (examples per loss, all processes together)"))
     mini_batch_size: int | None = field(default=None, metadata=_help(
         "gradient caching: forward at most this many examples at once per process (same loss, less memory)"))
+    length_buckets: int = field(default=4, metadata=_help(
+        "encoder passes per batch over groups of similar length (less padding; the batch itself stays random); "
+        "1: one padded pass"))
     gradient_accumulation_steps: int = field(default=1, metadata=_help("contrastive batches per update"))
     learning_rate: float = field(default=3e-5, metadata=_help("peak learning rate of AdamW"))
     weight_decay: float = field(default=0.0, metadata=_help("AdamW weight decay (not on biases and LayerNorm)"))
@@ -124,7 +127,7 @@ class TrainConfig:
         if self.mixed_precision not in MIXED_PRECISION:
             raise ConfigError(f"mixed_precision={self.mixed_precision!r}: expected one of {list(MIXED_PRECISION)}.")
         for name in ("batch_size", "max_seq_length", "num_train_epochs", "gradient_accumulation_steps",
-                     "eval_batch_size", "logging_steps", "save_total_limit"):
+                     "eval_batch_size", "logging_steps", "save_total_limit", "length_buckets"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)!r}: expected an integer >= 1.")
         for name in ("max_steps", "max_train_samples", "mini_batch_size", "save_steps"):

@@ -10,6 +10,7 @@ import contextlib
 import copy
 import gzip
 import json
+import math
 import os
 import random
 import shutil
@@ -29,7 +30,8 @@ import simcse_hub.train as train_module
 from simcse_hub.cli import main as cli_main
 from simcse_hub.gradcache import RandState
 from simcse_hub.losses import contrastive_loss
-from simcse_hub.train import embed, train, training_step
+from simcse_hub.batching import TrainingForward
+from simcse_hub.train import train, training_step
 from simcse_hub.train_config import (
     ConfigError,
     TrainConfig,
@@ -39,7 +41,7 @@ from simcse_hub.train_config import (
 )
 
 SUMMARY_KEYS = {"base_model", "objective", "datasets", "hyperparameters", "hardware", "train_runtime_seconds",
-                "global_steps", "best", "language", "license"}
+                "global_steps", "best", "language", "license", "peak_memory"}
 
 
 @pytest.fixture(autouse=True)
@@ -144,6 +146,7 @@ def test_unsupervised_run_lowers_the_loss_and_writes_a_folder_that_loads_three_w
     summary = json.loads((out / "simcse_training.json").read_text())
     assert set(summary) == SUMMARY_KEYS
     assert summary["objective"] == "unsupervised" and summary["global_steps"] == 26 and summary["best"] is None
+    assert summary["peak_memory"]["kind"] == "process resident memory" and summary["peak_memory"]["bytes"] > 2**20
     assert summary["datasets"] == [{"name": "sentences", "path": str(unsup_file), "hub_id": None, "examples": 200}]
     assert summary["hyperparameters"] == config.to_dict() and summary["hardware"] == "1 x CPU (fp32)"
     assert summary["base_model"] == str(encoder_dir) and summary["language"] == "en"
@@ -203,9 +206,10 @@ def assert_same_update(cached: torch.nn.Module, full: torch.nn.Module, tolerance
     scale = max(g.abs().max() for g in g2.values())
     for name in g1:
         assert (g1[name] - g2[name]).abs().max() <= tolerance * scale, name
+    # The update of plain gradient descent. (Adam's first step is lr * sign(gradient) wherever the gradient is not
+    # tiny next to eps, so float noise in a gradient of ~1e-9, which a different summation order gives, flips it.)
     for model in (cached, full):
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-        optimizer.step()
+        torch.optim.SGD(model.parameters(), lr=1.0 / scale).step()
     for (name, p1), p2 in zip(cached.named_parameters(), full.parameters()):
         assert torch.allclose(p1, p2, atol=tolerance), name
 
@@ -213,15 +217,21 @@ def assert_same_update(cached: torch.nn.Module, full: torch.nn.Module, tolerance
 def triplet_batch(size: int = 12, seq_len: int = 10) -> dict[str, torch.Tensor]:
     generator = torch.Generator().manual_seed(0)
     input_ids = torch.randint(5, 100, (size, 3, seq_len), generator=generator)  # (batch, num_sent, seq_len)
-    attention_mask = torch.ones_like(input_ids)
-    attention_mask[::2, :, 7:] = 0  # some padding
+    lengths = torch.randint(3, seq_len + 1, (size, 3, 1), generator=generator)  # every sentence its own length
+    attention_mask = (torch.arange(seq_len) < lengths).long()  # (batch, num_sent, seq_len), right padding
     return {"input_ids": input_ids, "attention_mask": attention_mask}
 
 
 def full_batch_backward(model: torch.nn.Module, batch: dict, chunk: int, config: TrainConfig) -> torch.Tensor:
     """The reference: one loss over the full batch, one backward through its whole graph. Its forward runs in the
-    same pieces as the cached run so that dropout draws the same masks (masks are drawn per forward call)."""
-    pieces = [embed(model, {k: v[i : i + chunk] for k, v in batch.items()}) for i in range(0, 12, chunk)]
+    same pieces as the cached run, of the same width, so that dropout draws the same masks (drawn per forward call)."""
+    def embed(part: dict) -> torch.Tensor:  # (part, 3, seq_len) -> (part, 3, hidden), one plain forward
+        size, num_sent, seq_len = part["input_ids"].shape
+        width = int(part["attention_mask"].sum(-1).max())  # cut to the longest sentence, as the training step does
+        flat = {key: value.reshape(size * num_sent, seq_len)[:, :width] for key, value in part.items()}
+        return model(**flat).pooler_output.view(size, num_sent, -1)
+
+    pieces = [embed({k: v[i : i + chunk] for k, v in batch.items()}) for i in range(0, 12, chunk)]
     embeddings = torch.cat(pieces).float()  # (batch, 3, hidden)
     loss = contrastive_loss(embeddings[:, 0], embeddings[:, 1], embeddings[:, 2], temperature=config.temperature,
                             hard_negative_weight=config.hard_negative_weight)
@@ -239,7 +249,7 @@ def test_gradient_cache_gives_the_full_batch_update_with_dropout():
     batch = triplet_batch()
 
     torch.manual_seed(123)
-    loss_cached = training_step(accelerator, cached, batch, config)
+    loss_cached = training_step(accelerator, TrainingForward(cached, length_buckets=1), batch, config)
     torch.manual_seed(123)
     loss_full = full_batch_backward(full, batch, chunk=5, config=config)
     assert torch.allclose(loss_cached, loss_full, atol=1e-6)
@@ -250,15 +260,16 @@ def test_gradient_cache_gives_the_full_batch_update_with_dropout():
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(RandState, "replay", lambda self: contextlib.nullcontext())
         torch.manual_seed(123)
-        training_step(accelerator, broken, batch, config)
+        training_step(accelerator, TrainingForward(broken, length_buckets=1), batch, config)
     difference = max((a - b).abs().max() for a, b in zip(gradients(broken).values(), gradients(full).values()))
     assert difference > 1e-3
 
 
 @pytest.mark.parametrize("do_mlm", [False, True])
-def test_gradient_cache_equals_one_unchunked_pass(do_mlm, tokenizer):
-    """Without dropout (eval mode) the cached step equals the plain step, which forwards the whole batch at once;
-    with the MLM loss too, whose chunks are weighted by their share of the masked tokens."""
+def test_gradient_cache_and_length_buckets_equal_one_padded_pass(do_mlm, tokenizer):
+    """Without dropout (eval mode) the cached step in length buckets equals the plain step, which forwards the whole
+    batch at once as one padded tensor; with the MLM loss too, whose chunks are weighted by their share of the masked
+    tokens."""
     from accelerate import Accelerator
 
     accelerator = Accelerator()
@@ -267,9 +278,11 @@ def test_gradient_cache_equals_one_unchunked_pass(do_mlm, tokenizer):
     plain = copy.deepcopy(cached)
     batch = triplet_batch()
     torch.manual_seed(7)
-    loss_cached = training_step(accelerator, cached, batch, TrainConfig(mini_batch_size=4, **base), tokenizer)
+    loss_cached = training_step(accelerator, TrainingForward(cached, length_buckets=3), batch,
+                                TrainConfig(mini_batch_size=4, **base), tokenizer)
     torch.manual_seed(7)
-    loss_plain = training_step(accelerator, plain, batch, TrainConfig(**base), tokenizer)
+    loss_plain = training_step(accelerator, TrainingForward(plain, length_buckets=1), batch, TrainConfig(**base),
+                               tokenizer)
     assert torch.allclose(loss_cached, loss_plain, atol=1e-5)
     assert_same_update(cached, plain)
     if do_mlm:
@@ -392,8 +405,11 @@ def test_evaluation_is_skipped_with_a_message_when_there_is_no_sts_b(tmp_path, e
 def test_two_processes_train_like_one_on_the_same_global_batch(tmp_path, encoder_without_dropout, sup_file):
     """torchrun --nproc_per_node 2 (gloo on CPU), each process 8 of the 16 triplets of a batch, negatives gathered
     across processes and gradient caching in chunks of 3, against one process with the whole batch. Dropout would
-    draw different masks in the two layouts, so this encoder has none (supervised pairs need none)."""
-    settings = {"pooler_type": "cls", "hard_negative_weight": 0.5, "num_train_epochs": 2, "learning_rate": 5e-4}
+    draw different masks in the two layouts, so this encoder has none (supervised pairs need none). Length buckets
+    are off: buckets of 8 sequences and of 16 sum in different orders, and Adam turns that float noise in near-zero
+    gradients into steps of up to a learning rate (the next test runs buckets under DDP)."""
+    settings = {"pooler_type": "cls", "hard_negative_weight": 0.5, "num_train_epochs": 2, "learning_rate": 5e-4,
+                "length_buckets": 1}
     single = train(make_config(tmp_path / "one", encoder_without_dropout, sup_file, **settings))
 
     two = tmp_path / "two" / "out"
@@ -416,6 +432,23 @@ def test_two_processes_train_like_one_on_the_same_global_batch(tmp_path, encoder
     expected = weights(single)
     for name, tensor in weights(two).items():
         assert torch.allclose(tensor, expected[name], atol=2.5e-4), name
+
+
+@pytest.mark.distributed
+def test_two_processes_train_with_the_mlm_loss_and_length_buckets(tmp_path, encoder_dir, unsup_file):
+    """Under DDP a step makes several encoder calls (length buckets, the MLM loss, gradient-cache chunks with
+    no_sync): two processes train through all of them together."""
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "simcse_hub.train", "--model-name-or-path", str(encoder_dir), "--train-file", str(unsup_file),
+               "--output-dir", str(out), "--do-mlm", "--set", "mlm_probability=0.3", "--set", "length_buckets=3",
+               "--batch-size", "16", "--max-steps", "4", "--eval-steps", "0", "--report-to", "none",
+               "--mini-batch-size", "4", "--logging-steps", "1"]
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, check=False, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    curve = losses(out)
+    assert len(curve) == 4 and all(map(math.isfinite, curve))
 
 
 # ---------------------------------------------------------------------------------------------------- configuration
