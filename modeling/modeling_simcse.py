@@ -161,13 +161,17 @@ class SimCSEModel(PreTrainedModel):
         self.encoder = self._build_encoder(config)
         self.mlp = SimCSEMLP(config.hidden_size)
         self.lm_head = self._build_lm_head(config) if config.do_mlm else None
+        if self.lm_head is not None:  # e.g. BERT's decoder.bias is its predictions.bias: declared, so saving works
+            self._tied_weights_keys = self._shared_parameters(self.lm_head, "lm_head.")
         self.post_init()
 
     # ------------------------------------------------------------------ construction
 
     @staticmethod
     def _build_encoder(config: SimCSEConfig) -> PreTrainedModel:
-        encoder = AutoModel.from_config(config.encoder_config)
+        # In the default dtype (float32, or what `from_pretrained(dtype=...)` asks for), not the `dtype` recorded in
+        # the encoder's config: an encoder stored in float16 must not give a float16 encoder under a float32 head.
+        encoder = AutoModel.from_config(config.encoder_config, dtype=torch.get_default_dtype())
         # SimCSE pools by itself: the encoder's own pooler (BERT's NSP head) would be unused parameters,
         # which break distributed data parallel training. Its weights are read by `from_official` instead.
         if isinstance(getattr(encoder, "pooler", None), nn.Module):
@@ -176,7 +180,7 @@ class SimCSEModel(PreTrainedModel):
 
     @staticmethod
     def _build_lm_head(config: SimCSEConfig) -> nn.Module:
-        mlm_model = AutoModelForMaskedLM.from_config(config.encoder_config)
+        mlm_model = AutoModelForMaskedLM.from_config(config.encoder_config, dtype=torch.get_default_dtype())
         for name in ("cls", "lm_head"):
             if isinstance(getattr(mlm_model, name, None), nn.Module):
                 return getattr(mlm_model, name)
@@ -184,6 +188,18 @@ class SimCSEModel(PreTrainedModel):
             f"do_mlm=True needs a masked-LM head named 'cls' or 'lm_head' (BERT, RoBERTa, XLM-R, MPNet, ...); "
             f"{type(mlm_model).__name__} has neither. Set do_mlm=False for this encoder."
         )
+
+    @staticmethod
+    def _shared_parameters(module: nn.Module, prefix: str) -> dict[str, str]:
+        """``{name: first name}`` for every parameter of ``module`` that is another of its parameters."""
+        first: dict[int, str] = {}
+        shared = {}
+        for name, parameter in module.named_parameters(remove_duplicate=False):
+            if id(parameter) in first:
+                shared[prefix + name] = first[id(parameter)]
+            else:
+                first[id(parameter)] = prefix + name
+        return shared
 
     def _init_weights(self, module: nn.Module) -> None:
         """Initialise the SimCSE head as BERT initialises its linear layers (the encoder keeps its own init)."""

@@ -298,3 +298,22 @@ def test_from_encoder_loads_weights_and_inits_head(tmp_path, tokenizer, sentence
         torch.testing.assert_close(model(**inputs).pooler_output, (last * mask).sum(1) / mask.sum(1))
     assert model.mlp.dense.weight.std().item() == pytest.approx(0.02, rel=0.3)
     assert model.config.base_model_name_or_path == str(tmp_path)
+
+
+@pytest.mark.parametrize("do_mlm", [False, True])
+def test_an_encoder_stored_in_half_precision_gives_a_float32_model(tmp_path, tokenizer, sentences, do_mlm):
+    """Hub encoders are often stored in float16: the model built around one trains in float32 throughout (its
+    config's dtype must not make a float16 encoder under a float32 head), and from_pretrained(dtype=...) still
+    gives the whole model in the dtype asked for."""
+    torch.manual_seed(5)
+    encoder = BertModel(ENCODER_CONFIGS["bert"](len(tiny_vocab()))).eval()
+    encoder.half().save_pretrained(tmp_path / "encoder")
+    model = SimCSEModel.from_encoder(tmp_path / "encoder", pooler_type="cls", do_mlm=do_mlm)
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    inputs = batch(tokenizer, sentences)
+    assert model(**inputs).pooler_output.dtype == torch.float32  # the MLP head and the encoder agree
+    expected = encoder.float()(**inputs).last_hidden_state[:, 0]  # the stored weights, exactly
+    torch.testing.assert_close(model.eval()(**inputs).last_hidden_state[:, 0], expected)
+    model.save_pretrained(tmp_path / "simcse")
+    half = SimCSEModel.from_pretrained(tmp_path / "simcse", dtype=torch.bfloat16)
+    assert {p.dtype for p in half.parameters()} == {torch.bfloat16}
