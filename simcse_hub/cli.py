@@ -11,6 +11,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from simcse_hub import __version__
 
@@ -112,13 +113,9 @@ def _add_push(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("output_dir", metavar="OUTPUT_DIR", help="the model folder")
     parser.add_argument("--repo-id", required=True, help="USER/NAME or ORG/NAME (created when missing)")
-    parser.add_argument("--private", action="store_true", help="create the repo private (an existing repo keeps "
-                        "its visibility)")
+    _add_commit_arguments(parser, "repo")
     parser.add_argument("--revision", help="commit to this branch (created from main when missing)")
-    parser.add_argument("--commit-message", help="the commit's summary line")
     parser.add_argument("--create-pr", action="store_true", help="open a pull request instead of committing")
-    parser.add_argument("--token", help="a Hub token with write access (prefer HF_TOKEN: a command line is visible "
-                        "to other users of the machine)")
     parser.add_argument("--card", choices=("auto", "render", "keep"), default="auto",
                         help="render the model card (render), upload the folder's README.md as it is (keep), or "
                         "render unless the folder has a hand-written README.md (auto, the default)")
@@ -127,19 +124,38 @@ def _add_push(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=_run_push)
 
 
-def _run_push(args: argparse.Namespace) -> int:
-    from simcse_hub.hub import ModelFolderError, PushError, push_model
+def _add_commit_arguments(parser: argparse.ArgumentParser, kind: str) -> None:
+    """The options every upload takes: visibility of a new repo, commit message, token."""
+    parser.add_argument("--private", action="store_true", help=f"create the {kind} private (an existing {kind} "
+                        "keeps its visibility)")
+    parser.add_argument("--commit-message", help="the commit's summary line")
+    parser.add_argument("--token", help="a Hub token with write access (prefer HF_TOKEN: a command line is visible "
+                        "to other users of the machine)")
+
+
+def _upload(command: str, upload: Callable[[], Any]) -> Any | None:
+    """Run ``upload``: bad input is a usage error (exit 2); a failed upload is reported with what to do (exit 1,
+    returns None)."""
+    from simcse_hub.hub import ModelFolderError, PushError
 
     try:
-        info = push_model(
-            args.output_dir, args.repo_id, private=True if args.private else None, revision=args.revision,
-            commit_message=args.commit_message, create_pr=args.create_pr, token=args.token, card=args.card,
-            include_logs=args.include_logs,
-        )
+        return upload()
     except (ModelFolderError, ValueError, FileNotFoundError) as error:
         raise CLIError(str(error)) from error
     except PushError as error:
-        print(f"simcse-hub push: error: {error}", file=sys.stderr)
+        print(f"simcse-hub {command}: error: {error}", file=sys.stderr)
+        return None
+
+
+def _run_push(args: argparse.Namespace) -> int:
+    from simcse_hub.hub import push_model
+
+    info = _upload("push", lambda: push_model(
+        args.output_dir, args.repo_id, private=True if args.private else None, revision=args.revision,
+        commit_message=args.commit_message, create_pr=args.create_pr, token=args.token, card=args.card,
+        include_logs=args.include_logs,
+    ))
+    if info is None:
         return 1
     print(f"Pushed {args.output_dir} to {info.repo_url}")
     print(f"Commit: {info.pr_url or info.commit_url}")
@@ -160,24 +176,18 @@ def _add_push_space(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", required=True, help="the model's Hub id, USER/NAME (push it first)")
     parser.add_argument("--space-id", required=True, help="the Space, USER/NAME (created when missing)")
     parser.add_argument("--demo-dir", help="the demo folder (default: the demo shipped with simcse_hub)")
-    parser.add_argument("--private", action="store_true", help="create the Space private")
-    parser.add_argument("--commit-message", help="the commit's summary line")
-    parser.add_argument("--token", help="a Hub token with write access (prefer HF_TOKEN)")
+    _add_commit_arguments(parser, "Space")
     parser.set_defaults(func=_run_push_space)
 
 
 def _run_push_space(args: argparse.Namespace) -> int:
-    from simcse_hub.hub import ModelFolderError, PushError, push_space
+    from simcse_hub.hub import push_space
 
-    try:
-        info = push_space(
-            args.model, args.space_id, demo_dir=args.demo_dir, private=True if args.private else None,
-            commit_message=args.commit_message, token=args.token,
-        )
-    except (ModelFolderError, ValueError, FileNotFoundError) as error:
-        raise CLIError(str(error)) from error
-    except PushError as error:
-        print(f"simcse-hub push-space: error: {error}", file=sys.stderr)
+    info = _upload("push-space", lambda: push_space(
+        args.model, args.space_id, demo_dir=args.demo_dir, private=True if args.private else None,
+        commit_message=args.commit_message, token=args.token,
+    ))
+    if info is None:
         return 1
     print(f"Pushed the demo of {args.model} to {info.repo_url}")
     print(f"Commit: {info.commit_url}")
