@@ -178,7 +178,8 @@ class SimCSEModelCardData:
         objective (`str`, *optional*): ``"unsupervised"`` or ``"supervised"``.
         datasets (`list[dict]`, *optional*): ``{"name", "hub_id", "examples"}`` per training data set.
         hyperparameters (`dict`, *optional*): the training configuration (paths and secrets are never shown).
-        hardware, train_runtime_seconds, global_steps, best_step, best_stsb_dev_spearman: the training run.
+        hardware, train_runtime_seconds, peak_memory, global_steps, best_step, best_stsb_dev_spearman: the training
+            run (``peak_memory`` as text, e.g. ``"2.46 GB (process resident memory)"``).
         eval_setting, eval_split, eval_tasks, eval_average, eval_missing, whitening: the STS evaluation
             (``eval_tasks`` maps a SentEval task name to ``{"spearman": x100, "n_pairs": int}``).
         alignment, uniformity (`float`, *optional*): Wang & Isola's measures; ``plot`` the figure's file name.
@@ -206,6 +207,7 @@ class SimCSEModelCardData:
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     hardware: str | None = None
     train_runtime_seconds: float | None = None
+    peak_memory: str | None = None
     global_steps: int | None = None
     best_step: int | None = None
     best_stsb_dev_spearman: float | None = None
@@ -295,6 +297,11 @@ class SimCSEModelCardData:
         for name in ("train_runtime_seconds", "global_steps"):
             if record.get(name) is not None:
                 setattr(self, name, _expect(record[name], (int, float), name, source))
+        peak = record.get("peak_memory")
+        if peak is not None:  # {"bytes": N, "kind": "GPU memory allocated by torch" | "process resident memory"}
+            peak = _expect(peak, dict, "peak_memory", source)
+            size = _expect(peak.get("bytes"), int, "peak_memory.bytes", source)
+            self.peak_memory = f"{size / 1e9:.2f} GB ({peak.get('kind') or 'peak'})"
         best = record.get("best")
         if best is not None:
             self.best_step = _expect(best, dict, "best", source).get("step")
@@ -390,6 +397,8 @@ class SimCSEModelCardData:
             run_facts.append(("Hardware", markdown_text(self.hardware)))
         if self.train_runtime_seconds is not None:
             run_facts.append(("Training time", format_duration(self.train_runtime_seconds)))
+        if self.peak_memory:
+            run_facts.append(("Peak memory", markdown_text(self.peak_memory)))
         if self.global_steps is not None:
             run_facts.append(("Optimisation steps", f"{int(self.global_steps):,}"))
         if self.best_step is not None and self.best_stsb_dev_spearman is not None:

@@ -47,6 +47,7 @@ def training_record(**overrides) -> dict:
         },
         "hardware": "1 x NVIDIA A100-SXM4-80GB",
         "train_runtime_seconds": 4321.5,
+        "peak_memory": {"bytes": 951677440, "kind": "GPU memory allocated by torch"},
         "global_steps": 15625,
         "best": {"step": 1250, "stsb_dev_spearman": 82.514},
         "language": "en",
@@ -175,6 +176,7 @@ def test_full_card_body(trained_folder):
     assert "| my\\|local&lt;sentences&gt; | 2,500 |" in body  # escaped: the table keeps two cells
     assert "| `learning_rate` | 3e-05 |" in body and "| `mixed_precision` | bf16 |" in body
     assert "1 x NVIDIA A100-SXM4-80GB" in body and "1 h 12 min 02 s" in body and "15,625" in body
+    assert "0.95 GB (GPU memory allocated by torch)" in body
     assert "step 1,250" in body and "82.51" in body
     # Evaluation: every task present with its number, the missing ones listed, the setting named.
     assert "| STS12 | 68.40 | 3,108 |" in body
