@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 from transformers import AutoTokenizer, get_linear_schedule_with_warmup
 
-from simcse_hub.batching import TrainingForward, fast_cpu_bf16
+from simcse_hub.batching import TrainingForward, warn_if_slow_bf16
 from simcse_hub.checkpointing import (
     TrainingLog,
     TrainState,
@@ -307,7 +307,9 @@ def training_step(
     if config.mini_batch_size is not None and config.mini_batch_size < batch["input_ids"].size(0):
         return cached_backward(accelerator, model, batch, forward, loss_fn, config.mini_batch_size)
     embeddings, mlm = forward(model, batch)
-    loss = loss_fn(embeddings) if mlm is None else loss_fn(embeddings) + mlm
+    loss = loss_fn(embeddings)
+    if mlm is not None:
+        loss = loss + mlm
     accelerator.backward(loss)
     return loss.detach()
 
@@ -397,9 +399,8 @@ def check_setup(config: TrainConfig, accelerator: Accelerator) -> None:
     if config.mixed_precision == "fp16" and accelerator.device.type == "cpu":
         raise ConfigError("mixed_precision='fp16' needs a GPU; on a CPU use 'bf16' (CPUs with AVX-512 BF16 or AMX "
                           "run it fast) or 'no'.")
-    if config.mixed_precision == "bf16" and accelerator.device.type == "cpu" and not fast_cpu_bf16():
-        logger.warning("mixed_precision='bf16': this CPU has no native bf16 (AVX-512 BF16 or AMX), so bf16 runs "
-                       "correctly but much slower than fp32 here; mixed_precision='no' is faster.")
+    if config.mixed_precision == "bf16":
+        warn_if_slow_bf16(accelerator.device, "mixed_precision", "'no'")
 
 
 def resolve_model_path(name: str) -> str:
