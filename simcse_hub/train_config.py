@@ -116,7 +116,13 @@ class TrainConfig:
     # ------------------------------------------------------------------------------------------------ checks
 
     def validate(self) -> TrainConfig:
-        """Check every value; raise :class:`ConfigError` naming the first bad one. Returns ``self``."""
+        """Check every value; raise :class:`ConfigError` naming the first bad one. Returns ``self``.
+
+        Paths given as ``pathlib.Path`` (``train_file=Path("data.txt")``) are kept as strings, as YAML saves them.
+        """
+        for item in fields(self):
+            if isinstance(getattr(self, item.name), os.PathLike):
+                setattr(self, item.name, os.fspath(getattr(self, item.name)))
         if (self.train_file is None) == (self.dataset_name is None):
             raise ConfigError(
                 "set exactly one data source: train_file=PATH (a local file) or dataset_name=HUB_ID (a Hub dataset); "

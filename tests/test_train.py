@@ -523,6 +523,13 @@ def test_yaml_errors_name_the_file(tmp_path):
         TrainConfig.from_yaml(listing)
 
 
+def test_paths_given_as_path_objects_are_saved_as_strings(tmp_path):
+    config = TrainConfig(train_file=tmp_path / "sentences.txt", output_dir=tmp_path / "out").validate()
+    assert config.train_file == str(tmp_path / "sentences.txt") and config.output_dir == str(tmp_path / "out")
+    config.save_yaml(tmp_path / "saved.yaml")  # a Path left in the config made yaml.safe_dump fail
+    assert TrainConfig.from_yaml(tmp_path / "saved.yaml") == config
+
+
 def test_launch_checks(tmp_path, encoder_dir, unsup_file):
     from types import SimpleNamespace
 
