@@ -151,7 +151,7 @@ def train(config: TrainConfig, resume: str | None = None) -> Path:
     lr_scheduler = get_linear_schedule_with_warmup(optimizer, round(config.warmup_ratio * max_steps), max_steps)
     # What is prepared (and under DDP wrapped) is the whole forward of a step, in one call: see TrainingForward.
     model, optimizer, train_dataloader, lr_scheduler = accelerator.prepare(
-        TrainingForward(model, config.length_buckets), optimizer, train_dataloader, lr_scheduler
+        TrainingForward(model, config.length_buckets, config.fast_dropout), optimizer, train_dataloader, lr_scheduler
     )
     state = TrainState()
     accelerator.register_for_checkpointing(state)

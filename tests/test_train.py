@@ -31,6 +31,7 @@ from simcse_hub.cli import main as cli_main
 from simcse_hub.gradcache import RandState
 from simcse_hub.losses import contrastive_loss
 from simcse_hub.batching import TrainingForward
+from simcse_hub.dropout import attention_with_fast_dropout, use_fast_dropout
 from simcse_hub.train import train, training_step
 from simcse_hub.train_config import (
     ConfigError,
@@ -222,14 +223,20 @@ def triplet_batch(size: int = 12, seq_len: int = 10) -> dict[str, torch.Tensor]:
     return {"input_ids": input_ids, "attention_mask": attention_mask}
 
 
-def full_batch_backward(model: torch.nn.Module, batch: dict, chunk: int, config: TrainConfig) -> torch.Tensor:
+def full_batch_backward(model: torch.nn.Module, batch: dict, chunk: int, config: TrainConfig,
+                        fast_dropout: bool = False) -> torch.Tensor:
     """The reference: one loss over the full batch, one backward through its whole graph. Its forward runs in the
-    same pieces as the cached run, of the same width, so that dropout draws the same masks (drawn per forward call)."""
+    same pieces as the cached run, of the same width, so that dropout draws the same masks (drawn per forward call);
+    with ``fast_dropout``, with the masks of ``simcse_hub.dropout``."""
+    if fast_dropout:
+        use_fast_dropout(model.encoder)
+
     def embed(part: dict) -> torch.Tensor:  # (part, 3, seq_len) -> (part, 3, hidden), one plain forward
         size, num_sent, seq_len = part["input_ids"].shape
         width = int(part["attention_mask"].sum(-1).max())  # cut to the longest sentence, as the training step does
         flat = {key: value.reshape(size * num_sent, seq_len)[:, :width] for key, value in part.items()}
-        return model(**flat).pooler_output.view(size, num_sent, -1)
+        with attention_with_fast_dropout(model.encoder) if fast_dropout else contextlib.nullcontext():
+            return model(**flat).pooler_output.view(size, num_sent, -1)
 
     pieces = [embed({k: v[i : i + chunk] for k, v in batch.items()}) for i in range(0, 12, chunk)]
     embeddings = torch.cat(pieces).float()  # (batch, 3, hidden)
@@ -239,7 +246,8 @@ def full_batch_backward(model: torch.nn.Module, batch: dict, chunk: int, config:
     return loss.detach()
 
 
-def test_gradient_cache_gives_the_full_batch_update_with_dropout():
+@pytest.mark.parametrize("fast_dropout", [False, True], ids=["torch-dropout", "fast-dropout"])
+def test_gradient_cache_gives_the_full_batch_update_with_dropout(fast_dropout):
     from accelerate import Accelerator
 
     accelerator = Accelerator()
@@ -247,11 +255,12 @@ def test_gradient_cache_gives_the_full_batch_update_with_dropout():
     cached = make_model("bert", pooler_type="cls").train()  # dropout on: 0.1 in every layer
     full = copy.deepcopy(cached)
     batch = triplet_batch()
+    settings = {"length_buckets": 1, "fast_dropout": fast_dropout}
 
     torch.manual_seed(123)
-    loss_cached = training_step(accelerator, TrainingForward(cached, length_buckets=1), batch, config)
+    loss_cached = training_step(accelerator, TrainingForward(cached, **settings), batch, config)
     torch.manual_seed(123)
-    loss_full = full_batch_backward(full, batch, chunk=5, config=config)
+    loss_full = full_batch_backward(full, batch, chunk=5, config=config, fast_dropout=fast_dropout)
     assert torch.allclose(loss_cached, loss_full, atol=1e-6)
     assert_same_update(cached, full)
 
@@ -260,7 +269,7 @@ def test_gradient_cache_gives_the_full_batch_update_with_dropout():
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(RandState, "replay", lambda self: contextlib.nullcontext())
         torch.manual_seed(123)
-        training_step(accelerator, TrainingForward(broken, length_buckets=1), batch, config)
+        training_step(accelerator, TrainingForward(broken, **settings), batch, config)
     difference = max((a - b).abs().max() for a, b in zip(gradients(broken).values(), gradients(full).values()))
     assert difference > 1e-3
 
@@ -278,8 +287,9 @@ def test_gradient_cache_and_length_buckets_equal_one_padded_pass(do_mlm, tokeniz
     plain = copy.deepcopy(cached)
     batch = triplet_batch()
     torch.manual_seed(7)
-    loss_cached = training_step(accelerator, TrainingForward(cached, length_buckets=3), batch,
-                                TrainConfig(mini_batch_size=4, **base), tokenizer)
+    step = TrainingForward(cached, length_buckets=3)
+    loss_cached = training_step(accelerator, step, batch, TrainConfig(mini_batch_size=4, **base), tokenizer)
+    assert step.shared_lookup  # the token embeddings looked up once for all buckets (one embedding gradient)
     torch.manual_seed(7)
     loss_plain = training_step(accelerator, TrainingForward(plain, length_buckets=1), batch, TrainConfig(**base),
                                tokenizer)
