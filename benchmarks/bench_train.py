@@ -97,6 +97,10 @@ def worker_peer(args: argparse.Namespace) -> dict:
 
 def worker_ours(args: argparse.Namespace) -> dict:
     """simcse_hub: ``simcse_hub.train.train`` (the Accelerate loop), then the exported model through ``SimCSE``."""
+    # Imported before the clock starts, as the peer's worker imports its library: the export writes the
+    # sentence-transformers module files with it (3 s of import that would otherwise count on our side only).
+    import sentence_transformers  # noqa: F401
+
     from simcse_hub.train import train
     from simcse_hub.train_config import TrainConfig
 

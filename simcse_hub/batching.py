@@ -185,8 +185,7 @@ def bucketed(
 
     Args:
         forward (`Callable`): ``forward(inputs) -> (rows, ...)``, e.g. ``lambda x: model(**x).pooler_output``.
-        inputs (`dict[str, torch.Tensor]`): ``(n, seq_len)`` tensors including ``attention_mask`` (1 = token), or
-            ``(n, seq_len, hidden)`` ones such as ``inputs_embeds``.
+        inputs (`dict[str, torch.Tensor]`): ``(n, seq_len)`` tensors including ``attention_mask`` (1 = token).
         max_buckets (`int`, *optional*, defaults to 4): forward passes at most; 1 is one pass, as without this.
 
     Returns:
@@ -199,15 +198,12 @@ def bucketed(
     if len(groups) <= 1:
         width = int(lengths.max())
         return forward({key: value[:, :width] for key, value in inputs.items()})
-    order = torch.as_tensor(np.concatenate(groups), device=lengths.device)  # row of the output -> input row
-    sizes = [len(group) for group in groups]
-    # Reordered once and split into the groups: the gradient of each input (inputs_embeds) is put back together in
-    # one piece, not scattered into a zero tensor of the whole batch once per group.
-    parts = {key: value.index_select(0, order).split(sizes) for key, value in inputs.items()}
     outputs = []
-    for i, group_lengths in enumerate(lengths[order].split(sizes)):
-        width = int(group_lengths.max())
-        outputs.append(forward({key: value[i][:, :width] for key, value in parts.items()}))  # (len(group), ...)
+    for group in groups:
+        rows = torch.as_tensor(group, device=lengths.device)
+        width = int(lengths[rows].max())
+        outputs.append(forward({key: value[rows, :width] for key, value in inputs.items()}))  # (len(group), ...)
+    order = torch.as_tensor(np.concatenate(groups), device=lengths.device)  # row of the output -> input row
     return torch.cat(outputs)[torch.argsort(order)]
 
 
@@ -239,28 +235,6 @@ class TrainingForward(nn.Module):
         self.fast_dropout = fast_dropout
         if fast_dropout:
             use_fast_dropout(model.encoder)
-        self.shared_lookup: bool | None = None  # decided on the first batch by _lookup_once
-
-    @torch.no_grad()
-    def _lookup_once(self, inputs: dict[str, torch.Tensor]) -> bool:
-        """Whether the token embeddings can be looked up once for the whole batch and handed to every bucket as
-        ``inputs_embeds``: then their gradient (a dense ``(vocab, hidden)`` tensor) is formed once per step, not once
-        per bucket. Checked on the first batch, in eval mode: the encoder must give the same embeddings both ways."""
-        if self.shared_lookup is None:
-            self.shared_lookup = False
-            lookup = self.model.get_input_embeddings()
-            if self.length_buckets > 1 and isinstance(lookup, nn.Embedding):
-                was_training = self.model.training
-                self.model.eval()
-                try:
-                    sample = {key: value[:4] for key, value in inputs.items()}  # (4, seq_len) each
-                    looked_up = {**sample, "inputs_embeds": lookup(sample["input_ids"])}
-                    del looked_up["input_ids"]
-                    expected = self.model(**sample).pooler_output
-                    self.shared_lookup = torch.allclose(self.model(**looked_up).pooler_output, expected, atol=1e-5)
-                finally:
-                    self.model.train(was_training)
-        return self.shared_lookup
 
     def forward(
         self,
@@ -291,8 +265,6 @@ class TrainingForward(nn.Module):
         batch_size, num_sent, seq_len = input_ids.shape
         inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
         inputs = {key: value.reshape(-1, seq_len) for key, value in inputs.items() if value is not None}
-        if self._lookup_once(inputs):
-            inputs["inputs_embeds"] = self.model.get_input_embeddings()(inputs.pop("input_ids"))  # (n, seq_len, hidden)
         pooled = bucketed(lambda part: self.model(**part).pooler_output, inputs, self.length_buckets)
         embeddings = pooled.view(batch_size, num_sent, -1)  # (batch, num_sent, hidden)
         if mlm_input_ids is None:

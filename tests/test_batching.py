@@ -134,25 +134,3 @@ def test_bucketed_forward_equals_one_forward_with_gradients(sentences, tokenizer
     assert torch.allclose(grouped_grad, whole_grad, atol=1e-5)
     single = bucketed(forward, inputs, max_buckets=1)
     assert torch.allclose(single, whole, atol=1e-6)
-
-
-def test_training_forward_looks_token_embeddings_up_once_only_where_that_changes_nothing(monkeypatch):
-    from simcse_hub.batching import TrainingForward
-
-    generator = torch.Generator().manual_seed(0)
-    lengths = torch.tensor([[9, 3], [7, 2], [5, 8]])  # (batch, num_sent)
-    mask = (torch.arange(9) < lengths[..., None]).long()  # (batch, num_sent, seq_len)
-    batch = {"input_ids": torch.randint(5, 100, (3, 2, 9), generator=generator) * mask, "attention_mask": mask}
-    reference = make_model("bert", pooler_type="avg").eval()
-    expected = reference(**{key: value.view(6, 9) for key, value in batch.items()}).pooler_output.view(3, 2, -1)
-
-    shared = TrainingForward(make_model("bert", pooler_type="avg").eval(), length_buckets=3)
-    assert torch.allclose(shared(**batch)[0], expected, atol=1e-5) and shared.shared_lookup is True
-    # An encoder whose embeddings of input_ids are not those of its lookup table (simulated: another table)
-    # fails the check, and each bucket then passes its input_ids as before.
-    odd = make_model("bert", pooler_type="avg").eval()
-    monkeypatch.setattr(odd, "get_input_embeddings", lambda: torch.nn.Embedding(120, 32))
-    step = TrainingForward(odd, length_buckets=3)
-    assert torch.allclose(step(**batch)[0], expected, atol=1e-5) and step.shared_lookup is False
-    assert TrainingForward(make_model("bert"), length_buckets=1)._lookup_once(
-        {key: value.view(6, 9) for key, value in batch.items()}) is False  # one pass: nothing to share
