@@ -3,8 +3,8 @@
 SimCSE's positives *are* dropout: every layer of the encoder draws a mask for every activation of both copies of a
 sentence, and one for its attention weights. On a CPU, torch's dropout draws one 32-bit random number (from its
 Mersenne Twister) per activation and turns it into a float before comparing; in a MiniLM training step that was about
-10% of the time. Here each 64-bit draw of the same generator gives four 16-bit numbers, compared as integers: the same
-Bernoulli masks at about half the cost.
+10% of the time. Here each 64-bit draw of the same generator gives four 16-bit numbers, compared as integers:
+Bernoulli masks of the same distribution at about half the cost.
 
 * :func:`use_fast_dropout` replaces the encoder's ``nn.Dropout`` layers (embeddings, attention output, feed-forward
   output) by :class:`FastDropout`;

@@ -27,11 +27,11 @@ from safetensors.torch import load_file
 from transformers import AutoModel, BertModel
 
 import simcse_hub.train as train_module
+from simcse_hub.batching import TrainingForward
 from simcse_hub.cli import main as cli_main
+from simcse_hub.dropout import attention_with_fast_dropout, use_fast_dropout
 from simcse_hub.gradcache import RandState
 from simcse_hub.losses import contrastive_loss
-from simcse_hub.batching import TrainingForward
-from simcse_hub.dropout import attention_with_fast_dropout, use_fast_dropout
 from simcse_hub.train import train, training_step
 from simcse_hub.train_config import (
     ConfigError,
