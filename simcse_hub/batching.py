@@ -257,23 +257,20 @@ class TrainingForward(nn.Module):
             tokens (a sum, so that chunks of a batch add up; 0 with its head's gradients present when no token is
             masked), or None without ``mlm_input_ids``.
         """
-        fast = self.fast_dropout and input_ids.device.type == "cpu"
-        with attention_with_fast_dropout(self.model.encoder) if fast else contextlib.nullcontext():
-            return self._forward(input_ids, attention_mask, token_type_ids, mlm_input_ids, mlm_labels)
-
-    def _forward(self, input_ids, attention_mask, token_type_ids, mlm_input_ids, mlm_labels):
         batch_size, num_sent, seq_len = input_ids.shape
         inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
         inputs = {key: value.reshape(-1, seq_len) for key, value in inputs.items() if value is not None}
-        pooled = bucketed(lambda part: self.model(**part).pooler_output, inputs, self.length_buckets)
-        embeddings = pooled.view(batch_size, num_sent, -1)  # (batch, num_sent, hidden)
-        if mlm_input_ids is None:
-            return embeddings, None
-        masked = (mlm_labels != -100).sum()
-        if masked == 0:  # weight 0; one label keeps the mean finite and the head's gradients (zero) present
-            mlm_labels = mlm_labels.clone()
-            mlm_labels.view(-1)[0] = input_ids.reshape(-1)[0]
-        return embeddings, self.model.mlm_loss(mlm_input_ids, mlm_labels, attention_mask) * masked
+        fast = self.fast_dropout and input_ids.device.type == "cpu"
+        with attention_with_fast_dropout(self.model.encoder) if fast else contextlib.nullcontext():
+            pooled = bucketed(lambda part: self.model(**part).pooler_output, inputs, self.length_buckets)
+            embeddings = pooled.view(batch_size, num_sent, -1)  # (batch, num_sent, hidden)
+            if mlm_input_ids is None:
+                return embeddings, None
+            masked = (mlm_labels != -100).sum()
+            if masked == 0:  # weight 0; one label keeps the mean finite and the head's gradients (zero) present
+                mlm_labels = mlm_labels.clone()
+                mlm_labels.view(-1)[0] = input_ids.reshape(-1)[0]
+            return embeddings, self.model.mlm_loss(mlm_input_ids, mlm_labels, attention_mask) * masked
 
 
 __all__ = ["PRECISIONS", "TrainingForward", "autocast", "bucketed", "check_precision", "fast_cpu_bf16",

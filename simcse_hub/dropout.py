@@ -4,7 +4,7 @@ SimCSE's positives *are* dropout: every layer of the encoder draws a mask for ev
 sentence, and one for its attention weights. On a CPU, torch's dropout draws one 32-bit random number (from its
 Mersenne Twister) per activation and turns it into a float before comparing; in a MiniLM training step that was about
 10% of the time. Here each 64-bit draw of the same generator gives four 16-bit numbers, compared as integers:
-Bernoulli masks of the same distribution at about half the cost.
+Bernoulli masks of the same distribution, 1.4-1.8x as fast as ``F.dropout`` on one activation tensor of MiniLM.
 
 * :func:`use_fast_dropout` replaces the encoder's ``nn.Dropout`` layers (embeddings, attention output, feed-forward
   output) by :class:`FastDropout`;
@@ -21,6 +21,7 @@ dropout is already one fused kernel) and in eval mode, :class:`FastDropout` is `
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator
 
 import torch
@@ -33,6 +34,11 @@ ATTENTION = "simcse_fast_dropout"
 LEVELS = 1 << 16  # p is rounded to a multiple of 1 / LEVELS
 
 
+def _levels(p: float) -> int:
+    """``p`` in units of 1 / LEVELS: the number of the 65536 values of a 16-bit lane that drop."""
+    return round(p * LEVELS)
+
+
 def keep_mask(shape: torch.Size | tuple[int, ...], p: float, device: torch.device | str = "cpu") -> torch.Tensor:
     """A boolean mask of ``shape``, each entry True (kept) with probability ``1 - p`` (``p`` to 1/65536).
 
@@ -40,19 +46,17 @@ def keep_mask(shape: torch.Size | tuple[int, ...], p: float, device: torch.devic
     >>> round(keep_mask((1000, 1000), 0.1).float().mean().item(), 2)
     0.9
     """
-    count = 1
-    for size in shape:
-        count *= int(size)
+    count = math.prod(shape)
     words = torch.empty((count + 3) // 4, dtype=torch.int64, device=device).random_(-(2**63), None)  # all 64 bits
     lanes = words.view(torch.int16)[:count].view(shape)  # four independent uniform 16-bit integers per draw
-    return lanes >= round(p * LEVELS) - LEVELS // 2  # P(lane < t - 32768) = t / 65536 = p
+    return lanes >= _levels(p) - LEVELS // 2  # P(lane < t - 32768) = t / 65536 = p
 
 
 class _Dropout(torch.autograd.Function):
     @staticmethod
     def forward(ctx, inputs: torch.Tensor, p: float) -> torch.Tensor:
         keep = keep_mask(inputs.shape, p, inputs.device)
-        ctx.scale = 1.0 / (1.0 - round(p * LEVELS) / LEVELS)
+        ctx.scale = LEVELS / (LEVELS - _levels(p))
         ctx.save_for_backward(keep)
         return inputs.mul(keep).mul_(ctx.scale)
 
@@ -73,7 +77,7 @@ def fast_dropout(inputs: torch.Tensor, p: float = 0.5, training: bool = True) ->
         raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
     if not training or p == 0.0:
         return inputs
-    if inputs.device.type != "cpu" or round(p * LEVELS) in (0, LEVELS):
+    if inputs.device.type != "cpu" or _levels(p) in (0, LEVELS):
         return nn.functional.dropout(inputs, p, training)
     return _Dropout.apply(inputs, p)
 
