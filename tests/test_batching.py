@@ -134,3 +134,64 @@ def test_bucketed_forward_equals_one_forward_with_gradients(sentences, tokenizer
     assert torch.allclose(grouped_grad, whole_grad, atol=1e-5)
     single = bucketed(forward, inputs, max_buckets=1)
     assert torch.allclose(single, whole, atol=1e-6)
+
+
+def embedding_backward_nodes(output: torch.Tensor, weight: torch.Tensor) -> int:
+    """How many lookups of ``weight`` the autograd graph of ``output`` holds (each forms its own weight gradient)."""
+    seen, todo, count = set(), [output.grad_fn], 0
+    while todo:
+        node = todo.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        count += type(node).__name__.startswith("EmbeddingBackward") and any(
+            getattr(next_node, "variable", None) is weight for next_node, _ in node.next_functions)
+        todo.extend(next_node for next_node, _ in node.next_functions)
+    return count
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta", "distilbert"])
+def test_one_token_lookup_for_all_buckets_gives_the_same_outputs_and_gradients(family, sentences, tokenizer):
+    from simcse_hub.batching import bucketed
+
+    model = make_model(family, seed=4, pooler_type="avg").eval()
+    texts = [*sentences, "a", "A man is playing a guitar on the stage of a very large and crowded concert hall."]
+    inputs = dict(tokenizer(texts, padding=True, truncation=True, max_length=32, return_tensors="pt"))
+    if family == "distilbert":
+        inputs.pop("token_type_ids")
+    lookup = model.get_input_embeddings()
+    weight = lookup.weight
+
+    def forward(features):
+        return model(**features).pooler_output  # (rows, hidden)
+
+    per_bucket = bucketed(forward, inputs, 3)
+    (per_bucket_grad,) = torch.autograd.grad(per_bucket.square().sum(), weight)
+    shared = bucketed(forward, inputs, 3, lookup=lookup)
+    assert embedding_backward_nodes(per_bucket, weight) == 3 and embedding_backward_nodes(shared, weight) == 1
+    assert torch.equal(shared, per_bucket)
+    (shared_grad,) = torch.autograd.grad(shared.square().sum(), weight)
+    assert torch.allclose(shared_grad, per_bucket_grad, atol=1e-6)
+    assert not lookup._forward_hooks  # the stand-in is gone after the call
+
+
+def test_shared_lookup_leaves_unexpected_calls_and_unsuitable_layers_alone():
+    from simcse_hub.batching import looked_up_once
+
+    lookup = torch.nn.Embedding(10, 4)
+    first, second, other = torch.tensor([[1, 2]]), torch.tensor([[3, 4, 5]]), torch.tensor([[6]])
+    with looked_up_once(lookup, [first, second]) as applied:
+        assert applied
+        unexpected = lookup(other)  # not the next expected call: a lookup of its own
+        rows = [lookup(first), lookup(second)]
+        again = lookup(first)  # the expected calls are used up
+    weight = lookup.weight
+    assert embedding_backward_nodes(unexpected, weight) == 1 and embedding_backward_nodes(again, weight) == 1
+    assert torch.equal(rows[0], lookup.weight[first]) and torch.equal(rows[1], lookup.weight[second])
+    assert embedding_backward_nodes(rows[0].sum() + rows[1].sum(), weight) == 1  # one lookup for both
+    for layer in (torch.nn.Embedding(10, 4, scale_grad_by_freq=True), torch.nn.Embedding(10, 4, max_norm=1.0),
+                  torch.nn.Linear(4, 4)):
+        with looked_up_once(layer, [first, second]) as applied:
+            assert not applied
+    with looked_up_once(lookup, [first]) as applied:  # one call: nothing to share
+        assert not applied
