@@ -436,11 +436,15 @@ def test_two_processes_train_like_one_on_the_same_global_batch(tmp_path, encoder
     assert json.loads((two / "simcse_training.json").read_text())["hardware"] == "2 x CPU (fp32)"
     assert len(losses(two)) == 12
     assert losses(two) == pytest.approx(losses(single), rel=1e-5, abs=1e-5)
-    # Adam divides each update by the gradient's running RMS, so float noise in a near-zero gradient can move a
-    # weight by up to a learning rate per step: the weights agree to within half of one step (5e-4 / 2).
-    expected = weights(single)
+    # Adam divides each update by the gradient's running RMS, so float noise in a near-zero gradient (the two layouts
+    # sum in different orders, and the CPU's kernels decide that order: AVX2 and AVX-512 differ) can move a weight by
+    # up to a learning rate per step. Nearly every weight agrees to 1e-4; none is more than one step (5e-4) apart.
+    expected, far, total = weights(single), 0, 0
     for name, tensor in weights(two).items():
-        assert torch.allclose(tensor, expected[name], atol=2.5e-4), name
+        difference = (tensor - expected[name]).abs()
+        assert difference.max() <= settings["learning_rate"], name
+        far, total = far + int((difference > 1e-4).sum()), total + difference.numel()
+    assert far <= total / 1000, f"{far} of {total} weights differ by more than 1e-4"
 
 
 @pytest.mark.distributed
