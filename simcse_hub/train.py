@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 from transformers import AutoTokenizer, get_linear_schedule_with_warmup
 
-from simcse_hub.batching import TrainingForward, warn_if_slow_bf16
+from simcse_hub.batching import TrainingForward, training_precision, warn_if_slow_bf16
 from simcse_hub.checkpointing import (
     TrainingLog,
     TrainState,
@@ -81,10 +81,10 @@ def train(config: TrainConfig, resume: str | None = None) -> Path:
     """
     config.validate()
     output_dir = Path(config.output_dir)
+    on_cpu = not getattr(torch, "accelerator", torch.cuda).is_available()
     accelerator = Accelerator(
-        # Without a GPU, say so: Accelerate then runs `torchrun` processes as one group on the CPU (gloo).
-        cpu=not getattr(torch, "accelerator", torch.cuda).is_available(),
-        mixed_precision=config.mixed_precision,
+        cpu=on_cpu,  # without a GPU, say so: Accelerate then runs `torchrun` processes as one group on the CPU (gloo)
+        mixed_precision=training_precision(config.mixed_precision, on_cpu),  # "auto" resolved for this machine
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         log_with=trackers(config.report_to),
         project_dir=str(output_dir / "runs"),
@@ -397,10 +397,13 @@ def check_setup(config: TrainConfig, accelerator: Accelerator) -> None:
         raise ConfigError(f"batch_size={config.batch_size} must be a multiple of the number of processes "
                           f"({accelerator.num_processes}): each process takes an equal share of the batch.")
     if config.mixed_precision == "fp16" and accelerator.device.type == "cpu":
-        raise ConfigError("mixed_precision='fp16' needs a GPU; on a CPU use 'bf16' (CPUs with AVX-512 BF16 or AMX "
-                          "run it fast) or 'no'.")
+        raise ConfigError("mixed_precision='fp16' needs a GPU; on a CPU use 'auto' (bf16 where the CPU computes it "
+                          "natively: AVX-512 BF16 or AMX), 'bf16' or 'no'.")
     if config.mixed_precision == "bf16":
-        warn_if_slow_bf16(accelerator.device, "mixed_precision", "'no'")
+        warn_if_slow_bf16(accelerator.device, "mixed_precision", "'auto' or 'no'")
+    if config.mixed_precision == "auto":
+        logger.info("mixed_precision='auto': %s", "bf16 autocast (this CPU computes bfloat16 natively)"
+                    if accelerator.mixed_precision == "bf16" else "fp32")
 
 
 def resolve_model_path(name: str) -> str:
@@ -481,13 +484,16 @@ def training_summary(config: TrainConfig, examples: Examples, accelerator: Accel
         name = Path(files).name.rsplit(".", 1)[0] if files else config.dataset_name
         dataset = {"name": name, "path": None, "hub_id": config.dataset_name, "examples": len(examples.rows)}
     device = torch.cuda.get_device_name(accelerator.device) if accelerator.device.type == "cuda" else "CPU"
-    precision = "fp32" if config.mixed_precision == "no" else config.mixed_precision
+    precision = "fp32" if accelerator.mixed_precision == "no" else accelerator.mixed_precision
     best = None if state.best_step is None else {"step": state.best_step, "stsb_dev_spearman": state.best_score}
+    hyperparameters = config.to_dict()
+    if config.mixed_precision == "auto":  # what "auto" chose on this machine, for the model card
+        hyperparameters["mixed_precision"] = f"auto ({precision})"
     return {
         "base_model": config.model_name_or_path,
         "objective": "supervised" if examples.supervised else "unsupervised",
         "datasets": [dataset],
-        "hyperparameters": config.to_dict(),
+        "hyperparameters": hyperparameters,
         "hardware": f"{accelerator.num_processes} x {device} ({precision})",
         "train_runtime_seconds": round(state.runtime, 2),
         "peak_memory": peak_memory(accelerator.device),

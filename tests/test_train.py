@@ -10,6 +10,7 @@ import contextlib
 import copy
 import gzip
 import json
+import logging
 import math
 import os
 import random
@@ -110,6 +111,7 @@ def make_config(tmp_path: Path, encoder: Path, train_file: Path, **overrides) ->
         "model_name_or_path": str(encoder), "train_file": str(train_file), "output_dir": str(tmp_path / "out"),
         "pooler_type": "avg", "batch_size": 16, "learning_rate": 1e-3, "num_train_epochs": 2, "eval_steps": 0,
         "logging_steps": 1, "report_to": "none", "max_seq_length": 16, "seed": 0,
+        "mixed_precision": "no",  # fp32 whatever the CPU (the default "auto" is bf16 on CPUs with native bf16)
     }
     return TrainConfig(**(settings | overrides))
 
@@ -185,6 +187,25 @@ def test_bf16_mixed_precision_trains(tmp_path, encoder_dir, unsup_file):
     assert all(map(torch.isfinite, torch.tensor(curve))) and sum(curve[-3:]) < 0.5 * sum(curve[:3])
     assert {tensor.dtype for tensor in weights(out).values()} == {torch.float32}  # master weights stay fp32
     assert json.loads((out / "simcse_training.json").read_text())["hardware"] == "1 x CPU (bf16)"
+
+
+@pytest.mark.parametrize("native_bf16", [True, False])
+def test_auto_precision_is_bf16_only_on_a_cpu_that_computes_it_natively(tmp_path, encoder_dir, unsup_file,
+                                                                         monkeypatch, native_bf16, caplog):
+    from simcse_hub import batching
+
+    monkeypatch.setattr(batching, "fast_cpu_bf16", lambda: native_bf16)
+    assert TrainConfig().mixed_precision == "auto"
+    with caplog.at_level(logging.INFO, logger="simcse_hub.train"):
+        out = train(make_config(tmp_path, encoder_dir, unsup_file, mixed_precision="auto", max_steps=2))
+    expected = "bf16" if native_bf16 else "fp32"
+    assert json.loads((out / "simcse_training.json").read_text())["hardware"] == f"1 x CPU ({expected})"
+    assert f"mixed_precision='auto': {expected}" in caplog.text
+    assert yaml.safe_load((out / "train_config.yaml").read_text())["mixed_precision"] == "auto"
+    summary = json.loads((out / "simcse_training.json").read_text())
+    assert summary["hyperparameters"]["mixed_precision"] == f"auto ({expected})"  # the model card shows the choice
+    assert batching.training_precision("bf16", on_cpu=True) == "bf16"
+    assert batching.training_precision("auto", on_cpu=False) == "no"  # GPUs: fp32 unless asked
 
 
 def test_gradient_accumulation_counts_updates(tmp_path, encoder_dir, unsup_file):
@@ -510,7 +531,7 @@ def test_layers_override_in_order(tmp_path):
         (["--set", "learnin_rate=1e-5"], r"unknown setting 'learnin_rate'; did you mean 'learning_rate'\?"),
         (["--set", "oops"], r"--set 'oops': expected KEY=VALUE"),
         (["--mlp-only-train", "maybe"], r"mlp_only_train='maybe': expected true or false"),
-        (["--mixed-precision", "fp8"], r"mixed_precision='fp8': expected one of \['no', 'fp16', 'bf16'\]"),
+        (["--mixed-precision", "fp8"], r"mixed_precision='fp8': expected one of \['auto', 'no', 'fp16', 'bf16'\]"),
         (["--pooler-type", "max"], r"pooler_type='max': expected one of"),
         (["--columns", "a,b,c,d"], r"columns=\['a', 'b', 'c', 'd'\]: expected 1 to 3 names"),
         (["--batch-size", "0"], r"batch_size=0: expected an integer >= 1"),
@@ -549,7 +570,7 @@ def test_launch_checks(tmp_path, encoder_dir, unsup_file):
     with pytest.raises(ConfigError, match=r"batch_size=16 must be a multiple of the number of processes \(3\)"):
         train_module.check_setup(TrainConfig(train_file="x", batch_size=16),
                                  SimpleNamespace(num_processes=3, device=torch.device("cpu")))
-    with pytest.raises(ConfigError, match=r"mixed_precision='fp16' needs a GPU; on a CPU use 'bf16'"):
+    with pytest.raises(ConfigError, match=r"mixed_precision='fp16' needs a GPU; on a CPU use 'auto' \(bf16 where"):
         train(make_config(tmp_path, encoder_dir, unsup_file, mixed_precision="fp16"))
 
 
