@@ -182,6 +182,19 @@ def emit(result: dict) -> None:
     print(json.dumps(result), flush=True)
 
 
+def precisions(value: str | None, parser: argparse.ArgumentParser) -> list[str]:
+    """``--precisions``: fp32 and/or bf16 (comma-separated); by default both where the CPU computes bfloat16 natively
+    (AVX-512 BF16 or AMX, where simcse_hub trains in bf16 by default), else fp32 alone."""
+    if value is None:
+        from simcse_hub.batching import fast_cpu_bf16
+
+        return ["fp32", "bf16"] if fast_cpu_bf16() else ["fp32"]
+    chosen = [item.strip() for item in value.split(",") if item.strip()]
+    if not chosen or set(chosen) - {"fp32", "bf16"}:
+        parser.error(f"--precisions {value!r}: expected fp32 and/or bf16, comma-separated.")
+    return chosen
+
+
 def set_threads(threads: int | None) -> int:
     import torch
 
@@ -233,6 +246,7 @@ __all__ = [
     "machine_line",
     "model_path",
     "peak_rss_bytes",
+    "precisions",
     "ratio",
     "read_lines",
     "require_file",

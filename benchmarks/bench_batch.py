@@ -4,15 +4,17 @@ step time: simcse_hub against sentence-transformers.
     python benchmarks/bench_batch.py
     python benchmarks/bench_batch.py --memory-gib 4 --max-batch 1024 --time-budget 1800
 
-Each trial trains all-MiniLM-L6-v2 for ``--steps`` step(s) on wiki sentences (max length 32, fp32, mean pooling,
-temperature 0.05) at one batch size, in its own process, watched from outside: the trial "fits" when the resident
-memory of its process tree never exceeds the budget (it is killed the moment it does). Two trials (``--start`` and
-twice that) give the memory growth per example; the batch it predicts for the budget is tried next, then its
-neighbours ``--resolution`` apart until a fit sits next to a failure. Without caching: simcse_hub's loop vs ``MultipleNegativesRankingLoss``. With
-caching (the same number of sequences per forward pass on both sides): simcse_hub's ``mini_batch_size=M/2``
-examples (each example is two sequences) vs ``CachedMultipleNegativesRankingLoss(mini_batch_size=M)`` (per column).
-When a search reaches ``--max-batch`` without failing, the table says so (``>= max``) and gives the memory growth
-per 64 examples measured on the way, with the batch it predicts for the budget.
+Each trial trains all-MiniLM-L6-v2 for ``--steps`` step(s) on wiki sentences (max length 32, mean pooling,
+temperature 0.05; ``--precision`` on both sides: bf16 autocast by default where the CPU computes it natively, as
+simcse_hub's ``mixed_precision="auto"`` does, else fp32) at one batch size, in its own process, watched from outside:
+the trial "fits" when the resident memory of its process tree never exceeds the budget (it is killed the moment it
+does). Two trials (``--start`` and twice that) give the memory growth per example; the batch it predicts for the
+budget is tried next, then its neighbours ``--resolution`` apart until a fit sits next to a failure. Without caching:
+simcse_hub's loop vs ``MultipleNegativesRankingLoss``. With caching (the same number of sequences per forward pass on
+both sides): simcse_hub's ``mini_batch_size=M/2`` examples (each example is two sequences) vs
+``CachedMultipleNegativesRankingLoss(mini_batch_size=M)`` (per column). When a search reaches ``--max-batch`` without
+failing, the table says so (``>= max``) and gives the memory growth per 64 examples measured on the way, with the
+batch it predicts for the budget.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ def worker(args: argparse.Namespace) -> dict:
             max_seq_length=32, batch_size=args.batch, max_steps=args.steps, learning_rate=3e-5,
             mini_batch_size=args.mini // 2 if args.mini else None, output_dir=str(work / "ours"),
             overwrite_output_dir=True, eval_steps=0, report_to="none", seed=42,
+            mixed_precision="bf16" if args.precision == "bf16" else "no",
         )
         train(config)
         summary = json.loads((work / "ours" / "simcse_training.json").read_text(encoding="utf-8"))
@@ -70,7 +73,7 @@ def worker(args: argparse.Namespace) -> dict:
         training_args = SentenceTransformerTrainingArguments(
             output_dir=str(work / "peer"), per_device_train_batch_size=args.batch, max_steps=args.steps,
             learning_rate=3e-5, warmup_steps=0, seed=42, report_to="none", save_strategy="no", use_cpu=True,
-            disable_tqdm=True,
+            disable_tqdm=True, bf16=args.precision == "bf16",
         )
         dataset = Dataset.from_dict({"anchor": sentences, "positive": sentences})
         trainer = SentenceTransformerTrainer(model=model, args=training_args, train_dataset=dataset, loss=loss)
@@ -88,7 +91,8 @@ def trial(args: argparse.Namespace, side: str, batch: int, mini: int, work: Path
         train_file.write_text("\n".join(common.sample(pool, batch * args.steps, args.seed)) + "\n", encoding="utf-8")
     trial_dir = Path(tempfile.mkdtemp(prefix=f"{side}-{batch}-", dir=work))
     worker_args = [side, "--batch", str(batch), "--mini", str(mini), "--steps", str(args.steps),
-                   "--train-file", str(train_file), "--work-dir", str(trial_dir), "--model", args.model]
+                   "--train-file", str(train_file), "--work-dir", str(trial_dir), "--model", args.model,
+                   "--precision", args.precision]
     if args.threads:
         worker_args += ["--threads", str(args.threads)]
     limit = int(args.memory_gib * common.GIB)
@@ -173,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = common.add_common_arguments(argparse.ArgumentParser(description=__doc__.split("\n\n")[0]))
     parser.add_argument("--memory-gib", type=float, default=8.0, help="memory budget in GiB (default: 8)")
     parser.add_argument("--start", type=int, default=128, help="first batch size tried (default: 128)")
-    parser.add_argument("--max-batch", type=int, default=1024, help="largest batch size tried (default: 1024)")
+    parser.add_argument("--max-batch", type=int, default=1536, help="largest batch size tried (default: 1536)")
     parser.add_argument("--max-batch-cached", type=int, default=512,
                         help="largest batch size tried with gradient caching, whose memory hardly grows (default: 512)")
     parser.add_argument("--resolution", type=int, default=64, help="bisect down to this gap (default: 64)")
@@ -185,12 +189,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds for all the searches, shared equally, time left over rolling on (default: 780)")
     parser.add_argument("--searches", default="all",
                         help="'all', or a comma-separated subset of: ours, peer, ours-cache, peer-cache")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default=None,
+                        help="both sides: fp32 or bf16 autocast (default: bf16 where the CPU computes it natively, "
+                             "else fp32)")
     parser.add_argument("--worker", choices=["ours", "peer"], help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--mini", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--train-file", help=argparse.SUPPRESS)
     parser.add_argument("--work-dir", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    args.precision = args.precision or common.precisions(None, parser)[-1]
 
     if args.worker:
         common.set_threads(args.threads)
@@ -204,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     chosen = SEARCHES if args.searches == "all" else [names[name.strip()] for name in args.searches.split(",")]
     pool = common.read_lines(common.require_file(folder, common.WIKI_FILE), 200_000)
     print(common.machine_line(args.threads))
-    print(f"encoder: {args.model}\nsettings: unsupervised wiki, max length 32, fp32, {args.steps} step(s) per trial, "
+    print(f"encoder: {args.model}\nsettings: unsupervised wiki, max length 32, {args.precision}, {args.steps} step(s) "
+          f"per trial, "
           f"budget {args.memory_gib:g} GiB, batches {args.start}..{args.max_batch}, gradient caching "
           f"{args.mini_batch} sequences per forward pass", flush=True)
     results: dict[tuple[str, str], dict] = {}

@@ -1,14 +1,16 @@
 """Encoding: ``simcse_hub.SimCSE.encode`` against ``SentenceTransformer.encode`` on the same 10,000 STS sentences.
 
     python benchmarks/bench_encode.py
-    python benchmarks/bench_encode.py --num-sentences 2000 --repeats 2 --precisions fp32,bf16
+    python benchmarks/bench_encode.py --num-sentences 2000 --repeats 2 --precisions fp32
 
 Both sides: all-MiniLM-L6-v2 (the same folder: ``SimCSE`` loads a sentence-transformers model as such), the same
-sentences (the first N distinct sentences of STS-B train/dev/test and SICK-R train/trial/test), batch size and max
-length, unit-length float32 numpy output, no progress bar. Each side runs in its own process, warms up on 128
-sentences, then encodes all N once per repeat (repeats alternate the order: peer, ours, ours, peer, ...; the best
-time of each side is kept, which is the figure least disturbed by other work on the machine). The agreement is the
-row-wise cosine between the two sets of embeddings (mean and min).
+sentences (the first N distinct sentences of STS-B train/dev/test and SICK-R train/trial/test), batch size, max
+length and precision, unit-length float32 numpy output, no progress bar. Precisions: fp32 (both sides' default), and
+bf16 autocast (``SimCSE(..., precision="bf16")``, our opt-in reduced-precision mode; the peer's ``encode`` inside
+``torch.autocast("cpu", dtype=torch.bfloat16)``). Each side runs in its own process, warms up on 128 sentences, then
+encodes all N once per repeat (repeats alternate the order: peer, ours, ours, peer, ...; the best time of each side
+is kept, which is the figure least disturbed by other work on the machine). The agreement is the row-wise cosine
+with the peer's fp32 embeddings (mean and min).
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ import _common as common
 def worker(args: argparse.Namespace) -> dict:
     """Encode the sentences once with one side (after a warm-up); save the embeddings; report the times."""
     import numpy as np
+    import torch
+
+    from simcse_hub.batching import autocast
 
     sentences = json.loads(Path(args.sentences).read_text(encoding="utf-8"))
     start = time.perf_counter()
@@ -38,8 +43,9 @@ def worker(args: argparse.Namespace) -> dict:
         model.max_seq_length = args.max_length
 
         def encode(batch: list[str]):
-            return model.encode(batch, batch_size=args.batch_size, convert_to_numpy=True, show_progress_bar=False,
-                                normalize_embeddings=True)
+            with autocast(args.precision, torch.device("cpu")):  # bf16: how a user runs the peer in bf16 autocast
+                return model.encode(batch, batch_size=args.batch_size, convert_to_numpy=True,
+                                    show_progress_bar=False, normalize_embeddings=True)
     else:
         from simcse_hub import SimCSE
 
@@ -58,6 +64,15 @@ def worker(args: argparse.Namespace) -> dict:
             "peak_rss": common.peak_rss_bytes()}
 
 
+def cosine_agreement(embeddings, reference) -> str:
+    """Row-wise cosine of two ``(n, dim)`` arrays: ``"mean / min"``."""
+    import numpy as np
+
+    cosine = np.sum(embeddings * reference, axis=1) / (
+        np.linalg.norm(embeddings, axis=1) * np.linalg.norm(reference, axis=1))  # (n,)
+    return f"{cosine.mean():.7f} / {cosine.min():.7f}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = common.add_common_arguments(argparse.ArgumentParser(description=__doc__.split("\n\n")[0]))
     parser.add_argument("--num-sentences", type=int, default=10_000, help="STS sentences to encode (default: 10000)")
@@ -65,8 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-length", type=int, default=128, help="truncation in tokens (default: 128)")
     parser.add_argument("--repeats", type=int, default=2,
                         help="timed passes per side, interleaved between the sides; the best is kept (default: 2)")
-    parser.add_argument("--precisions", default="fp32",
-                        help="our precision modes to measure, comma-separated: fp32 (default), bf16")
+    parser.add_argument("--precisions", default=None,
+                        help="fp32 and/or bf16 (autocast), comma-separated, each measured on both sides (default: "
+                             "both where the CPU computes bfloat16 natively, else fp32)")
     parser.add_argument("--worker", choices=["peer", "ours"], help=argparse.SUPPRESS)
     parser.add_argument("--sentences", help=argparse.SUPPRESS)
     parser.add_argument("--output", help=argparse.SUPPRESS)
@@ -82,12 +98,13 @@ def main(argv: list[str] | None = None) -> int:
 
     folder = common.data_dir(args.data_dir)
     model = common.model_path(args.model)
-    precisions = [item.strip() for item in args.precisions.split(",") if item.strip()]
+    precisions = common.precisions(args.precisions, parser)
     sentences = common.sts_sentences(folder, args.num_sentences)
     print(common.machine_line(args.threads))
     print(f"encoder: {model}\nsettings: {len(sentences)} STS sentences, batch {args.batch_size}, max length "
           f"{args.max_length}, unit vectors as float32 numpy, {args.repeats} timed pass(es) per side", flush=True)
-    sides = [("peer", "fp32")] + [("ours", precision) for precision in precisions]
+    sides = [("peer", "fp32")] + [(side, precision) for precision in precisions for side in ("peer", "ours")
+                                  if (side, precision) != ("peer", "fp32")]
     best: dict[tuple[str, str], dict] = {}
     with tempfile.TemporaryDirectory(prefix="bench_encode_") as work_dir:
         work = Path(work_dir)
@@ -107,22 +124,25 @@ def main(argv: list[str] | None = None) -> int:
                       f"{result['cpu_seconds']:.2f} s ({len(sentences) / result['seconds']:.1f} sentences/s; load "
                       f"{result['load_seconds']:.1f} s, peak RSS {result['peak_rss'] / 2**20:.0f} MiB)", flush=True)
         reference = np.load(work / "peer-fp32.npy")  # (n, dim), unit rows
-        peer = best["peer", "fp32"]
         rows = []
-        for side, precision in sides[1:]:
-            ours = best[side, precision]
-            embeddings = np.load(work / f"{side}-{precision}.npy")  # (n, dim)
-            cosine = np.sum(embeddings * reference, axis=1) / (
-                np.linalg.norm(embeddings, axis=1) * np.linalg.norm(reference, axis=1))  # (n,)
+        comparisons = [(precision, precision) for precision in precisions]
+        if "bf16" in precisions:  # our opt-in bf16 against the peer as it runs by default
+            comparisons.append(("bf16", "fp32"))
+        for precision, peer_precision in comparisons:
+            peer, ours = best["peer", peer_precision], best["ours", precision]
+            label = precision if precision == peer_precision else f"ours {precision}, peer {peer_precision}"
             for name, key in (("sentences/s (wall clock, best pass)", "seconds"),
                               ("sentences per CPU-second (best pass)", "cpu_seconds")):
                 rate_peer, rate_ours = len(sentences) / peer[key], len(sentences) / ours[key]
-                rows.append([precision, name, common.fmt(rate_peer), common.fmt(rate_ours),
+                rows.append([label, name, common.fmt(rate_peer), common.fmt(rate_ours),
                              common.ratio(rate_ours, rate_peer)])
-            rows.append([precision, "cosine agreement mean / min", "-", f"{cosine.mean():.7f} / {cosine.min():.7f}",
-                         "-"])
+            if precision == peer_precision:  # agreement of each side with the peer's fp32 embeddings
+                agreement = {side: cosine_agreement(np.load(work / f"{side}-{precision}.npy"), reference)
+                             for side in ("peer", "ours")}
+                rows.append([label, "cosine with the peer's fp32 embeddings, mean / min",
+                             "-" if precision == "fp32" else agreement["peer"], agreement["ours"], "-"])
     print()
-    print(common.table(rows, ["ours", "figure", "sentence-transformers", "simcse_hub", "ours/peer"]))
+    print(common.table(rows, ["precision", "figure", "sentence-transformers", "simcse_hub", "ours/peer"]))
     print(common.machine_line(args.threads))
     return 0
 

@@ -2,14 +2,17 @@
 ``MultipleNegativesRankingLoss(scale=20)`` (= InfoNCE at temperature 0.05), on the same encoder, data and settings.
 
     python benchmarks/bench_train.py                      # unsupervised (wiki) and supervised (SNLI triplets)
-    python benchmarks/bench_train.py --tasks unsup --steps 50 --batch-size 64
+    python benchmarks/bench_train.py --tasks unsup --steps 50 --batch-size 64 --precisions fp32
 
 Both sides: all-MiniLM-L6-v2 with mean pooling ("avg"), the same training examples (a seeded sample), batch size,
-max length (32), learning rate (linear decay, no warm-up), AdamW, gradient clipping at 1.0, fp32, number of steps
-and seed; each side runs in its own process (so its peak resident memory is its own) and is then scored by the same
-code (``simcse_hub.evaluation.evaluate_sts``) on STS-B dev and test. Examples/second is given end to end (model
-load, data, training, saving: what a user waits for) and for the training loop alone; examples per CPU-second (end to
-end, all threads) is the figure least disturbed by other work on a shared machine.
+max length (32), learning rate (linear decay, no warm-up), AdamW, gradient clipping at 1.0, precision, number of
+steps and seed; each side runs in its own process (so its peak resident memory is its own) and is then scored by the
+same code (``simcse_hub.evaluation.evaluate_sts``, in fp32) on STS-B dev and test. Each precision of
+``--precisions`` is run on both sides: fp32, and bf16 autocast (``mixed_precision="bf16"`` here, ``bf16=True`` in
+the peer's training arguments). Where both run, a last group of rows compares each side's default: simcse_hub's
+``mixed_precision="auto"`` (bf16 on a CPU that computes it natively) against the peer's fp32. Examples/second is
+given end to end (model load, data, training, saving: what a user waits for) and for the training loop alone;
+examples per CPU-second (end to end, all threads) is the figure least disturbed by other work on a shared machine.
 """
 
 from __future__ import annotations
@@ -81,7 +84,7 @@ def worker_peer(args: argparse.Namespace) -> dict:
         output_dir=str(output_dir / "run"), per_device_train_batch_size=args.batch_size, max_steps=args.steps,
         learning_rate=args.lr, lr_scheduler_type="linear", warmup_steps=0, weight_decay=0.0, max_grad_norm=1.0,
         seed=args.seed, data_seed=args.seed, report_to="none", save_strategy="no", logging_steps=10, use_cpu=True,
-        disable_tqdm=True,
+        disable_tqdm=True, bf16=args.precision == "bf16",
     )
     trainer = SentenceTransformerTrainer(model=model, args=training_args, train_dataset=dataset,
                                          loss=MultipleNegativesRankingLoss(model, scale=20.0))
@@ -108,7 +111,8 @@ def worker_ours(args: argparse.Namespace) -> dict:
     config = TrainConfig(
         model_name_or_path=args.model, pooler_type="avg", temperature=0.05, train_file=args.train_file,
         max_seq_length=args.max_length, batch_size=args.batch_size, max_steps=args.steps, learning_rate=args.lr,
-        warmup_ratio=0.0, weight_decay=0.0, max_grad_norm=1.0, mixed_precision="no", seed=args.seed,
+        warmup_ratio=0.0, weight_decay=0.0, max_grad_norm=1.0, seed=args.seed,
+        mixed_precision="bf16" if args.precision == "bf16" else "no",
         output_dir=str(output_dir), overwrite_output_dir=True, eval_steps=0, logging_steps=10, report_to="none",
         data_dir=args.data_dir,
     )
@@ -159,6 +163,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="sample the unsupervised examples from the first N wiki sentences (default: 200000)")
     parser.add_argument("--eval-max-length", type=int, default=128, help="truncation when scoring STS-B")
     parser.add_argument("--eval-batch-size", type=int, default=128)
+    parser.add_argument("--precisions", default=None,
+                        help="fp32 and/or bf16, comma-separated, each run on both sides (default: both where the "
+                             "CPU computes bfloat16 natively, else fp32)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="extra TrainConfig settings for our side only (e.g. to measure an option)")
     parser.add_argument("--work-dir", default=None, help="where the runs go (default: a temporary folder)")
@@ -166,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--task", choices=list(TASKS), help=argparse.SUPPRESS)
     parser.add_argument("--examples", help=argparse.SUPPRESS)
     parser.add_argument("--train-file", help=argparse.SUPPRESS)
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.worker:
@@ -180,47 +188,57 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [task for task in tasks if task not in TASKS]
     if unknown:
         parser.error(f"--tasks: unknown {unknown}; expected some of {list(TASKS)}.")
+    precisions = common.precisions(args.precisions, parser)
+    from simcse_hub.batching import training_precision
+
+    ours_default = "bf16" if training_precision("auto", on_cpu=True) == "bf16" else "fp32"
     print(common.machine_line(args.threads))
     print(f"encoder: {model}\nsettings: batch {args.batch_size}, max length {args.max_length}, {args.steps} steps, "
-          f"lr {args.lr}, seed {args.seed}, fp32, mean pooling, temperature 0.05 (scale 20)"
-          + (f"; ours also {' '.join(args.set)}" if args.set else ""), flush=True)
+          f"lr {args.lr}, seed {args.seed}, {' and '.join(precisions)} on both sides, mean pooling, temperature 0.05 "
+          f"(scale 20)" + (f"; ours also {' '.join(args.set)}" if args.set else ""), flush=True)
+    seen = args.steps * args.batch_size
+    figures = [
+        ("examples/s (end to end)", lambda r: seen / r["seconds"], 1),
+        ("examples/s (training loop)", lambda r: seen / r["loop_seconds"], 1),
+        ("examples per CPU-second (end to end)", lambda r: seen / r["cpu_seconds"], 2),
+        ("peak RSS (MiB)", lambda r: r["peak_rss"] / 2**20, 0),
+        ("STS-B dev Spearman", lambda r: r["stsb_dev"], 2),
+        ("STS-B test Spearman", lambda r: r["stsb_test"], 2),
+    ]
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench_train_", dir=args.work_dir) as work_dir:
         work = Path(work_dir)
         for task in tasks:
             examples, train_file = prepare_examples(args, folder, work, task)
             results = {}
-            for side in ("peer", "ours"):
-                side_dir = work / f"{task}-{side}"
-                side_dir.mkdir()
-                worker_args = [
-                    side, "--task", task, "--examples", str(examples), "--train-file", str(train_file),
-                    "--work-dir", str(side_dir), "--data-dir", str(folder), "--model", model,
-                    "--steps", str(args.steps), "--batch-size", str(args.batch_size),
-                    "--max-length", str(args.max_length), "--lr", str(args.lr), "--seed", str(args.seed),
-                    "--eval-max-length", str(args.eval_max_length), "--eval-batch-size", str(args.eval_batch_size),
-                ]
-                if args.threads:
-                    worker_args += ["--threads", str(args.threads)]
-                if args.set and side == "ours":
-                    worker_args += ["--set", *args.set]
-                results[side] = common.run_worker(Path(__file__), worker_args)
-                print(f"  {task} {side}: {json.dumps(results[side])}", flush=True)
-            seen = args.steps * args.batch_size
-            figures = [
-                ("examples/s (end to end)", lambda r, seen=seen: seen / r["seconds"], 1),
-                ("examples/s (training loop)", lambda r, seen=seen: seen / r["loop_seconds"], 1),
-                ("examples per CPU-second (end to end)", lambda r, seen=seen: seen / r["cpu_seconds"], 2),
-                ("peak RSS (MiB)", lambda r: r["peak_rss"] / 2**20, 0),
-                ("STS-B dev Spearman", lambda r: r["stsb_dev"], 2),
-                ("STS-B test Spearman", lambda r: r["stsb_test"], 2),
-            ]
-            for name, get, digits in figures:
-                peer, ours = get(results["peer"]), get(results["ours"])
-                rows.append([TASKS[task], name, common.fmt(peer, digits), common.fmt(ours, digits),
-                             common.ratio(ours, peer)])
+            for precision in precisions:
+                for side in ("peer", "ours"):
+                    side_dir = work / f"{task}-{side}-{precision}"
+                    side_dir.mkdir()
+                    worker_args = [
+                        side, "--task", task, "--examples", str(examples), "--train-file", str(train_file),
+                        "--work-dir", str(side_dir), "--data-dir", str(folder), "--model", model,
+                        "--steps", str(args.steps), "--batch-size", str(args.batch_size),
+                        "--max-length", str(args.max_length), "--lr", str(args.lr), "--seed", str(args.seed),
+                        "--eval-max-length", str(args.eval_max_length), "--eval-batch-size", str(args.eval_batch_size),
+                        "--precision", precision,
+                    ]
+                    if args.threads:
+                        worker_args += ["--threads", str(args.threads)]
+                    if args.set and side == "ours":
+                        worker_args += ["--set", *args.set]
+                    results[side, precision] = common.run_worker(Path(__file__), worker_args)
+                    print(f"  {task} {side} {precision}: {json.dumps(results[side, precision])}", flush=True)
+            pairs = [(precision, precision, precision) for precision in precisions]
+            if ours_default == "bf16" and set(precisions) == {"fp32", "bf16"}:  # each side's default: ours "auto"
+                pairs.append((f"defaults: ours {ours_default}, peer fp32", ours_default, "fp32"))
+            for label, ours_precision, peer_precision in pairs:
+                for name, get, digits in figures:
+                    peer, ours = get(results["peer", peer_precision]), get(results["ours", ours_precision])
+                    rows.append([TASKS[task], label, name, common.fmt(peer, digits), common.fmt(ours, digits),
+                                 common.ratio(ours, peer)])
     print()
-    print(common.table(rows, ["task", "figure", "sentence-transformers", "simcse_hub", "ours/peer"]))
+    print(common.table(rows, ["task", "precision", "figure", "sentence-transformers", "simcse_hub", "ours/peer"]))
     print(common.machine_line(args.threads))
     return 0
 
