@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-file", help=argparse.SUPPRESS)
     parser.add_argument("--work-dir", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    args.precision = args.precision or common.precisions(None, parser)[-1]
+    args.precision = args.precision or ("bf16" if "bf16" in common.precisions(None, parser) else "fp32")
 
     if args.worker:
         common.set_threads(args.threads)

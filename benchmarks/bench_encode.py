@@ -137,10 +137,10 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append([label, name, common.fmt(rate_peer), common.fmt(rate_ours),
                              common.ratio(rate_ours, rate_peer)])
             if precision == peer_precision:  # agreement of each side with the peer's fp32 embeddings
-                agreement = {side: cosine_agreement(np.load(work / f"{side}-{precision}.npy"), reference)
-                             for side in ("peer", "ours")}
-                rows.append([label, "cosine with the peer's fp32 embeddings, mean / min",
-                             "-" if precision == "fp32" else agreement["peer"], agreement["ours"], "-"])
+                peer_agreement = ("-" if precision == "fp32" else
+                                  cosine_agreement(np.load(work / f"peer-{precision}.npy"), reference))
+                rows.append([label, "cosine with the peer's fp32 embeddings, mean / min", peer_agreement,
+                             cosine_agreement(np.load(work / f"ours-{precision}.npy"), reference), "-"])
     print()
     print(common.table(rows, ["precision", "figure", "sentence-transformers", "simcse_hub", "ours/peer"]))
     print(common.machine_line(args.threads))

@@ -46,7 +46,7 @@ def fast_cpu_bf16() -> bool:
 def training_precision(mixed_precision: str, on_cpu: bool) -> str:
     """The mixed precision a training run uses for the setting ``mixed_precision`` (``auto``, ``no``, ``fp16`` or
     ``bf16``): ``auto`` is ``bf16`` on a CPU that computes bfloat16 natively (AVX-512 BF16 or AMX), where training
-    ran 2.1-2.6x as fast as in fp32 at the same STS-B score (benchmarks/README.md), and ``no`` (fp32)
+    ran 2.0-2.6x as fast as in fp32 at the same STS-B score (benchmarks/README.md), and ``no`` (fp32)
     elsewhere: an emulated bf16 is many times slower, and on the one GPU measured (an H200, all-MiniLM-L6-v2 at
     batch 64) bf16 was slower than fp32 too; ask for ``bf16`` or ``fp16`` there yourself. Other values are returned
     as they are.
@@ -226,7 +226,7 @@ def bucketed(
         rows = torch.as_tensor(group, device=lengths.device)
         width = int(lengths[rows].max())
         parts.append({key: value[rows, :width] for key, value in inputs.items()})  # (len(group), width) each
-    with looked_up_once(lookup, [part["input_ids"] for part in parts] if lookup is not None else []):
+    with looked_up_once(lookup, [part["input_ids"] for part in parts]):
         outputs = [forward(part) for part in parts]  # (len(group), ...) each
     order = torch.as_tensor(np.concatenate(groups), device=lengths.device)  # row of the output -> input row
     return torch.cat(outputs)[torch.argsort(order)]
@@ -240,8 +240,10 @@ def looked_up_once(lookup: nn.Module | None, calls: Sequence[torch.Tensor]) -> I
     Every call returns what it would have returned (the same rows of the same weight): the difference is in the
     backward pass, where the weight's gradient is formed once, from one lookup, instead of once per call: one
     zero-filled ``(vocab, hidden)`` tensor (47 MB for all-MiniLM-L6-v2) and no sums of them, instead of one per length
-    bucket (a training step 1.03-1.08x as fast on 2 CPU cores, benchmarks/README.md). Layers whose gradient depends
-    on the call (``scale_grad_by_freq``) or that change their weight (``max_norm``) are left alone. Yields whether it
+    bucket (on 2 CPU cores a training step 1.02-1.08x as fast in an A/B on one model, 0.97-1.10x in
+    ``bench_step.py``, where supervised batches are within its noise; benchmarks/README.md). The layer's own lookup
+    still runs in each call (a gather of the call's rows) and its result is dropped. Layers whose gradient depends on
+    the call (``scale_grad_by_freq``) or that change their weight (``max_norm``) are left alone. Yields whether it
     applies.
 
     Args:
