@@ -52,7 +52,7 @@ def worker(args: argparse.Namespace) -> dict:
             mixed_precision="bf16" if args.precision == "bf16" else "no",
         )
         train(config)
-        summary = json.loads((work / "ours" / "simcse_training.json").read_text(encoding="utf-8"))
+        summary = json.loads((work / "ours" / "simcse_card.json").read_text(encoding="utf-8"))
         seconds = float(summary["train_runtime_seconds"])
     else:
         from datasets import Dataset

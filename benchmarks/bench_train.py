@@ -121,7 +121,7 @@ def worker_ours(args: argparse.Namespace) -> dict:
     train(config)
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     peak = common.peak_rss_bytes()
-    summary = json.loads((output_dir / "simcse_training.json").read_text(encoding="utf-8"))
+    summary = json.loads((output_dir / "simcse_card.json").read_text(encoding="utf-8"))
     log = [json.loads(line) for line in (output_dir / "training_log.jsonl").read_text(encoding="utf-8").splitlines()]
     losses = [entry["loss"] for entry in log if "loss" in entry]
     return {"seconds": seconds, "cpu_seconds": cpu_seconds, "loop_seconds": float(summary["train_runtime_seconds"]),

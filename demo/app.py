@@ -227,23 +227,27 @@ def search(corpus: Sequence[str], query: str, top_k: int = 5) -> list[tuple[str,
 # ---------------------------------------------------------------------------------------------------- endpoints
 
 
+def _reject(message: str, title: str) -> gr.Error:
+    """The error a visitor sees for an input the demo refuses; the server log gets one line, not a traceback."""
+    logger.info("Rejected input: %s", message)
+    return gr.Error(message, title=title, print_exception=False)
+
+
 def _text(value: Any, what: str) -> str:
     text = "" if value is None else str(value).strip()
     if not text:
-        raise gr.Error(f"{what} is empty: type a sentence.", title="Missing input")
+        raise _reject(f"{what} is empty: type a sentence.", "Missing input")
     if len(text) > MAX_CHARS:
-        raise gr.Error(f"{what} is {len(text)} characters long; the limit is {MAX_CHARS}.", title="Input too long")
+        raise _reject(f"{what} is {len(text)} characters long; the limit is {MAX_CHARS}.", "Input too long")
     return text
 
 
 def _lines(value: Any, what: str, minimum: int, maximum: int) -> list[str]:
     lines = [line.strip() for line in ("" if value is None else str(value)).splitlines() if line.strip()]
     if len(lines) < minimum:
-        raise gr.Error(f"{what}: give at least {minimum} sentences, one per line (got {len(lines)}).",
-                       title="Missing input")
+        raise _reject(f"{what}: give at least {minimum} sentences, one per line (got {len(lines)}).", "Missing input")
     if len(lines) > maximum:
-        raise gr.Error(f"{what}: at most {maximum} sentences, one per line (got {len(lines)}).",
-                       title="Too many sentences")
+        raise _reject(f"{what}: at most {maximum} sentences, one per line (got {len(lines)}).", "Too many sentences")
     for number, line in enumerate(lines, start=1):
         _text(line, f"{what}, sentence {number}")
     return lines
@@ -269,7 +273,7 @@ def search_corpus(corpus_text: str, query: str, top_k: float = 5) -> pd.DataFram
     corpus = _lines(corpus_text, "Corpus", 1, MAX_CORPUS_SENTENCES)
     query = _text(query, "Query")
     if top_k is None or not 1 <= int(top_k) <= MAX_TOP_K:
-        raise gr.Error(f"top_k must be between 1 and {MAX_TOP_K} (got {top_k}).", title="Bad input")
+        raise _reject(f"top_k must be between 1 and {MAX_TOP_K} (got {top_k}).", "Bad input")
     rows = [(rank, text, round(score, 4)) for rank, (text, score) in enumerate(search(corpus, query, int(top_k)), 1)]
     return pd.DataFrame(rows, columns=["rank", "sentence", "score"])
 

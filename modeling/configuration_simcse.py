@@ -25,6 +25,9 @@ from transformers.configuration_utils import SubConfigSpec
 #   BERT-whitening compute the "first-last avg." baseline. (SimCSE's ``models.py`` read ``hidden_states[0]``, the
 #   embedding output, instead; SimCSE fixed ``evaluation.py`` to the first layer.)
 POOLER_TYPES: tuple[str, ...] = ("cls", "cls_before_pooler", "avg", "avg_top2", "avg_first_last")
+# Encoders whose position ids start after the padding index, so `max_position_embeddings` overstates their limit.
+OFFSET_POSITION_MODEL_TYPES = frozenset({"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "data2vec-text",
+                                         "roberta-prelayernorm"})
 
 
 class SimCSEConfig(PreTrainedConfig):
@@ -111,6 +114,15 @@ class SimCSEConfig(PreTrainedConfig):
             if getattr(encoder, name, None) is not None:
                 return int(getattr(encoder, name))
         raise ValueError(f"encoder_config of model_type={encoder.model_type!r} has no hidden_size, dim or d_model.")
+
+    @property
+    def max_input_length(self) -> int | None:
+        """`int` or `None`: the longest input in tokens (special tokens included) that the encoder's position
+        embeddings allow, or `None` for an encoder without such a limit."""
+        limit = getattr(self.encoder_config, "max_position_embeddings", None)
+        if limit and getattr(self.encoder_config, "model_type", None) in OFFSET_POSITION_MODEL_TYPES:
+            limit -= (getattr(self.encoder_config, "pad_token_id", None) or 0) + 1
+        return limit or None
 
     @property
     def uses_mlp_at_inference(self) -> bool:

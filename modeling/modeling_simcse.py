@@ -10,15 +10,19 @@ Reference: Gao, Yao & Chen, "SimCSE: Simple Contrastive Learning of Sentence Emb
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
+import transformers
 from torch import nn
-from transformers import AutoModel, AutoModelForMaskedLM, PreTrainedModel
+from transformers import AutoModel, AutoModelForMaskedLM, AutoTokenizer, PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
@@ -88,6 +92,101 @@ def info_nce(
         reverse = positives_n @ anchors_n.T / temperature  # (m, n)
         loss = (loss + F.cross_entropy(reverse.float(), labels)) / 2
     return loss
+
+# ---------------------------------------------------------------------------------------------------- saving helpers
+
+ST_TRANSFORMER_MODULE = "sentence_transformers.base.modules.transformer.Transformer"
+ST_POOLING_MODULE = "sentence_transformers.sentence_transformer.modules.pooling.Pooling"
+# Poolers that sentence-transformers' own Pooling module computes exactly, and its mode for each.
+ST_POOLING_MODES = {"cls_before_pooler": "cls", "avg": "mean"}
+# Keyword arguments of `from_pretrained` that say where files come from; the tokenizer is loaded with the same ones.
+HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder")
+
+
+def public_name(name_or_path: Any) -> Any:
+    """How a saved model names where it came from, without a path of this machine: a Hub id stays as it is; a
+    folder of the Hugging Face cache (``.../models--org--name/snapshots/<hash>``) becomes ``org/name``; any other
+    local folder becomes its folder name. Anything that is not a string is returned unchanged.
+
+    >>> public_name("/home/me/.cache/huggingface/hub/models--google-bert--bert-base-uncased/snapshots/abc")
+    'google-bert/bert-base-uncased'
+    >>> public_name("/home/me/encoders/my-bert"), public_name("google-bert/bert-base-uncased")
+    ('my-bert', 'google-bert/bert-base-uncased')
+    """
+    if not isinstance(name_or_path, str) or not name_or_path:
+        return name_or_path
+    expanded = os.path.expanduser(name_or_path)
+    local = (os.path.isabs(expanded) or name_or_path.startswith((".", "~")) or "\\" in name_or_path
+             or name_or_path.count("/") > 1 or os.path.exists(expanded))
+    if not local:
+        return name_or_path
+    parts = Path(expanded).parts
+    for part in reversed(parts):
+        if part.startswith("models--") and "--" in part[len("models--"):]:
+            return part[len("models--"):].replace("--", "/")
+    return Path(os.path.abspath(expanded)).name or name_or_path
+
+
+def standard_pooling_mode(config: SimCSEConfig) -> str | None:
+    """The sentence-transformers ``Pooling`` mode equal to this config's inference embedding, or ``None``."""
+    if config.pooler_type == "cls" and config.mlp_only_train:
+        return "cls"
+    return ST_POOLING_MODES.get(config.pooler_type)
+
+
+def sentence_transformers_files(config: SimCSEConfig, max_seq_length: int | None = None) -> dict[str, Any]:
+    r"""The sentence-transformers files of a saved model, ``{relative path: JSON content}``.
+
+    The first module is sentence-transformers' standard ``Transformer``, which loads this ``SimCSEModel`` through
+    ``AutoModel``. ``cls_before_pooler``, ``avg`` and ``cls`` with ``mlp_only_train`` are exactly its standard
+    ``Pooling`` (``cls`` / ``mean``) over ``last_hidden_state``, written as the usual ``1_Pooling`` module. ``cls``
+    with the MLP at inference, ``avg_top2`` and ``avg_first_last`` are not expressible by ``Pooling``: there the
+    ``Transformer`` module reads ``pooler_output`` (its ``modality_config``), which ``forward`` computes with the
+    code every other loader runs, so no custom module is needed.
+
+    Args:
+        config (`SimCSEConfig`): the model's configuration.
+        max_seq_length (`int`, *optional*): the truncation length sentence-transformers uses.
+    """
+    mode = standard_pooling_mode(config)
+    output = "last_hidden_state" if mode else "pooler_output"
+    transformer_config: dict[str, Any] = {
+        "transformer_task": "feature-extraction",
+        "modality_config": {"text": {"method": "forward", "method_output_name": output}},
+        "module_output_name": "token_embeddings" if mode else "sentence_embedding",
+    }
+    if max_seq_length is not None:
+        transformer_config["max_seq_length"] = int(max_seq_length)
+    modules = [{"idx": 0, "name": "0", "path": "", "type": ST_TRANSFORMER_MODULE}]
+    files: dict[str, Any] = {"sentence_bert_config.json": transformer_config}
+    if mode is not None:
+        modules.append({"idx": 1, "name": "1", "path": "1_Pooling", "type": ST_POOLING_MODULE})
+        files["1_Pooling/config.json"] = {"embedding_dimension": config.hidden_size, "pooling_mode": mode,
+                                          "include_prompt": True}
+    files["modules.json"] = modules
+    versions = {"transformers": transformers.__version__, "pytorch": torch.__version__}
+    try:
+        import sentence_transformers
+
+        versions = {"sentence_transformers": sentence_transformers.__version__, **versions}
+    except ImportError:
+        pass
+    files["config_sentence_transformers.json"] = {"__version__": versions, "model_type": "SentenceTransformer",
+                                                  "prompts": {}, "default_prompt_name": None,
+                                                  "similarity_fn_name": "cosine"}
+    return files
+
+
+def non_finite_weights(model: nn.Module) -> str | None:
+    """``None`` when every floating-point weight of ``model`` is finite, else a sentence naming the first tensor that
+    holds NaN or inf and how many of its values do."""
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            nan = int(torch.isnan(tensor).sum())
+            return (f"{name} holds {bad:,} non-finite value(s) of {tensor.numel():,} ({nan:,} NaN, {bad - nan:,} "
+                    "inf)")
+    return None
 
 
 @dataclass
@@ -163,6 +262,9 @@ class SimCSEModel(PreTrainedModel):
         self.lm_head = self._build_lm_head(config) if config.do_mlm else None
         if self.lm_head is not None:  # e.g. BERT's decoder.bias is its predictions.bias: declared, so saving works
             self._tied_weights_keys = self._shared_parameters(self.lm_head, "lm_head.")
+        # The tokenizer, when the model knows it (`from_encoder`, `from_official`, `from_sentence_transformer` and
+        # `from_pretrained` set it): `save_pretrained` writes it beside the weights.
+        self.tokenizer = None
         self.post_init()
 
     # ------------------------------------------------------------------ construction
@@ -250,6 +352,7 @@ class SimCSEModel(PreTrainedModel):
         >>> model = SimCSEModel.from_encoder("bert-base-uncased", pooler_type="cls", mlp_only_train=True)  # doctest: +SKIP
         """
         encoder = AutoModel.from_pretrained(encoder_name_or_path, **from_pretrained_kwargs)
+        encoder.config._name_or_path = public_name(str(encoder_name_or_path))
         config = SimCSEConfig(
             encoder_config=encoder.config,
             pooler_type=pooler_type,
@@ -265,8 +368,8 @@ class SimCSEModel(PreTrainedModel):
             mlm_model = AutoModelForMaskedLM.from_pretrained(encoder_name_or_path, **from_pretrained_kwargs)
             head_name = next(name for name in ("cls", "lm_head") if hasattr(mlm_model, name))
             model.lm_head.load_state_dict(getattr(mlm_model, head_name).state_dict())
-        model.config.name_or_path = str(encoder_name_or_path)
-        model.config.base_model_name_or_path = str(encoder_name_or_path)
+        model.config.base_model_name_or_path = public_name(str(encoder_name_or_path))
+        model.tokenizer = cls._load_tokenizer(encoder_name_or_path, encoder.config, from_pretrained_kwargs)
         return model
 
     @classmethod
@@ -305,6 +408,7 @@ class SimCSEModel(PreTrainedModel):
                     "(evaluated with 'cls_before_pooler')."
                 )
         encoder = AutoModel.from_pretrained(path_or_repo, **from_pretrained_kwargs)
+        encoder.config._name_or_path = public_name(str(path_or_repo))
         pooler = getattr(encoder, "pooler", None)
         if not isinstance(getattr(pooler, "dense", None), nn.Linear):
             raise ValueError(
@@ -318,8 +422,8 @@ class SimCSEModel(PreTrainedModel):
         model = cls(config)
         model._copy_encoder_weights(encoder, source=str(path_or_repo))
         model.mlp.dense.load_state_dict(pooler.dense.state_dict())
-        model.config.name_or_path = str(path_or_repo)
-        model.config.base_model_name_or_path = str(path_or_repo)
+        model.config.base_model_name_or_path = public_name(str(path_or_repo))
+        model.tokenizer = cls._load_tokenizer(path_or_repo, encoder.config, from_pretrained_kwargs)
         return model
 
     @classmethod
@@ -350,6 +454,7 @@ class SimCSEModel(PreTrainedModel):
         if not isinstance(encoder, PreTrainedModel):
             raise ValueError("from_sentence_transformer: the first module must be a Transformer module.")
         if isinstance(encoder, SimCSEModel):
+            encoder.tokenizer = encoder.tokenizer or getattr(st_model, "tokenizer", None)
             return encoder
         pooler_type = None
         for module in modules[1:]:
@@ -375,9 +480,123 @@ class SimCSEModel(PreTrainedModel):
             raise ValueError("from_sentence_transformer: no Pooling module found after the Transformer module.")
         model = cls(SimCSEConfig(encoder_config=encoder.config, pooler_type=pooler_type))
         model._copy_encoder_weights(encoder, source="the sentence-transformers model")
-        name = getattr(encoder.config, "name_or_path", "") or ""
-        model.config.base_model_name_or_path = str(st_model_or_path) if isinstance(st_model_or_path, str) else name
+        name = str(st_model_or_path) if isinstance(st_model_or_path, (str, os.PathLike)) else encoder.name_or_path
+        model.config.base_model_name_or_path = public_name(name)
+        model.config.encoder_config._name_or_path = public_name(encoder.config.name_or_path)
+        model.tokenizer = getattr(st_model, "tokenizer", None)
         return model.to(next(encoder.parameters()).device)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *model_args, **kwargs) -> SimCSEModel:
+        r"""Load a saved SimCSE model (``PreTrainedModel.from_pretrained``) and, when its folder or repo holds one,
+        its tokenizer (``model.tokenizer``), so that ``save_pretrained`` and ``push_to_hub`` write a complete folder.
+
+        >>> model = SimCSEModel.from_pretrained("outputs/quickstart")  # doctest: +SKIP
+        """
+        model = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        model.tokenizer = cls._load_tokenizer(pretrained_model_name_or_path, model.config, kwargs)
+        return model
+
+    @staticmethod
+    def _load_tokenizer(name_or_path: str | os.PathLike, config: Any, kwargs: dict[str, Any]) -> Any:
+        """The tokenizer stored with ``name_or_path``, or ``None`` when it has none. The model's config is passed
+        along, so no second configuration (and no remote-code question) is read."""
+        from transformers.models.auto.tokenization_auto import get_tokenizer_config
+
+        hub_kwargs = {key: kwargs[key] for key in HUB_KWARGS if key in kwargs}
+        try:
+            if not get_tokenizer_config(str(name_or_path), **hub_kwargs):
+                logger.info("%s has no tokenizer_config.json: the model has no tokenizer to save with it.",
+                            public_name(str(name_or_path)))
+                return None
+            return AutoTokenizer.from_pretrained(str(name_or_path), config=config, **hub_kwargs)
+        except (OSError, ValueError) as error:
+            logger.warning("The tokenizer of %s could not be loaded (%s); pass one to save_pretrained(tokenizer=...).",
+                           public_name(str(name_or_path)), error)
+            return None
+
+    # ------------------------------------------------------------------ saving
+
+    def save_pretrained(
+        self,
+        save_directory: str | os.PathLike,
+        *args,
+        tokenizer: Any = None,
+        max_seq_length: int | None = None,
+        **kwargs,
+    ) -> None:
+        r"""Save the model so that every loader understands the folder: ``PreTrainedModel.save_pretrained`` (weights,
+        config with ``auto_map``, this file and ``configuration_simcse.py``), then the tokenizer and the
+        sentence-transformers files of its pooler, so that ``AutoModel.from_pretrained(folder,
+        trust_remote_code=True)``, ``SentenceTransformer(folder, trust_remote_code=True)`` and
+        ``simcse_hub.SimCSE(folder)`` give the same embeddings. ``push_to_hub`` saves through this method.
+
+        Weights with NaN or inf are refused (`ValueError` naming the first such tensor) before anything is written.
+        No path of this machine is written: the encoder's origin is saved as its Hub id, or its folder name.
+
+        Args:
+            save_directory (`str` or `os.PathLike`): the folder, created if needed.
+            tokenizer (`PreTrainedTokenizerBase`, *optional*, defaults to ``self.tokenizer``): saved beside the
+                weights. Without one the folder loads with ``AutoModel`` but not with ``SentenceTransformer`` (a
+                warning says so).
+            max_seq_length (`int`, *optional*): the truncation length of sentence-transformers; defaults to the
+                tokenizer's ``model_max_length``, at most the encoder's position limit and 512.
+            args, kwargs: passed to ``PreTrainedModel.save_pretrained`` (``is_main_process``, ``push_to_hub``, ...).
+
+        >>> model.save_pretrained("outputs/my-simcse")  # doctest: +SKIP
+        """
+        problem = non_finite_weights(self)
+        if problem is not None:
+            raise ValueError(f"refusing to save the model to {public_name(str(save_directory))}: {problem}. The "
+                             "weights are not finite (did training diverge? lower the learning rate).")
+        push_to_hub = kwargs.pop("push_to_hub", False)
+        push_kwargs = {key: kwargs.pop(key) for key in ("repo_id", "commit_message", "private", "create_pr")
+                       if key in kwargs}
+        is_main_process = kwargs.get("is_main_process", args[0] if args else True)
+        config = self.config
+        saved_names = (config.base_model_name_or_path if hasattr(config, "base_model_name_or_path") else None,
+                       config.encoder_config._name_or_path)
+        config.encoder_config._name_or_path = public_name(saved_names[1])
+        if saved_names[0] is not None:
+            config.base_model_name_or_path = public_name(saved_names[0])
+        try:
+            super().save_pretrained(save_directory, *args, **kwargs)
+        finally:
+            config.encoder_config._name_or_path = saved_names[1]
+            if saved_names[0] is not None:
+                config.base_model_name_or_path = saved_names[0]
+        if not is_main_process:
+            return
+        folder = Path(save_directory)
+        tokenizer = tokenizer if tokenizer is not None else self.tokenizer
+        if tokenizer is not None:
+            tokenizer.save_pretrained(folder)
+            if max_seq_length is None:
+                limits = (tokenizer.model_max_length, config.max_input_length, 512)
+                max_seq_length = min(limit for limit in limits if limit)
+        else:
+            logger.warning("%s was saved without a tokenizer: it loads with AutoModel, but SentenceTransformer and "
+                           "simcse_hub.SimCSE need one; pass save_pretrained(..., tokenizer=tokenizer).",
+                           public_name(str(folder)))
+        for relative, content in sentence_transformers_files(config, max_seq_length).items():
+            path = folder / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(content, indent=2) + "\n", encoding="utf-8")
+        if push_to_hub:
+            self.push_to_hub(push_kwargs.pop("repo_id", folder.name), token=kwargs.get("token"), **push_kwargs)
+
+    def push_to_hub(self, repo_id: str, *args, tags: list[str] | None = None, **kwargs) -> Any:
+        r"""``PreTrainedModel.push_to_hub`` through :meth:`save_pretrained` (the complete folder), tagged ``simcse``
+        and ``sentence-transformers``; weights with NaN or inf are refused before the repo is created. For the full
+        model card (training and evaluation), push with ``simcse-hub push`` instead.
+
+        >>> model.push_to_hub("me/my-simcse")  # doctest: +SKIP
+        """
+        problem = non_finite_weights(self)
+        if problem is not None:
+            raise ValueError(f"refusing to push the model to {repo_id}: {problem}.")
+        tags = list(dict.fromkeys(["simcse", "sentence-transformers", "sentence-similarity", *(tags or [])]))
+        return super().push_to_hub(repo_id, *args, tags=tags, **kwargs)
 
     # ------------------------------------------------------------------ forward
 
@@ -533,4 +752,5 @@ class SimCSEModel(PreTrainedModel):
 SimCSEConfig.register_for_auto_class()
 SimCSEModel.register_for_auto_class("AutoModel")
 
-__all__ = ["SimCSEMLP", "SimCSEModel", "SimCSEModelOutput", "info_nce", "masked_mean"]
+__all__ = ["SimCSEMLP", "SimCSEModel", "SimCSEModelOutput", "info_nce", "masked_mean", "non_finite_weights",
+           "public_name", "sentence_transformers_files", "standard_pooling_mode"]

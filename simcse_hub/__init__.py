@@ -2,57 +2,126 @@
 
 Importing the package registers ``SimCSEConfig``/``SimCSEModel`` with ``AutoConfig``/``AutoModel``, so saved SimCSE
 models load with ``AutoModel.from_pretrained(path)`` without ``trust_remote_code``.
+
+The import itself is light (no torch, no transformers: ``simcse-hub --version`` answers at once). The registration
+happens as soon as transformers' Auto classes exist: at once if they are already imported, else right after
+transformers imports them (a one-shot import hook). The public names are imported on first use.
 """
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
+import importlib.abc
 import sys
-from pathlib import Path
-
-from transformers import AutoConfig, AutoModel
-
-
-def _map_checkout_folders() -> None:
-    """In a source checkout used without installing (``PYTHONPATH=.``, or ``python`` started in the checkout next to
-    a non-editable install), ``modeling/`` and ``demo/`` sit beside this package rather than in it (setup.py maps
-    them to ``simcse_hub.modeling`` and ``simcse_hub.demo``): import them from there."""
-    checkout = Path(__file__).resolve().parent.parent
-    for name in ("modeling", "demo"):
-        folder = checkout / name
-        if importlib.util.find_spec(f"{__name__}.{name}") is not None or not (folder / "__init__.py").is_file():
-            continue
-        spec = importlib.util.spec_from_file_location(f"{__name__}.{name}", folder / "__init__.py",
-                                                      submodule_search_locations=[str(folder)])
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-        globals()[name] = module
-
-
-_map_checkout_folders()
-
-from simcse_hub.modeling.configuration_simcse import POOLER_TYPES, SimCSEConfig  # noqa: E402
-from simcse_hub.modeling.modeling_simcse import SimCSEModel, SimCSEModelOutput, info_nce  # noqa: E402
+import threading
 
 __version__ = "0.1.0"
 
-AutoConfig.register(SimCSEConfig.model_type, SimCSEConfig, exist_ok=True)
-AutoModel.register(SimCSEConfig, SimCSEModel, exist_ok=True)
+# The modules whose loading registers: transformers' Auto modules, and our model's (it imports AutoModel itself).
+_CONFIG_AUTO = "transformers.models.auto.configuration_auto"
+_MODEL_AUTO = "transformers.models.auto.modeling_auto"
+_CONFIGURATION = "simcse_hub.modeling.configuration_simcse"
+_MODELING = "simcse_hub.modeling.modeling_simcse"
+_registration = threading.RLock()
+_registered: set[str] = set()
+
+
+def _loaded(name: str, attribute: str) -> bool:
+    """Whether module ``name`` is imported and done (a module being imported lacks its later names)."""
+    return hasattr(sys.modules.get(name), attribute)
+
+
+def _being_imported(name: str, attribute: str) -> bool:
+    """Whether module ``name`` is being imported right now (it will register once done)."""
+    return name in sys.modules and not _loaded(name, attribute)
+
+
+def _register_loaded() -> None:
+    """Register with whichever of AutoConfig and AutoModel transformers has loaded (each once; thread-safe)."""
+    with _registration:
+        if _being_imported(_CONFIGURATION, "SimCSEConfig"):
+            return
+        if "config" not in _registered and _loaded(_CONFIG_AUTO, "AutoConfig"):
+            _registered.add("config")
+            from transformers.models.auto.configuration_auto import AutoConfig
+
+            from simcse_hub.modeling.configuration_simcse import SimCSEConfig
+
+            AutoConfig.register(SimCSEConfig.model_type, SimCSEConfig, exist_ok=True)
+        if ("model" not in _registered and _loaded(_MODEL_AUTO, "AutoModel")
+                and not _being_imported(_MODELING, "SimCSEModel")):
+            _registered.add("model")
+            from transformers.models.auto.modeling_auto import AutoModel
+
+            from simcse_hub.modeling.configuration_simcse import SimCSEConfig
+            from simcse_hub.modeling.modeling_simcse import SimCSEModel
+
+            AutoModel.register(SimCSEConfig, SimCSEModel, exist_ok=True)
+        if len(_registered) == 2:
+            sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _RegisterWhenTransformersLoadsAuto)]
+
+
+def register_auto_classes() -> None:
+    """Register ``SimCSEConfig`` with ``AutoConfig`` and ``SimCSEModel`` with ``AutoModel`` now (idempotent)."""
+    import transformers.models.auto.modeling_auto  # noqa: F401  (and configuration_auto with it)
+
+    from simcse_hub.modeling import modeling_simcse  # noqa: F401
+
+    _register_loaded()
+
+
+class _RegisterWhenTransformersLoadsAuto(importlib.abc.MetaPathFinder):
+    """Registers right after transformers has loaded AutoConfig, AutoModel (or our model, which imports it)."""
+
+    def find_spec(self, name, path, target=None):
+        if name not in (_CONFIG_AUTO, _MODEL_AUTO, _CONFIGURATION, _MODELING):
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(name, path, target)
+            if spec is not None and spec.loader is not None and hasattr(spec.loader, "exec_module"):
+                spec.loader = _RegisteringLoader(spec.loader)
+                return spec
+        return None
+
+
+class _RegisteringLoader(importlib.abc.Loader):
+    def __init__(self, loader: importlib.abc.Loader) -> None:
+        self.loader = loader
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module) -> None:
+        self.loader.exec_module(module)
+        _register_loaded()
+
+
+sys.meta_path.insert(0, _RegisterWhenTransformersLoadsAuto())
+_register_loaded()  # transformers may have been imported first
+
+_LAZY = {
+    "POOLER_TYPES": "simcse_hub.modeling.configuration_simcse",
+    "SimCSEConfig": "simcse_hub.modeling.configuration_simcse",
+    "SimCSEModel": "simcse_hub.modeling.modeling_simcse",
+    "SimCSEModelOutput": "simcse_hub.modeling.modeling_simcse",
+    "info_nce": "simcse_hub.modeling.modeling_simcse",
+    "SimCSE": "simcse_hub.tool",
+    "SimCSELoss": "simcse_hub.losses",
+    "save_model": "simcse_hub.export",
+}
 
 
 def __getattr__(name: str):
-    # Heavier pieces are imported on first use so that `import simcse_hub` stays quick.
-    lazy = {
-        "SimCSE": "simcse_hub.tool",
-        "SimCSELoss": "simcse_hub.losses",
-        "save_model": "simcse_hub.export",
-    }
-    if name in lazy:
-        import importlib
-
-        return getattr(importlib.import_module(lazy[name]), name)
+    if name in _LAZY:
+        register_auto_classes()
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'simcse_hub' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
 
 
 __all__ = [
@@ -64,5 +133,6 @@ __all__ = [
     "SimCSEModelOutput",
     "__version__",
     "info_nce",
+    "register_auto_classes",
     "save_model",
 ]

@@ -1,26 +1,34 @@
-"""Checkpoints, the best model and the training log of ``simcse-hub train``, all written so that a crash at any
-moment leaves nothing half-written.
+"""The output folder of ``simcse-hub train``: what an existing folder holds, checkpoints that prove they are whole,
+the best model, and the training log; written so that a crash at any moment leaves nothing half-written and a
+finished run is never lost to a later mistake.
 
 Layout of an output folder during training::
 
     output_dir/
-      train_config.yaml           the settings of the run
       training_log.jsonl          one JSON object per log line (loss, learning rate) and per evaluation
       runs/                       TensorBoard (or other Accelerate tracker) logs
-      checkpoints/step-0000250/   Accelerate state: model, optimizer, schedule, RNG, TrainState (resumable)
+      checkpoints/step-0000250/   Accelerate state (model, optimizer, schedule, RNG), TrainState, the exact settings
+                                  (train_config.yaml) and, written last, checkpoint.json listing every file
       checkpoints/best-model/     the best model so far by STS-B dev, exported (loads like the final model)
 
-A checkpoint is written to ``checkpoints/.tmp-step-...`` and renamed once complete (a rename is atomic), so
-``--resume`` only ever sees complete checkpoints. At the end the final model is exported to ``output_dir`` itself and
-``checkpoints/`` is removed (unless ``keep_checkpoints``).
+Nothing is written before the run's first update has succeeded (every check, and the first step, come first); with
+``overwrite_output_dir`` the earlier run's files are only then moved aside (one rename each) and deleted. A
+checkpoint is written to ``checkpoints/.tmp-step-...`` and renamed once complete; one whose ``checkpoint.json`` is
+missing, or names a file that is not there, is skipped with a warning. Folders are deleted by renaming them first,
+so an interrupted deletion never leaves a folder that looks like a checkpoint.
+
+Resuming loads the Accelerate state, which holds pickled Python objects (the RNG states): only resume runs you made.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
+import math
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,7 +40,21 @@ from accelerate import Accelerator
 from simcse_hub.export import save_model
 from simcse_hub.train_config import RESUMABLE_CHANGES, ConfigError, TrainConfig
 
+logger = logging.getLogger(__name__)
+
 CHECKPOINT_PREFIX = "step-"
+CHECKPOINT_MARKER = "checkpoint.json"
+SETTINGS_FILE = "train_config.yaml"
+LOG_FILE = "training_log.jsonl"
+# What a run writes into its output folder (the exported model, its card and logs): replaced by a fresh run.
+RUN_FILES = frozenset({
+    "checkpoints", "runs", LOG_FILE, SETTINGS_FILE, "simcse_card.json", "config.json", "model.safetensors",
+    "model.safetensors.index.json", "modules.json", "sentence_bert_config.json", "config_sentence_transformers.json",
+    "1_Pooling", "modeling_simcse.py", "configuration_simcse.py", "tokenizer.json", "tokenizer_config.json",
+    "special_tokens_map.json", "added_tokens.json", "vocab.txt", "vocab.json", "merges.txt", "spiece.model",
+    "sentencepiece.bpe.model", "chat_template.jinja", "simcse_training.json", "eval_results.json",
+    "align_uniform.png", "whitening.safetensors", "flow.safetensors", "README.md",
+})
 
 
 @dataclass
@@ -63,57 +85,13 @@ class TrainState:
             setattr(self, key, value)
 
 
-def checkpoints(output_dir: Path) -> list[Path]:
-    """The complete checkpoints of ``output_dir``, oldest first."""
-    folder = Path(output_dir) / "checkpoints"
-    if not folder.is_dir():
-        return []
-    found = [path for path in folder.iterdir() if path.name.startswith(CHECKPOINT_PREFIX) and path.is_dir()]
-    return sorted(found, key=lambda path: int(path.name[len(CHECKPOINT_PREFIX):]))
-
-
-def find_checkpoint(output_dir: Path, resume: str) -> Path:
-    """The checkpoint to resume from: the newest in ``output_dir`` for ``"latest"``, else the folder ``resume``."""
-    if resume == "latest":
-        found = checkpoints(output_dir)
-        if not found:
-            raise ConfigError(f"--resume: no checkpoint in {Path(output_dir) / 'checkpoints'}; the run wrote none yet "
-                              "(checkpoints come every save_steps updates). Start without --resume.")
-        return found[-1]
-    path = Path(resume)
-    if not (path / "custom_checkpoint_0.pkl").is_file():
-        raise ConfigError(f"--resume {resume}: not a simcse_hub checkpoint folder (expected "
-                          f"{Path(output_dir) / 'checkpoints' / (CHECKPOINT_PREFIX + '0000125')} or similar).")
-    return path
-
-
-def prepare_output_dir(output_dir: Path, config: TrainConfig, checkpoint: Path | None, write: bool) -> None:
-    """Check that ``output_dir`` fits the run (a fresh run must not mix with an earlier one; a resumed run must have
-    the settings it was started with); with ``write``, clear it as asked and save ``train_config.yaml``."""
-    earlier = (output_dir / "checkpoints").exists() or (output_dir / "training_log.jsonl").exists()
-    saved = output_dir / "train_config.yaml"
-    if checkpoint is None and earlier and not config.overwrite_output_dir:
-        raise ConfigError(f"output_dir={str(output_dir)!r} holds an earlier run: pass --resume to continue it, "
-                          "--overwrite-output-dir to start afresh, or choose another output_dir.")
-    if checkpoint is not None and saved.is_file():
-        before = yaml.safe_load(saved.read_text(encoding="utf-8")) or {}
-        now = config.to_dict()
-        changed = [f"{key}: {before.get(key)!r} -> {now[key]!r}" for key in now
-                   if key not in RESUMABLE_CHANGES and before.get(key) != now[key]]
-        if changed:
-            raise ConfigError("--resume needs the settings the run started with; changed: " + "; ".join(changed))
-    if not write:
+def remove_tree(path: Path) -> None:
+    """Delete the folder ``path`` by renaming it to a hidden name first (one atomic step), then removing that."""
+    if not path.exists():
         return
-    output_dir.mkdir(parents=True, exist_ok=True)
-    for old in (output_dir / "checkpoints").glob(".old-*"):  # a crash between the two renames of _swap_in
-        target = old.with_name(old.name[len(".old-"):])
-        if not target.exists():
-            os.replace(old, target)
-    if checkpoint is None and earlier:
-        shutil.rmtree(output_dir / "checkpoints", ignore_errors=True)
-        shutil.rmtree(output_dir / "runs", ignore_errors=True)
-        (output_dir / "training_log.jsonl").unlink(missing_ok=True)
-    config.save_yaml(output_dir / "train_config.yaml")
+    doomed = path.with_name(f".deleting-{path.name}-{os.getpid()}-{time.monotonic_ns()}")
+    os.replace(path, doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
 
 
 def _swap_in(tmp: Path, target: Path) -> None:
@@ -128,8 +106,144 @@ def _swap_in(tmp: Path, target: Path) -> None:
         os.replace(tmp, target)
 
 
-def save_checkpoint(accelerator: Accelerator, output_dir: Path, step: int, limit: int) -> Path:
-    """Save the Accelerate state (all processes call this) as ``checkpoints/step-NNNNNNN``; keep the newest ``limit``."""
+def _hand_written_card(path: Path) -> bool:
+    """Whether ``path`` is a README.md that simcse_hub did not write (the author's own card: never replaced)."""
+    from simcse_hub.model_card import CARD_MARKER
+
+    return path.name == "README.md" and CARD_MARKER not in path.read_text(encoding="utf-8", errors="replace")
+
+
+def checkpoint_problem(folder: Path) -> str | None:
+    """Why ``folder`` is not a whole checkpoint (no ``checkpoint.json``, or a file it lists is missing), or None."""
+    marker = folder / CHECKPOINT_MARKER
+    if not marker.is_file():
+        return f"{folder.name} has no {CHECKPOINT_MARKER} (it was not completely written)"
+    try:
+        files = json.loads(marker.read_text(encoding="utf-8"))["files"]
+    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
+        return f"{marker} is not a valid checkpoint list"
+    missing = [name for name in files if not (folder / name).is_file()]
+    return f"{folder.name} lacks {', '.join(missing[:3])}" if missing else None
+
+
+def checkpoints(output_dir: Path, warn: bool = False) -> list[Path]:
+    """The whole checkpoints of ``output_dir``, oldest first (incomplete ones skipped, with a warning if ``warn``)."""
+    folder = Path(output_dir) / "checkpoints"
+    if not folder.is_dir():
+        return []
+    found = []
+    for path in folder.iterdir():
+        if not (path.is_dir() and path.name.startswith(CHECKPOINT_PREFIX)
+                and path.name[len(CHECKPOINT_PREFIX):].isdigit()):
+            continue
+        problem = checkpoint_problem(path)
+        if problem is None:
+            found.append(path)
+        elif warn:
+            logger.warning("Skipping checkpoint %s: %s.", path, problem)
+    return sorted(found, key=lambda path: int(path.name[len(CHECKPOINT_PREFIX):]))
+
+
+class OutputFolder:
+    """The output folder of a run: what it holds now, and the one command that works from there.
+
+    Args:
+        path (`Path`): ``output_dir``.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+
+    def run_files(self) -> list[Path]:
+        """The files and folders of an earlier run in the folder (the user's other files are not among them)."""
+        if not self.path.is_dir():
+            return []
+        return sorted(p for p in self.path.iterdir() if (p.name in RUN_FILES and not _hand_written_card(p))
+                      or p.name.startswith(".deleting-"))
+
+    @property
+    def finished(self) -> bool:
+        """Whether the folder holds an exported model (a run that finished)."""
+        return (self.path / "config.json").is_file()
+
+    def checkpoint_to_resume(self, config: TrainConfig, resume: str | None) -> Path | None:
+        """Check that the run may start in this folder as asked, without touching it: the checkpoint to resume from
+        (`None` for a fresh start); a `ConfigError` naming the one command that works otherwise."""
+        here = str(self.path)
+        if resume is None:
+            if not self.run_files() or config.overwrite_output_dir:
+                return None
+            if self.finished:
+                raise ConfigError(f"output_dir={here!r} holds a finished model; to train again, replace it with "
+                                  "--overwrite-output-dir, or choose another --output-dir.")
+            latest = checkpoints(self.path)
+            if latest:
+                raise ConfigError(f"output_dir={here!r} holds an interrupted run (checkpoint {latest[-1].name}); "
+                                  "continue it with --resume, or start afresh with --overwrite-output-dir.")
+            raise ConfigError(f"output_dir={here!r} holds an interrupted run with no checkpoint to continue from; "
+                              "start afresh with --overwrite-output-dir, or choose another --output-dir.")
+        if config.overwrite_output_dir:
+            raise ConfigError("--resume continues the run in output_dir and --overwrite-output-dir replaces it; "
+                              "pass one of them.")
+        if self.finished:
+            raise ConfigError(f"--resume: the run in {here!r} finished, so there is nothing to continue; to train "
+                              "again, pass --overwrite-output-dir instead of --resume.")
+        if resume != "latest":
+            checkpoint = Path(resume)
+            problem = checkpoint_problem(checkpoint) if checkpoint.is_dir() else "it is not a folder"
+            if problem is not None:
+                raise ConfigError(f"--resume {resume}: not a whole simcse_hub checkpoint ({problem}); expected a "
+                                  f"folder such as {self.path / 'checkpoints' / (CHECKPOINT_PREFIX + '0000125')}.")
+        else:
+            found = checkpoints(self.path, warn=True)
+            if not found:
+                raise ConfigError(f"--resume: no whole checkpoint in {self.path / 'checkpoints'} (checkpoints come "
+                                  "every save_steps updates); start afresh with --overwrite-output-dir instead of "
+                                  "--resume.")
+            checkpoint = found[-1]
+        check_same_settings(checkpoint / SETTINGS_FILE, config)
+        return checkpoint
+
+    def claim(self, accelerator: Accelerator, resuming: bool) -> None:
+        """Make the folder this run's (main process; all processes wait): an earlier run's files are moved aside,
+        one rename each, and deleted (``overwrite_output_dir``); the folder is created. Called once the first update
+        has succeeded, so a run that fails its checks or its first step leaves the folder as it was."""
+        if accelerator.is_main_process:
+            self.path.mkdir(parents=True, exist_ok=True)
+            if not resuming:
+                old = self.run_files()
+                if old:
+                    aside = self.path / f".deleting-replaced-run-{os.getpid()}-{time.monotonic_ns()}"
+                    aside.mkdir()
+                    for item in old:
+                        if not item.name.startswith(".deleting-"):
+                            os.replace(item, aside / item.name)
+                    logger.info("Replaced the earlier run in %s (--overwrite-output-dir).", self.path)
+                    for leftover in self.path.glob(".deleting-*"):
+                        shutil.rmtree(leftover, ignore_errors=True)
+            for old in (self.path / "checkpoints").glob(".old-*"):  # a crash between the two renames of _swap_in
+                target = old.with_name(old.name[len(".old-"):])
+                if not target.exists():
+                    os.replace(old, target)
+        accelerator.wait_for_everyone()
+
+
+def check_same_settings(saved: Path, config: TrainConfig) -> None:
+    """A resumed run must compute what it started to: `ConfigError` listing every changed setting."""
+    if not saved.is_file():
+        raise ConfigError(f"--resume: {saved} is missing, so the settings the run started with are unknown; start "
+                          "afresh with --overwrite-output-dir.")
+    before = yaml.safe_load(saved.read_text(encoding="utf-8")) or {}
+    now = config.to_dict()
+    changed = [f"{key}: {before.get(key)!r} -> {now[key]!r}" for key in now
+               if key not in RESUMABLE_CHANGES and before.get(key) != now[key]]
+    if changed:
+        raise ConfigError("--resume needs the settings the run started with; changed: " + "; ".join(changed))
+
+
+def save_checkpoint(accelerator: Accelerator, output_dir: Path, step: int, limit: int, config: TrainConfig) -> Path:
+    """Save the Accelerate state and the run's settings (all processes call this) as ``checkpoints/step-NNNNNNN``,
+    with ``checkpoint.json`` written last; keep the newest ``limit`` checkpoints."""
     folder = Path(output_dir) / "checkpoints" / f"{CHECKPOINT_PREFIX}{step:07d}"
     tmp = folder.with_name(f".tmp-{folder.name}")
     if accelerator.is_main_process:
@@ -138,9 +252,13 @@ def save_checkpoint(accelerator: Accelerator, output_dir: Path, step: int, limit
     accelerator.save_state(str(tmp))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        config.save_yaml(tmp / SETTINGS_FILE)
+        files = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file())
+        (tmp / CHECKPOINT_MARKER).write_text(json.dumps({"step": step, "files": files}, indent=1) + "\n",
+                                             encoding="utf-8")
         _swap_in(tmp, folder)
         for old in checkpoints(output_dir)[:-limit]:
-            shutil.rmtree(old)
+            remove_tree(old)
     accelerator.wait_for_everyone()
     return folder
 
@@ -169,9 +287,20 @@ def save_best_model(model, tokenizer, output_dir: Path, step: int) -> Path:
     return target
 
 
+def finite_or_none(value: Any) -> Any:
+    """``value`` with every NaN or infinite float replaced by ``None`` (JSON has no NaN)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: finite_or_none(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_none(item) for item in value]
+    return value
+
+
 class TrainingLog:
     """``training_log.jsonl`` (main process) plus the Accelerate trackers; a resumed run drops the lines written
-    after its checkpoint, so the log reads as one run."""
+    after its checkpoint, so the log reads as one run. Every line is valid JSON (a non-finite number is ``null``)."""
 
     def __init__(self, path: Path, accelerator: Accelerator, truncate_after: int = 0) -> None:
         self.path = Path(path)
@@ -191,17 +320,20 @@ class TrainingLog:
         if not self.accelerator.is_main_process:
             return
         with self.path.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
-        values = {key: value for key, value in record.items() if key != "step" and isinstance(value, (int, float))}
+            handle.write(json.dumps(finite_or_none(record), allow_nan=False) + "\n")
+        values = {key: value for key, value in record.items()
+                  if key != "step" and isinstance(value, (int, float)) and math.isfinite(value)}
         self.accelerator.log(values, step=record["step"])
 
 
 __all__ = [
+    "OutputFolder",
     "TrainState",
     "TrainingLog",
+    "check_same_settings",
+    "checkpoint_problem",
     "checkpoints",
-    "find_checkpoint",
-    "prepare_output_dir",
+    "remove_tree",
     "save_best_model",
     "save_checkpoint",
     "without_mlm_head",

@@ -228,13 +228,13 @@ def evaluate_sts(
             missing[task] = str(error)
             if error.hub_unreachable:
                 hub = f"the Hub was unreachable when fetching {task}"
-            logger.warning("%s not evaluated: %s", task, error)
+            logger.info("%s not evaluated: %s", task, error)
             continue
         subtasks = STS_TASKS[task][1]
         if subtasks and setting != "all" and set(loaded[task]) != set(subtasks):
             source = next(iter(loaded.pop(task).values())).source
             missing[task] = f"setting {setting!r} needs {task}'s sub-tasks, which {source} does not identify"
-            logger.warning("%s not evaluated: %s", task, missing[task])
+            logger.info("%s not evaluated: %s", task, missing[task])
     sentences = list(dict.fromkeys(s for subsets in loaded.values() for pairs in subsets.values()
                                    for s in pairs.sentences1 + pairs.sentences2))
     results_tasks: dict[str, dict] = {}
@@ -305,6 +305,34 @@ def evaluate_alignment_uniformity(
     return {"alignment": alignment(x, y), "uniformity": uniformity(embeddings)}
 
 
+def evaluate_model(
+    encode_fn: EncodeFn,
+    model_name: str,
+    tasks: Sequence[str] | None = None,
+    data_dir: str | os.PathLike | None = None,
+    setting: str = "all",
+    split: str = "test",
+    batch_size: int = 128,
+    alignment_uniformity: bool = True,
+    show_progress_bar: bool | None = None,
+) -> dict:
+    r"""[`evaluate_sts`] and, unless turned off, [`evaluate_alignment_uniformity`] on STS-B dev, in one result.
+
+    When STS-B dev is not available, alignment and uniformity stay ``None`` and the reason is logged once.
+
+    >>> results = evaluate_model(model.encode, "outputs/quickstart", tasks=["STSBenchmark"])  # doctest: +SKIP
+    """
+    results = evaluate_sts(encode_fn, tasks=tasks, data_dir=data_dir, setting=setting, split=split,
+                           batch_size=batch_size, model_name=model_name, show_progress_bar=show_progress_bar)
+    if alignment_uniformity:
+        try:
+            results.update(evaluate_alignment_uniformity(encode_fn, data_dir, split="dev", batch_size=batch_size,
+                                                         show_progress_bar=show_progress_bar))
+        except TaskUnavailableError as error:
+            logger.warning("Alignment and uniformity not computed: %s", error)
+    return results
+
+
 # ---------------------------------------------------------------------------------------------------- reporting
 
 
@@ -360,13 +388,17 @@ def format_results_table(results: dict) -> str:
         lines.append(f"{DISPLAY_NAMES.get(task, task):<{width}}{_cell(entry['spearman']):>10}{entry['n_pairs']:>8}")
         for name, sub in entry.get("subtasks", {}).items():
             lines.append(f"{'  ' + name:<{width}}{_cell(sub['spearman']):>10}{sub['n_pairs']:>8}")
-    lines += ["-" * (width + 18), f"{'Average':<{width}}{_cell(results.get('average')):>10}"]
+    scored = [DISPLAY_NAMES.get(task, task) for task in results["tasks"]]
+    total = len(scored) + len(results.get("missing", {}))
+    over = f"Average ({len(scored)} of {total} tasks)" if len(scored) < total else "Average"
+    lines += ["-" * (width + 18), f"{over:<{width}}{_cell(results.get('average')):>10}"]
     if results.get("alignment") is not None:
         lines.append(f"{'Alignment (STS-B dev)':<{width}}{results['alignment']:>10.4f}")
         lines.append(f"{'Uniformity (STS-B dev)':<{width}}{results['uniformity']:>10.4f}")
     if results.get("whitening"):
         lines.append(f"Whitening: fitted on {results['whitening']['corpus']} (k={results['whitening']['k']})")
-    lines += [f"Missing {task}: {reason}" for task, reason in results.get("missing", {}).items()]
+    lines += [f"Not evaluated, {DISPLAY_NAMES.get(task, task)}: {reason}"
+              for task, reason in results.get("missing", {}).items()]
     return "\n".join(lines)
 
 
@@ -443,6 +475,7 @@ __all__ = [
     "default_data_dir",
     "encode_sentences",
     "evaluate_alignment_uniformity",
+    "evaluate_model",
     "evaluate_sts",
     "format_results_table",
     "load_sts_task",

@@ -13,9 +13,12 @@ sent only in the ``Authorization`` header and never logged, printed or written t
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import logging
+import mmap
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,19 +33,23 @@ from simcse_hub.model_card import CARD_FILE, CARD_MARKER, read_json, render_mode
 
 logger = logging.getLogger(__name__)
 
-# Never uploaded: training state (checkpoints, optimizer, scheduler, RNG), caches, editor and VCS files.
+# Never uploaded, and searched for the token all the same: files that hold credentials.
+CREDENTIAL_PATTERNS = (".env", ".env.*", "*.env", "token", ".git-credentials", ".huggingface/*", "*/.huggingface/*",
+                       "*.pem", "*.key", ".netrc", "id_rsa*", "id_ed25519*")
+# Never uploaded: training state (checkpoints, optimizer, scheduler, RNG), caches, editor and VCS files, credentials.
 IGNORE_PATTERNS = (
     "checkpoints/*", "checkpoint-*/*", "*/checkpoint-*/*", "optimizer.*", "scheduler.*", "scaler.pt",
     "rng_state*", "random_states_*", "training_args.bin", "trainer_state.json", ".git/*", ".cache/*",
     "*/__pycache__/*", "__pycache__/*", "*.pyc", ".ipynb_checkpoints/*", ".DS_Store", "*.tmp", "*.lock", ".gitignore",
+    ".deleting-*", ".tmp-*", *CREDENTIAL_PATTERNS,
 )
+# What a Hugging Face access token looks like (any token, not only the one pushing).
+HF_TOKEN_PATTERN = re.compile(rb"hf_[A-Za-z0-9]{30,}")
 # Uploaded only with include_logs=True: training logs and TensorBoard event files.
 LOG_PATTERNS = ("*.log", "*.jsonl", "runs/*", "logs/*", "*events.out.tfevents*")
 SPACE_IGNORE_PATTERNS = IGNORE_PATTERNS + (".gradio/*", "flagged/*", "*.log")
 TOKENIZER_VOCABULARIES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model")
 SPACE_MODEL_VARIABLE = "SIMCSE_MODEL"
-# Text files are searched for the token before upload (weights are not: a token cannot hide in them by accident).
-TEXT_SUFFIXES = (".json", ".md", ".txt", ".py", ".yaml", ".yml", ".cfg", ".toml", ".jsonl", ".log", ".csv", ".tsv")
 
 
 class ModelFolderError(ValueError):
@@ -136,16 +143,76 @@ def validate_model_folder(folder: str | os.PathLike) -> None:
         )
 
 
-def _check_no_token_in(files: dict[str, Path | bytes], token: str) -> None:
-    for relative, source in files.items():
-        if isinstance(source, Path) and not relative.endswith(TEXT_SUFFIXES):
+def _line_of(content: bytes | mmap.mmap, position: int) -> int:
+    return content[:position].count(b"\n") + 1
+
+
+def _home_paths() -> list[bytes]:
+    """This user's home folder as it may appear in a file (as set, and with symbolic links resolved)."""
+    homes = {str(Path.home()), os.path.realpath(Path.home())}
+    return sorted((home.encode() for home in homes if len(home.strip("/")) >= 2), key=len, reverse=True)
+
+
+def check_files_are_public(files: dict[str, Path | bytes], token: str | None, scanned_only: dict[str, Path]) -> None:
+    """Refuse (`ModelFolderError` naming the file and line) to upload a folder where a file holds the token (any
+    file, whatever its suffix, uploaded or not), a Hugging Face token, or an absolute path under the user's home.
+
+    Args:
+        files (`dict[str, Path | bytes]`): what would be uploaded (path in repo -> local file or content).
+        token (`str`, *optional*): the token of this push.
+        scanned_only (`dict[str, Path]`): files that are not uploaded but are searched for the token all the same
+            (credential files: a token there means the folder is not fit to share).
+    """
+    homes = [re.compile(re.escape(home) + rb"(?![\w.-])") for home in _home_paths()]
+    for relative, source in {**scanned_only, **files}.items():
+        uploaded = relative in files
+        with contextlib.ExitStack() as stack:
+            if isinstance(source, bytes):
+                content: bytes | mmap.mmap = source
+            else:
+                handle = stack.enter_context(open(source, "rb"))
+                if os.fstat(handle.fileno()).st_size == 0:
+                    continue
+                content = stack.enter_context(mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ))
+            position = content.find(token.encode()) if token else -1
+            if position >= 0:
+                raise ModelFolderError(
+                    f"{relative}, line {_line_of(content, position)}: the file holds your Hugging Face token; "
+                    "nothing was uploaded. Remove the token from the folder (never keep it in a model folder) and "
+                    "push again.")
+            if not uploaded:
+                continue
+            found = HF_TOKEN_PATTERN.search(content)
+            if found is not None:
+                raise ModelFolderError(
+                    f"{relative}, line {_line_of(content, found.start())}: the file holds a Hugging Face access token "
+                    "(hf_...); nothing was uploaded. Remove it from the file and push again.")
+            for home in homes:
+                found = home.search(content)
+                if found is not None:
+                    raise ModelFolderError(
+                        f"{relative}, line {_line_of(content, found.start())}: the file holds the path "
+                        f"{found.group(0).decode(errors='replace')}... of this machine (under your home folder); "
+                        "nothing was uploaded. Remove the path from the file (save the model again with simcse_hub, "
+                        "which writes none) and push again.")
+
+
+def check_weights_are_finite(folder: Path) -> None:
+    """Refuse (`ModelFolderError`) weights that hold NaN or inf, naming the file and the first such tensor."""
+    import torch
+    from safetensors import safe_open
+
+    for path in sorted(folder.glob("*.safetensors")):
+        if path.name in ("whitening.safetensors", "flow.safetensors") or path.stat().st_size == 0:
             continue
-        content = source if isinstance(source, bytes) else source.read_bytes()
-        if token.encode() in content:
-            raise PushError(
-                f"refusing to upload {relative}: it contains your Hugging Face token. Remove the token from that "
-                "file (never store it in a model folder) and push again."
-            )
+        with safe_open(str(path), framework="pt") as handle:
+            for name in handle.keys():  # noqa: SIM118 (safe_open has no __iter__)
+                tensor = handle.get_tensor(name)
+                if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                    bad = int((~torch.isfinite(tensor)).sum())
+                    raise ModelFolderError(f"{path.name}: tensor {name} holds {bad:,} NaN or infinite value(s); "
+                                           "nothing was uploaded. Such weights give no usable embeddings: train "
+                                           "again (a lower learning rate) and push the new folder.")
 
 
 def _resolve_token(token: str | None) -> str:
@@ -308,7 +375,12 @@ def push_model(
         logger.info("Keeping the hand-written %s (pass card='render' / --card render to replace it).", readme)
 
     token = _resolve_token(token)
-    _check_no_token_in(files, token)
+    check_weights_are_finite(folder)
+    credentials = {relative: path for relative, path in collect_files(folder, ()).items()
+                   if _matches(relative, CREDENTIAL_PATTERNS)}
+    check_files_are_public(files, token, scanned_only=credentials)
+    if credentials:
+        logger.warning("Not uploading %s: credential files never leave the machine.", ", ".join(sorted(credentials)))
     endpoint = resolve_endpoint(endpoint)
     api = HfApi(endpoint=endpoint, token=token, library_name="simcse_hub", library_version=__version__)
     retry = _retry_command("simcse-hub push", str(folder), "--repo-id", repo_id, "--private" if private else None,
@@ -425,7 +497,7 @@ def push_space(
     files["README.md"] = space_readme((demo_dir / "README.md").read_text(encoding="utf-8"), model_id).encode()
 
     token = _resolve_token(token)
-    _check_no_token_in(files, token)
+    check_files_are_public(files, token, scanned_only={})
     endpoint = resolve_endpoint(endpoint)
     api = HfApi(endpoint=endpoint, token=token, library_name="simcse_hub", library_version=__version__)
     retry = _retry_command("simcse-hub push-space --model", model_id, "--space-id", space_id,

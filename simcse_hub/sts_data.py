@@ -34,6 +34,9 @@ STS_TASKS: dict[str, tuple[str, tuple[str, ...] | None]] = {
     "SICKRelatedness": ("sickr", None),
 }
 SPLIT_FILES = {"stsb": {"dev": "dev", "test": "test"}, "sickr": {"dev": "trial", "test": "test"}}
+# The gold scores each task's annotators could give (SICK relatedness 1-5, the SemEval STS tasks 0-5).
+SCORE_RANGES = {"sickr": (1.0, 5.0)}
+DEFAULT_SCORE_RANGE = (0.0, 5.0)
 HUB_DATASETS = {
     "STS12": "mteb/sts12-sts", "STS13": "mteb/sts13-sts", "STS14": "mteb/sts14-sts", "STS15": "mteb/sts15-sts",
     "STS16": "mteb/sts16-sts", "STSBenchmark": "mteb/stsbenchmark-sts", "SICKRelatedness": "mteb/sickr-sts",
@@ -81,7 +84,7 @@ _FILE_CACHE: dict[tuple[str, int, int], STSPairs] = {}
 _HUB_CACHE: dict[tuple[str, str], dict[str, STSPairs]] = {}
 
 
-def _parse_sts_file(path: Path) -> STSPairs:
+def _parse_sts_file(path: Path, score_range: tuple[float, float] | None = None) -> STSPairs:
     expected = "a header 'sentence1<TAB>sentence2<TAB>score', then one 'sentence1<TAB>sentence2<TAB>score' per line"
     try:
         raw = gzip.decompress(path.read_bytes()) if path.name.endswith(".gz") else path.read_bytes()
@@ -93,6 +96,7 @@ def _parse_sts_file(path: Path) -> STSPairs:
     if not lines:
         raise STSDataError(f"{path}: the file is empty; expected {expected}.")
     sentences1, sentences2, scores = [], [], []
+    outside: list[tuple[int, float]] = []  # (line, score) of gold scores outside the task's range
     for number, line in enumerate(lines, start=1):
         try:
             text = line.decode("utf-8").rstrip("\r")
@@ -123,9 +127,16 @@ def _parse_sts_file(path: Path) -> STSPairs:
             raise STSDataError(f"{path}, line {number}: the score {fields[2]!r} is not a finite number.")
         if not fields[0].strip() or not fields[1].strip():
             raise STSDataError(f"{path}, line {number}: empty sentence; both sentences of a pair must be non-empty.")
+        if score_range is not None and not score_range[0] <= score <= score_range[1]:
+            outside.append((number, score))
         sentences1.append(fields[0])
         sentences2.append(fields[1])
         scores.append(score)
+    if outside:
+        (first, value), more = outside[0], len(outside) - 1
+        logger.warning("%s, line %d: the gold score %g is outside the task's range %g-%g%s; the correlation is "
+                       "computed all the same, but check the file.", path, first, value, *score_range,
+                       f" (and {more} more line{'s' if more > 1 else ''})" if more else "")
     if not scores:
         raise STSDataError(f"{path}: no sentence pairs after the header; expected {expected}.")
     array = np.asarray(scores, dtype=np.float64)
@@ -133,8 +144,9 @@ def _parse_sts_file(path: Path) -> STSPairs:
     return STSPairs(tuple(sentences1), tuple(sentences2), array, str(path))
 
 
-def _load_sts_file(path: str | os.PathLike) -> STSPairs:
-    """The parsed file, from the cache when the file (path, modification time, size) was read before."""
+def _load_sts_file(path: str | os.PathLike, score_range: tuple[float, float] | None = None) -> STSPairs:
+    """The parsed file, from the cache when the file (path, modification time, size) was read before; gold scores
+    outside ``score_range`` are warned about (with the file and line) when it is first read."""
     path = Path(path)
     try:
         stat = path.stat()
@@ -147,7 +159,7 @@ def _load_sts_file(path: str | os.PathLike) -> STSPairs:
         raise STSDataError(f"{path}: is a directory, not an STS data file.")
     key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
     if key not in _FILE_CACHE:
-        _FILE_CACHE[key] = _parse_sts_file(path)
+        _FILE_CACHE[key] = _parse_sts_file(path, score_range)
         logger.debug("Read %d pairs from %s", len(_FILE_CACHE[key]), path)
     return _FILE_CACHE[key]
 
@@ -175,11 +187,15 @@ def read_sts_file(path: str | os.PathLike) -> tuple[list[str], list[str], np.nda
 
 
 def default_data_dir() -> Path | None:
-    """``$SIMCSE_DATA_DIR`` when set, else ``../shared/data`` relative to the current directory when it exists."""
+    """``$SIMCSE_DATA_DIR`` when set, else the first ``../shared/data`` that exists: from the current directory, then
+    beside the source checkout simcse_hub is installed from (``<checkout>/../shared/data``)."""
     if os.environ.get("SIMCSE_DATA_DIR"):
         return Path(os.environ["SIMCSE_DATA_DIR"])
-    candidate = Path.cwd().parent / "shared" / "data"
-    return candidate if candidate.is_dir() else None
+    checkout = Path(__file__).resolve().parent.parent
+    for candidate in (Path.cwd().parent / "shared" / "data", checkout.parent / "shared" / "data"):
+        if candidate.is_dir():
+            return candidate
+    return None
 
 
 def canonical_task(name: str) -> str:
@@ -295,12 +311,12 @@ def load_sts_task(
                         f"{base / name}.tsv.gz: missing sub-task file of {task} (its folder {base} exists; SentEval's "
                         f"{task} has the sub-tasks {list(subtasks)}, each a .tsv or .tsv.gz file)."
                     )
-                loaded[name] = _load_sts_file(path)
+                loaded[name] = _load_sts_file(path, SCORE_RANGES.get(folder, DEFAULT_SCORE_RANGE))
             return loaded
         if not subtasks:
             path = _find_file(base / SPLIT_FILES[folder][split])
             if path is not None:
-                return {task: _load_sts_file(path)}
+                return {task: _load_sts_file(path, SCORE_RANGES.get(folder, DEFAULT_SCORE_RANGE))}
         wanted = f"{folder}/<sub-task>.tsv.gz" if subtasks else f"{folder}/{SPLIT_FILES[folder][split]}.tsv.gz"
         local_reason = f"{wanted} not found in {data_dir}"
     return _load_from_hub(task, split, local_reason, hub)

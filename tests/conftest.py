@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import shutil
 import subprocess
 import sys
 import string
@@ -69,6 +70,38 @@ def tokenizer_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tokenizer(tokenizer_dir):
     return BertTokenizer.from_pretrained(tokenizer_dir)
+
+
+@pytest.fixture
+def fresh_accelerate_state():
+    """Each test builds its own Accelerator (precision, accumulation): reset Accelerate's process-wide singletons.
+    Tiny models run on one thread (as the subprocesses below, OMP_NUM_THREADS=1): faster, and the same numerics."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+
+
+def save_encoder(folder: Path, tokenizer_dir: Path, dropout: float = 0.1) -> Path:
+    """A tiny pretrained-like BERT encoder folder (weights, config, tokenizer), as ``from_encoder`` loads it."""
+    from transformers import BertModel
+
+    torch.manual_seed(0)
+    config = ENCODER_CONFIGS["bert"](len(tiny_vocab()))
+    config.hidden_dropout_prob = config.attention_probs_dropout_prob = dropout
+    BertModel(config).save_pretrained(folder)
+    for item in tokenizer_dir.iterdir():
+        shutil.copy(item, folder / item.name)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def encoder_dir(tmp_path_factory, tokenizer_dir) -> Path:
+    return save_encoder(tmp_path_factory.mktemp("encoder"), tokenizer_dir)
 
 
 def make_config(family: str = "bert", **simcse_kwargs) -> SimCSEConfig:
@@ -155,4 +188,5 @@ def remote_code_embeddings(paths, sentences) -> list[torch.Tensor]:
     return [torch.tensor(x) for x in json.loads(lines[-1])]
 
 
-__all__ = ["ENCODER_CONFIGS", "POOLER_TYPES", "make_config", "make_model", "remote_code_embeddings", "tiny_vocab"]
+__all__ = ["ENCODER_CONFIGS", "POOLER_TYPES", "make_config", "make_model", "remote_code_embeddings", "save_encoder",
+           "tiny_vocab"]

@@ -279,7 +279,7 @@ def test_files_are_parsed_once_and_reread_when_changed(tmp_path, monkeypatch):
     path = write_sts(tmp_path / "stsb" / "dev.tsv.gz", [("a b", "c d", "1.5"), ("e", "f", "4.25")])
     calls = []
     parse = sts_data._parse_sts_file
-    monkeypatch.setattr(sts_data, "_parse_sts_file", lambda p: calls.append(p) or parse(p))
+    monkeypatch.setattr(sts_data, "_parse_sts_file", lambda p, *rest: calls.append(p) or parse(p, *rest))
     s1, s2, scores = read_sts_file(path)
     assert (s1, s2, scores.tolist()) == (["a b", "e"], ["c d", "f"], [1.5, 4.25])
     s1.append("mutating the copy does not touch the cache")
@@ -449,7 +449,7 @@ def test_markdown_console_table_and_plot(sts_dir, tmp_path):
     assert "alignment 0.2500, uniformity -2.5000" in markdown and "`wiki.txt` (k=64)" in markdown
     table = format_results_table(results)
     assert "  headlines" in table and f"{results['tasks']['STS13']['subtasks']['headlines']['spearman']:.2f}" in table
-    assert "Missing STS12:" in table
+    assert "Not evaluated, STS12:" in table and "Average (" in table
     out = plot_alignment_uniformity(
         [{"label": "step 0", "alignment": 0.4, "uniformity": -1.2}, {"label": "step 250", "alignment": 0.25,
                                                                       "uniformity": -2.5}], tmp_path / "au.png")
@@ -560,13 +560,34 @@ def test_all_minilm_l6_v2_scores_through_both_loaders(minilm_path, shared_data, 
         assert results["tasks"]["SICKRelatedness"]["n_pairs"] == 4927
 
 
-def test_cli_evaluate_keeps_results_beside_a_single_model_folder(sts_dir, tmp_path, tokenizer):
+def test_cli_evaluate_keeps_results_in_the_card_of_a_model_folder(sts_dir, tmp_path, tokenizer):
+    """The results of a SimCSE folder go into its simcse_card.json and README.md; a dev check never replaces the
+    test results the card shows."""
+    import yaml
+
     from simcse_hub.cli import main
     from simcse_hub.export import save_model
 
     folder, _, _ = sts_dir
     model_dir = save_model(make_model("bert", pooler_type="avg"), tmp_path / "model", tokenizer)
-    assert main(["evaluate", str(model_dir), "--tasks", "STSBenchmark", "--data-dir", str(folder),
-                 "--device", "cpu", "--batch-size", "4"]) == 0
-    written = json.loads((model_dir / "eval_results.json").read_text())
-    assert written["model"] == str(model_dir) and "STSBenchmark" in written["tasks"]
+    common = ["--data-dir", str(folder), "--device", "cpu", "--batch-size", "4"]
+    assert main(["evaluate", str(model_dir), "--tasks", "STSBenchmark", "SICKRelatedness", *common]) == 0
+    card = json.loads((model_dir / "simcse_card.json").read_text())
+    (test,) = card["evaluations"]
+    assert test["split"] == "test" and set(test["tasks"]) == {"STSBenchmark", "SICKRelatedness"}
+    readme = (model_dir / "README.md").read_text()
+    metadata = yaml.safe_load(readme.split("---")[1])
+    assert {r["dataset"]["split"] for r in metadata["model-index"][0]["results"]} == {"test"}
+
+    assert main(["evaluate", str(model_dir), "--tasks", "STSBenchmark", "--split", "dev", *common]) == 0
+    card = json.loads((model_dir / "simcse_card.json").read_text())
+    assert [r["split"] for r in card["evaluations"]] == ["test", "dev"] and card["evaluations"][0] == test
+    readme = (model_dir / "README.md").read_text()
+    assert yaml.safe_load(readme.split("---")[1]) == metadata  # the card still shows the test results
+    assert "* Split: test" in readme and "Also evaluated" in readme and "dev split (STS-B)" in readme
+    assert not (model_dir / "eval_results.json").exists()
+
+    # Results of another model than the folder holds (another pooler) are not recorded.
+    assert main(["evaluate", str(model_dir), "--tasks", "STSBenchmark", "--pooler", "cls_before_pooler",
+                 *common]) == 0
+    assert json.loads((model_dir / "simcse_card.json").read_text()) == card

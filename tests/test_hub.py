@@ -237,11 +237,57 @@ def test_missing_token_and_bad_folders_fail_before_any_request(hub, model_dir, m
     assert hub.requests == []
 
 
-def test_a_file_holding_the_token_is_never_uploaded(hub, model_dir):
-    (model_dir / "train_config.json").write_text(json.dumps({"hub_token": TOKEN}))
-    with pytest.raises(PushError, match="refusing to upload train_config.json") as raised:
+@pytest.mark.parametrize("relative", ["train_config.json", "token", ".env", ".huggingface/token", "weights.bin",
+                                      "notes/.git-credentials"])
+def test_a_token_in_any_file_is_refused_before_any_upload(hub, model_dir, relative):
+    path = model_dir / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # text and binary alike: the binary file holds the token between arbitrary bytes, without a line break
+    path.write_bytes(bytes(range(256)) + TOKEN.encode() + bytes(range(256)) if relative.endswith(".bin")
+                     else b"first line\nHF_TOKEN=" + TOKEN.encode() + b"\n")
+    with pytest.raises(ModelFolderError, match=rf"{re.escape(relative)}, line \d+: the file holds your Hugging Face "
+                                               r"token; nothing was uploaded") as raised:
         push_model(model_dir, REPO_ID)
     assert TOKEN not in str(raised.value) and hub.requests == []
+
+
+def test_credential_files_are_never_uploaded(hub, model_dir, caplog):
+    for relative in (".env", "token", ".huggingface/stored_tokens", "key.pem", ".git-credentials"):
+        (model_dir / relative).parent.mkdir(parents=True, exist_ok=True)
+        (model_dir / relative).write_text("not the token, but private all the same\n", encoding="utf-8")
+    with caplog.at_level(logging.WARNING):
+        push_model(model_dir, REPO_ID)
+    assert set(hub.commits[-1].files) == uploaded_files(model_dir) - {
+        ".env", "token", ".huggingface/stored_tokens", "key.pem", ".git-credentials"}
+    assert "credential files never leave the machine" in caplog.text
+
+
+def test_any_hugging_face_token_and_home_paths_are_refused(hub, model_dir, monkeypatch, tmp_path):
+    other = "hf_" + "SomeoneElsesToken" * 2
+    (model_dir / "notes.md").write_text(f"# Notes\n\nmy other token is {other}\n", encoding="utf-8")
+    with pytest.raises(ModelFolderError, match=r"notes\.md, line 3: the file holds a Hugging Face access token"):
+        push_model(model_dir, REPO_ID)
+    home = tmp_path / "home" / "alice"
+    monkeypatch.setenv("HOME", str(home))
+    (model_dir / "notes.md").write_text(f"# Notes\ntrained from {home}/encoders/bert\n", encoding="utf-8")
+    with pytest.raises(ModelFolderError, match=rf"notes\.md, line 2: the file holds the path {re.escape(str(home))}"):
+        push_model(model_dir, REPO_ID)
+    (model_dir / "notes.md").write_text(f"# Notes\n{home}x is another user's folder\n", encoding="utf-8")
+    push_model(model_dir, REPO_ID)  # a longer name that only starts like the home folder is not it
+    assert hub.requests and hub.commits
+
+
+def test_non_finite_weights_are_refused(hub, model_dir):
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(model_dir / "model.safetensors")
+    name = sorted(weights)[3]
+    weights[name].view(-1)[0] = float("nan")
+    save_file(weights, model_dir / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ModelFolderError, match=rf"model\.safetensors: tensor {re.escape(name)} holds 1 NaN or "
+                                               r"infinite value"):
+        push_model(model_dir, REPO_ID)
+    assert hub.requests == []
 
 
 def test_collect_files_ignores_training_state(model_dir):

