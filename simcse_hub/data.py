@@ -297,12 +297,12 @@ def load_hub_examples(
 
     >>> load_hub_examples("princeton-nlp/datasets-for-simcse", data_files="nli_for_simcse.csv")  # doctest: +SKIP
     """
-    from huggingface_hub import constants
+    from simcse_hub.loading import hub_reachable
 
     local = Path(name).exists()
-    if not local and constants.is_offline_mode():
+    if not local and not hub_reachable():
         raise DataError(
-            f"dataset_name={name!r}: the Hugging Face Hub is offline here (HF_HUB_OFFLINE=1 or no network); "
+            f"dataset_name={name!r}: the Hugging Face Hub cannot be reached here (HF_HUB_OFFLINE=1 or no network); "
             "download the data file and pass train_file=PATH instead."
         )
     try:

@@ -214,10 +214,12 @@ def _find_file(stem: Path) -> Path | None:
 
 
 def _hub_offline() -> bool:
-    from huggingface_hub import constants
+    """Whether the Hub is out of reach: offline mode (``HF_HUB_OFFLINE``, ``HF_DATASETS_OFFLINE``) or no connection
+    (the quick probe of :func:`simcse_hub.loading.hub_reachable`, which spares the client's retries)."""
+    from simcse_hub.loading import hub_reachable
 
-    flags = [os.environ.get(name, "") for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")]
-    return bool(constants.HF_HUB_OFFLINE) or any(flag.upper() in ("1", "ON", "YES", "TRUE") for flag in flags)
+    datasets_offline = os.environ.get("HF_DATASETS_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE")
+    return datasets_offline or not hub_reachable()
 
 
 def _load_from_hub(task: str, split: str, local_reason: str, hub: bool | str = True) -> dict[str, STSPairs]:
@@ -226,7 +228,8 @@ def _load_from_hub(task: str, split: str, local_reason: str, hub: bool | str = T
     if hub is not True:
         raise TaskUnavailableError(f"{local_reason}; {hub or 'the Hub was not asked'}, so {repo} was not fetched")
     if _hub_offline():
-        raise TaskUnavailableError(f"{local_reason}; offline (HF_HUB_OFFLINE), so the Hub copy {repo} was not fetched")
+        raise TaskUnavailableError(f"{local_reason}; the Hub cannot be reached (offline, or HF_HUB_OFFLINE), so the "
+                                   f"Hub copy {repo} was not fetched", hub_unreachable=True)
     if task == "SICKRelatedness" and split == "dev":
         raise TaskUnavailableError(f"{local_reason}; the Hub copy {repo} has no dev (trial) split")
     if (repo, split) in _HUB_CACHE:

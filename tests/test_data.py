@@ -176,7 +176,7 @@ def test_hub_dataset_offline_gives_a_clear_error(monkeypatch):
     from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    with pytest.raises(DataError, match=r"dataset_name='princeton-nlp/datasets-for-simcse': the Hugging Face Hub is offline"):
+    with pytest.raises(DataError, match=r"dataset_name='princeton-nlp/datasets-for-simcse': the Hugging Face Hub cannot be reached"):
         load_hub_examples("princeton-nlp/datasets-for-simcse", data_files="nli_for_simcse.csv")
 
 
