@@ -45,10 +45,16 @@ def _model_options(parser: argparse.ArgumentParser, batch_size: int, what: str =
 
 def _load_tool(name: str, args: argparse.Namespace) -> Any:
     """``SimCSE(name)`` with the command's options; `CLIError` naming the model when it cannot be loaded."""
-    from simcse_hub.tool import SimCSE
+    from simcse_hub.loading import ModelNotFoundError, resolve_model
 
     if args.batch_size is not None and args.batch_size < 1:
         raise CLIError(f"--batch-size {args.batch_size}: expected an integer >= 1.")
+    try:
+        resolve_model(name)  # a typo of a path is answered at once, before torch is imported
+    except ModelNotFoundError as error:
+        raise CLIError(_one_line(error)) from None
+    from simcse_hub.tool import SimCSE
+
     try:
         return SimCSE(name, device=args.device, pooler=args.pooler, max_length=args.max_length)
     except (OSError, ValueError, RuntimeError) as error:
@@ -295,7 +301,7 @@ def _run_encode(args: argparse.Namespace) -> int:
     import numpy as np
 
     _writable_file(args.output, "--output", (".npy", ".jsonl"))
-    if args.input != "-" and not Path(args.input).is_file():
+    if args.input != "-" and (not Path(args.input).exists() or Path(args.input).is_dir()):
         raise CLIError(f"cannot read --input {args.input!r}: no such file (one sentence per line, or '-' for "
                        "standard input).")
     model = _load_tool(args.model, args)  # checks the model and every option before the input is read

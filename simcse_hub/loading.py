@@ -24,8 +24,6 @@ import urllib.parse
 from functools import lru_cache
 from pathlib import Path
 
-from simcse_hub.modeling.modeling_simcse import public_name
-
 logger = logging.getLogger(__name__)
 
 # Encoders with a pip-installable offline copy: Hub id -> module whose get_model_path() is the copy's folder.
@@ -77,6 +75,8 @@ def public_model_name(name_or_path: str | os.PathLike) -> str:
     >>> public_model_name("/home/me/encoders/my-bert")
     'my-bert'
     """
+    from simcse_hub.modeling.modeling_simcse import public_name
+
     name = os.fspath(name_or_path)
     expanded = os.path.expanduser(name)
     if os.path.isdir(expanded):

@@ -591,3 +591,13 @@ def test_cli_evaluate_keeps_results_in_the_card_of_a_model_folder(sts_dir, tmp_p
     assert main(["evaluate", str(model_dir), "--tasks", "STSBenchmark", "--pooler", "cls_before_pooler",
                  *common]) == 0
     assert json.loads((model_dir / "simcse_card.json").read_text()) == card
+
+
+def test_gold_scores_outside_the_task_range_are_warned_with_file_and_line(tmp_path, caplog):
+    path = tmp_path / "stsb" / "test.tsv"
+    path.parent.mkdir()
+    path.write_text("sentence1\tsentence2\tscore\na b\tc d\t4.5\ne f\tg h\t99\ni j\tk l\t-3\n", encoding="utf-8")
+    with caplog.at_level("WARNING"):
+        pairs = load_sts_task("STSBenchmark", tmp_path)["STSBenchmark"]
+    assert len(pairs) == 3  # still scored: a warning, not a refusal
+    assert f"{path}, line 3: the gold score 99 is outside the task's range 0-5 (and 1 more line)" in caplog.text

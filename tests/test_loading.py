@@ -78,3 +78,34 @@ def test_public_names_never_hold_a_path_of_this_machine(tmp_path):
     folder.mkdir()
     assert public_model_name(folder) == "my-encoder" and str(tmp_path) not in public_model_name(str(folder))
     assert Path(public_model_name(folder)).name == "my-encoder"
+
+
+def test_the_package_and_the_command_line_start_without_torch():
+    import subprocess
+    import sys
+
+    script = ("import sys\nfrom simcse_hub.cli import main\n"
+              "for argv in (['--version'], ['--help']):\n"
+              "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
+              "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "[]" and "simcse-hub" in result.stdout
+
+
+def test_registration_happens_whichever_is_imported_first():
+    import subprocess
+    import sys
+
+    orders = ["import simcse_hub\nfrom transformers import AutoConfig, AutoModel",
+              "from transformers import AutoConfig, AutoModel\nimport simcse_hub",
+              "import simcse_hub.modeling.modeling_simcse\nimport simcse_hub\nfrom transformers import AutoConfig, "
+              "AutoModel",
+              "import simcse_hub.train_config\nimport simcse_hub\nfrom transformers import AutoConfig, AutoModel"]
+    for order in orders:
+        script = (order + "\nfrom transformers.models.auto.configuration_auto import CONFIG_MAPPING\n"
+                  "from transformers.models.auto.modeling_auto import MODEL_MAPPING\n"
+                  "config = CONFIG_MAPPING['simcse']\nprint(config.__name__, MODEL_MAPPING[config].__name__)")
+        result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, (order, result.stderr[-2000:])
+        assert result.stdout.split() == ["SimCSEConfig", "SimCSEModel"], order
