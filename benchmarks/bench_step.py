@@ -80,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     from transformers import AutoTokenizer
 
     from simcse_hub import SimCSEModel
-    from simcse_hub.batching import TrainingForward, autocast, pad, tokenize
+    from simcse_hub.batching import TrainingForward
+    from simcse_hub.encoding import autocast, pad, tokenize
     from simcse_hub.losses import contrastive_loss
 
     threads = common.set_threads(args.threads)

@@ -189,9 +189,11 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"--tasks: unknown {unknown}; expected some of {list(TASKS)}.")
     precisions = common.precisions(args.precisions, parser)
-    from simcse_hub.batching import training_precision
+    import torch
 
-    ours_default = "bf16" if training_precision("auto", on_cpu=True) == "bf16" else "fp32"
+    from simcse_hub.encoding import resolve_precision
+
+    ours_default = resolve_precision("auto", torch.device("cpu"))
     print(common.machine_line(args.threads))
     print(f"encoder: {model}\nsettings: batch {args.batch_size}, max length {args.max_length}, {args.steps} steps, "
           f"lr {args.lr}, seed {args.seed}, {' and '.join(precisions)} on both sides, mean pooling, temperature 0.05 "

@@ -1,14 +1,9 @@
-"""Batches that pad little, and the precision modes: shared by ``SimCSE.encode`` and the training loop.
+"""How a training step is computed fast: a contrastive batch in groups of similar length, its tokens looked up once.
 
-An encoder spends its time on every position of a padded batch, real token or padding. Two ways to waste less:
-
-* inference: tokenize every sentence once and form batches longest first *by token count*
-  (:func:`tokenize`, :func:`pad`); ordering by characters, as sentence-transformers does, leaves about 40% more
-  padding on STS sentences;
-* training: a contrastive batch must keep its (random) composition, since its sentences are each other's negatives,
-  but it need not go through the encoder as one padded tensor. :func:`length_buckets` splits its sequences into a few
-  groups of similar length, each padded only to its own longest; the embeddings, the loss and the gradient are
-  those of the whole batch.
+A contrastive batch must keep its (random) composition, since its sentences are each other's negatives, but it need
+not go through the encoder as one padded tensor. :func:`length_buckets` splits its sequences into a few groups of
+similar length, each padded only to its own longest; the embeddings, the loss and the gradient are those of the
+whole batch. :class:`TrainingForward` is that forward pass (with the MLM loss) as one module, what Accelerate prepares.
 """
 
 from __future__ import annotations
@@ -16,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
 
 import numpy as np
 import torch
@@ -25,127 +19,6 @@ from torch import nn
 from simcse_hub.dropout import attention_with_fast_dropout, use_fast_dropout
 
 logger = logging.getLogger(__name__)
-
-PRECISIONS = ("fp32", "bf16")
-
-
-def fast_cpu_bf16() -> bool:
-    """Whether this CPU computes bfloat16 natively (AVX-512 BF16 or AMX); elsewhere bf16 is emulated and slow.
-
-    >>> isinstance(fast_cpu_bf16(), bool)
-    True
-    """
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            flags = next((line for line in handle if line.startswith("flags")), "").split()
-    except OSError:  # not Linux: trust oneDNN's own check
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def training_precision(mixed_precision: str, on_cpu: bool) -> str:
-    """The mixed precision a training run uses for the setting ``mixed_precision`` (``auto``, ``no``, ``fp16`` or
-    ``bf16``): ``auto`` is ``bf16`` on a CPU that computes bfloat16 natively (AVX-512 BF16 or AMX), where training
-    ran 2.0-2.6x as fast as in fp32 at the same STS-B score (benchmarks/README.md), and ``no`` (fp32)
-    elsewhere: an emulated bf16 is many times slower, and on the one GPU measured (an H200, all-MiniLM-L6-v2 at
-    batch 64) bf16 was slower than fp32 too; ask for ``bf16`` or ``fp16`` there yourself. Other values are returned
-    as they are.
-
-    >>> training_precision("no", on_cpu=True), training_precision("auto", on_cpu=False)
-    ('no', 'no')
-    """
-    if mixed_precision != "auto":
-        return mixed_precision
-    return "bf16" if on_cpu and fast_cpu_bf16() else "no"
-
-
-def check_precision(precision: str, device: torch.device) -> str:
-    """``precision`` if it is one of ``PRECISIONS`` (else ``ValueError``); warns when bf16 would be slow here.
-
-    >>> check_precision("fp32", torch.device("cpu"))
-    'fp32'
-    """
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision={precision!r} is not supported; expected one of {list(PRECISIONS)}.")
-    if precision == "bf16":
-        warn_if_slow_bf16(device, "precision", "'fp32' (the default)")
-    return precision
-
-
-def warn_if_slow_bf16(device: torch.device, setting: str, faster: str) -> None:
-    """Warn that bf16 is emulated when ``device`` is a CPU without native bfloat16; ``setting`` names the option that
-    asked for bf16 and ``faster`` its faster value."""
-    if device.type == "cpu" and not fast_cpu_bf16():
-        logger.warning(f"{setting}='bf16': this CPU has no native bfloat16 (AVX-512 BF16 or AMX), so bf16 is emulated "
-                       f"and much slower than fp32 (measured on an AVX2 CPU: 5x in a forward pass, 18x in a training "
-                       f"step); {setting}={faster} is faster here.")
-
-
-def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
-    """bfloat16 autocast on ``device`` for ``precision="bf16"``; no change for ``"fp32"``.
-
-    >>> with autocast("fp32", torch.device("cpu")):
-    ...     (torch.ones(2, 2) @ torch.ones(2, 2)).dtype
-    torch.float32
-    """
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision={precision!r} is not supported; expected one of {list(PRECISIONS)}.")
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def tokenize(tokenizer: Any, sentences: Sequence[str], max_length: int) -> list[dict[str, list[int]]]:
-    """Each sentence tokenized once, with special tokens, truncated to ``max_length``, unpadded:
-    ``{"input_ids": [...][, "token_type_ids": [...]]}``.
-
-    >>> features = tokenize(tokenizer, ["A cat.", "A man plays a guitar."], max_length=32)  # doctest: +SKIP
-    >>> [len(f["input_ids"]) for f in features]  # doctest: +SKIP
-    [5, 8]
-    """
-    if not sentences:
-        return []
-    encoded = tokenizer(list(sentences), truncation=True, max_length=max_length, return_attention_mask=False)
-    keys = [key for key in ("input_ids", "token_type_ids") if key in encoded]
-    return [{key: encoded[key][i] for key in keys} for i in range(len(sentences))]
-
-
-def pad(features: Sequence[dict[str, list[int]]], tokenizer: Any) -> dict[str, torch.Tensor]:
-    """Pad tokenized sentences on the right to the longest of them, with an attention mask.
-
-    Always on the right, whatever the tokenizer's ``padding_side``: the encoders here have absolute positions
-    (left padding would shift them and make an embedding depend on its batch) and pool the first token or the
-    masked mean.
-
-    Returns:
-        `dict[str, torch.LongTensor]`: ``input_ids``, ``attention_mask`` (and ``token_type_ids`` when the features
-        have them), each ``(batch, seq_len)``.
-
-    >>> pad([{"input_ids": [101, 7, 102]}, {"input_ids": [101, 102]}], tokenizer)["attention_mask"]  # doctest: +SKIP
-    tensor([[1, 1, 1],
-            [1, 1, 0]])
-    """
-    seq_len = max(len(feature["input_ids"]) for feature in features)
-    fill = {"input_ids": getattr(tokenizer, "pad_token_id", None) or 0, "attention_mask": 0,
-            "token_type_ids": getattr(tokenizer, "pad_token_type_id", None) or 0}
-    batch = {key: torch.full((len(features), seq_len), fill[key], dtype=torch.long)
-             for key in (*features[0], "attention_mask")}  # (batch, seq_len) each
-    for row, feature in enumerate(features):
-        length = len(feature["input_ids"])
-        for key, values in feature.items():
-            batch[key][row, :length] = torch.as_tensor(values, dtype=torch.long)
-        batch["attention_mask"][row, :length] = 1
-    return batch
-
-
-def length_order(features: Sequence[dict[str, list[int]]]) -> list[int]:
-    """Indices of ``features``, longest (in tokens) first; ties keep their order.
-
-    >>> length_order([{"input_ids": [1, 2]}, {"input_ids": [1, 2, 3]}, {"input_ids": [4, 5]}])
-    [1, 0, 2]
-    """
-    return sorted(range(len(features)), key=lambda i: -len(features[i]["input_ids"]))
-
 
 def length_buckets(lengths: Sequence[int] | np.ndarray, max_buckets: int = 4) -> list[np.ndarray]:
     """Split sequences into at most ``max_buckets`` groups of similar length that together pad the least.
@@ -346,6 +219,4 @@ class TrainingForward(nn.Module):
             return embeddings, self.model.mlm_loss(mlm_input_ids, mlm_labels, attention_mask) * masked
 
 
-__all__ = ["PRECISIONS", "TrainingForward", "autocast", "bucketed", "check_precision", "fast_cpu_bf16",
-           "length_buckets", "length_order", "looked_up_once", "pad", "tokenize", "training_precision",
-           "warn_if_slow_bf16"]
+__all__ = ["TrainingForward", "bucketed", "length_buckets", "looked_up_once"]

@@ -182,14 +182,13 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         model = _load_tool(name, args)
         post = _fit_whitening(model, name, corpus, args) if corpus is not None else None
 
-        def encode_fn(batch: list[str], model: Any = model):
-            return model.encode(batch, batch_size=len(batch), normalize_to_unit=False, return_numpy=True,
-                                show_progress_bar=False)
+        def encode_fn(sentences: list[str], model: Any = model):
+            return model.encode(sentences, batch_size=args.batch_size, normalize_to_unit=False, return_numpy=True,
+                                show_progress_bar=True)
 
         try:
             results = evaluate_model(encode_fn, name, tasks=tasks, data_dir=args.data_dir, setting=args.setting,
-                                     split=args.split, batch_size=args.batch_size,
-                                     alignment_uniformity=not args.no_alignment_uniformity, show_progress_bar=True)
+                                     split=args.split, alignment_uniformity=not args.no_alignment_uniformity)
         except (OSError, STSDataError) as error:
             raise CLIError(_one_line(error)) from None
         results["whitening"] = post or _saved_whitening(model)
@@ -228,13 +227,12 @@ def _fit_whitening(model: Any, name: str, corpus: list[str], args: argparse.Name
         logger.warning("%s already has a whitening; fitting a new one on raw embeddings instead.", name)
     model.whitening = None  # fit on the raw embeddings
 
-    def raw(batch: list[str]):
-        return model.encode(batch, batch_size=len(batch), normalize_to_unit=False, return_numpy=True,
-                            show_progress_bar=False)
+    def raw(sentences: list[str]):
+        return model.encode(sentences, batch_size=args.batch_size, normalize_to_unit=False, return_numpy=True,
+                            show_progress_bar=True)
 
     try:
-        model.whitening = fit_whitening(raw, corpus, k=args.whiten_k, batch_size=args.batch_size,
-                                        corpus=Path(args.whiten).name, show_progress_bar=True)
+        model.whitening = fit_whitening(raw, corpus, k=args.whiten_k, corpus=Path(args.whiten).name)
     except ValueError as error:
         raise CLIError(f"--whiten: {_one_line(error)}") from None
     if args.save_whitening:
@@ -251,11 +249,11 @@ def _saved_whitening(model: Any) -> dict[str, Any] | None:
 
 def _record_in_card(name: str, results: dict, args: argparse.Namespace, whitening_saved: bool) -> None:
     """Keep the results in a SimCSE folder's card data and card, when they describe the folder's model as it is."""
+    from simcse_hub.loading import is_simcse_folder
     from simcse_hub.model_card import CARD_DATA_FILE, SimCSEModelCardData
 
     folder = Path(name)
-    if not (folder / "config.json").is_file() or json.loads((folder / "config.json").read_text()).get(
-            "model_type") != "simcse":
+    if not is_simcse_folder(folder):
         return
     changed = [option for option, value in (("--pooler", args.pooler), ("--max-length", args.max_length)) if value]
     if not whitening_saved:

@@ -44,7 +44,6 @@ from simcse_hub.sts_data import (
     load_sts_task,
     read_sts_file,
 )
-from simcse_hub.whitening import Whitening
 
 logger = logging.getLogger(__name__)
 
@@ -59,54 +58,34 @@ def _as_numpy(embeddings: Any) -> np.ndarray:
     return np.asarray(embeddings, dtype=np.float32)
 
 
-def _show_progress(show_progress_bar: bool | None) -> bool:
-    return logger.getEffectiveLevel() <= logging.INFO if show_progress_bar is None else show_progress_bar
+def embed(encode_fn: EncodeFn, sentences: Sequence[str]) -> np.ndarray:
+    r"""``encode_fn(sentences)`` as a float32 ``(len(sentences), dim)`` array, its shape checked. ``encode_fn`` gets
+    every sentence at once and batches them itself (``SimCSE.encode`` does, longest first by tokens).
 
-
-def encode_sentences(
-    encode_fn: EncodeFn,
-    sentences: Sequence[str],
-    batch_size: int = 128,
-    show_progress_bar: bool | None = None,
-    desc: str = "Encoding",
-) -> np.ndarray:
-    r"""Encode ``sentences`` with ``encode_fn`` in batches (longest first, so batches pad little).
-
-    Args:
-        encode_fn (`Callable[[list[str]], np.ndarray | torch.Tensor]`): returns `(len(batch), dim)` embeddings.
-        sentences (`Sequence[str]`): the sentences; the result keeps their order.
-        batch_size (`int`, *optional*, defaults to 128): sentences per call of ``encode_fn``.
-        show_progress_bar (`bool`, *optional*): defaults to showing one when this module logs at INFO level.
-        desc (`str`, *optional*, defaults to `"Encoding"`): the progress bar's label.
-
-    Returns:
-        `np.ndarray` of shape `(len(sentences), dim)`, float32.
-
-    >>> encode_sentences(lambda batch: np.ones((len(batch), 3)), ["a", "b c"]).shape
+    >>> embed(lambda batch: np.ones((len(batch), 3)), ["a", "b c"]).shape
     (2, 3)
     """
-    from tqdm.auto import tqdm
-
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}.")
     if not sentences:
-        raise ValueError("encode_sentences: no sentences to encode.")
-    order = sorted(range(len(sentences)), key=lambda i: -len(sentences[i]))
-    out: np.ndarray | None = None
-    show = _show_progress(show_progress_bar)
-    progress = tqdm(range(0, len(order), batch_size), desc=desc, unit="batch", disable=not show)
-    for start in progress:
-        indices = order[start:start + batch_size]
-        embeddings = _as_numpy(encode_fn([sentences[i] for i in indices]))  # (batch, dim)
-        if embeddings.ndim != 2 or embeddings.shape[0] != len(indices):
-            raise ValueError(
-                f"encode_fn returned shape {embeddings.shape} for {len(indices)} sentences; "
-                f"expected ({len(indices)}, dim)."
-            )
-        if out is None:
-            out = np.empty((len(sentences), embeddings.shape[1]), dtype=np.float32)  # (n, dim)
-        out[indices] = embeddings
-    return out
+        raise ValueError("embed: no sentences to encode.")
+    embeddings = _as_numpy(encode_fn(list(sentences)))
+    if embeddings.ndim != 2 or embeddings.shape[0] != len(sentences):
+        raise ValueError(f"encode_fn returned shape {embeddings.shape} for {len(sentences)} sentences; expected "
+                         f"({len(sentences)}, dim).")
+    return embeddings
+
+
+def memoized(encode_fn: EncodeFn) -> EncodeFn:
+    """``encode_fn`` that encodes each distinct sentence once over all its calls (the STS-B dev sentences serve both
+    the Spearman correlation and alignment / uniformity)."""
+    cache: dict[str, np.ndarray] = {}
+
+    def encode(sentences: list[str]) -> np.ndarray:
+        todo = [s for s in dict.fromkeys(sentences) if s not in cache]
+        if todo:
+            cache.update(zip(todo, embed(encode_fn, todo)))
+        return np.stack([cache[s] for s in sentences])
+
+    return encode
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -180,9 +159,7 @@ def evaluate_sts(
     data_dir: str | os.PathLike | None = None,
     setting: str = "all",
     split: str = "test",
-    batch_size: int = 128,
     model_name: str | None = None,
-    show_progress_bar: bool | None = None,
 ) -> dict:
     r"""Score ``encode_fn`` on STS tasks: Spearman x100 of cosine similarity against the gold scores, as SentEval.
 
@@ -195,9 +172,7 @@ def evaluate_sts(
         data_dir (`str` or `os.PathLike`, *optional*, defaults to [`default_data_dir`]): the local data folder.
         setting (`str`, *optional*, defaults to `"all"`): ``"all"``, ``"mean"`` or ``"wmean"`` (STS12-16).
         split (`str`, *optional*, defaults to `"test"`): ``"test"`` or ``"dev"`` (STS-B and SICK-R only).
-        batch_size (`int`, *optional*, defaults to 128): sentences per call of ``encode_fn``.
         model_name (`str`, *optional*): recorded as ``"model"`` (defaults to the name of ``encode_fn``).
-        show_progress_bar (`bool`, *optional*): defaults to showing one when this module logs at INFO level.
 
     Returns:
         `dict`: ``{"model", "setting", "split", "tasks": {task: {"spearman", "n_pairs"[, "subtasks"], "source"}},
@@ -239,7 +214,7 @@ def evaluate_sts(
                                    for s in pairs.sentences1 + pairs.sentences2))
     results_tasks: dict[str, dict] = {}
     if sentences:
-        embeddings = _unit(encode_sentences(encode_fn, sentences, batch_size, show_progress_bar, desc="Encoding STS"))
+        embeddings = _unit(embed(encode_fn, sentences))
         row = {sentence: i for i, sentence in enumerate(sentences)}
         for task, subsets in loaded.items():
             similarities = {
@@ -268,8 +243,6 @@ def evaluate_alignment_uniformity(
     encode_fn: EncodeFn,
     data_dir: str | os.PathLike | None = None,
     split: str = "dev",
-    batch_size: int = 128,
-    show_progress_bar: bool | None = None,
     threshold: float = 4.0,
 ) -> dict[str, float]:
     r"""Alignment (alpha=2, STS-B pairs with gold score above ``threshold``) and uniformity (t=2, all distinct STS-B
@@ -279,8 +252,6 @@ def evaluate_alignment_uniformity(
         encode_fn (`Callable[[list[str]], np.ndarray | torch.Tensor]`): `(n, dim)` embeddings of n sentences.
         data_dir (`str` or `os.PathLike`, *optional*, defaults to [`default_data_dir`]): the local data folder.
         split (`str`, *optional*, defaults to `"dev"`): the STS-B split.
-        batch_size (`int`, *optional*, defaults to 128): sentences per call of ``encode_fn``.
-        show_progress_bar (`bool`, *optional*): defaults to showing one when this module logs at INFO level.
         threshold (`float`, *optional*, defaults to 4.0): positive pairs are those scored strictly above it (0-5).
 
     Returns:
@@ -298,7 +269,7 @@ def evaluate_alignment_uniformity(
     if positive.size == 0:
         raise ValueError(f"{pairs.source}: no pair has a gold score above {threshold}, so alignment is undefined.")
     sentences = list(dict.fromkeys(pairs.sentences1 + pairs.sentences2))
-    embeddings = encode_sentences(encode_fn, sentences, batch_size, show_progress_bar, desc="Encoding STS-B")
+    embeddings = embed(encode_fn, sentences)
     row = {sentence: i for i, sentence in enumerate(sentences)}
     x = embeddings[[row[pairs.sentences1[i]] for i in positive]]  # (n_pos, dim)
     y = embeddings[[row[pairs.sentences2[i]] for i in positive]]  # (n_pos, dim)
@@ -312,22 +283,21 @@ def evaluate_model(
     data_dir: str | os.PathLike | None = None,
     setting: str = "all",
     split: str = "test",
-    batch_size: int = 128,
     alignment_uniformity: bool = True,
-    show_progress_bar: bool | None = None,
 ) -> dict:
-    r"""[`evaluate_sts`] and, unless turned off, [`evaluate_alignment_uniformity`] on STS-B dev, in one result.
+    r"""[`evaluate_sts`] and, unless turned off, [`evaluate_alignment_uniformity`] on STS-B dev, in one result, each
+    distinct sentence encoded once.
 
     When STS-B dev is not available, alignment and uniformity stay ``None`` and the reason is logged once.
 
     >>> results = evaluate_model(model.encode, "outputs/quickstart", tasks=["STSBenchmark"])  # doctest: +SKIP
     """
+    encode_fn = memoized(encode_fn)
     results = evaluate_sts(encode_fn, tasks=tasks, data_dir=data_dir, setting=setting, split=split,
-                           batch_size=batch_size, model_name=model_name, show_progress_bar=show_progress_bar)
+                           model_name=model_name)
     if alignment_uniformity:
         try:
-            results.update(evaluate_alignment_uniformity(encode_fn, data_dir, split="dev", batch_size=batch_size,
-                                                         show_progress_bar=show_progress_bar))
+            results.update(evaluate_alignment_uniformity(encode_fn, data_dir, split="dev"))
         except TaskUnavailableError as error:
             logger.warning("Alignment and uniformity not computed: %s", error)
     return results
@@ -469,14 +439,14 @@ __all__ = [
     "STSDataError",
     "STSPairs",
     "TaskUnavailableError",
-    "Whitening",
     "alignment",
     "canonical_task",
     "default_data_dir",
-    "encode_sentences",
+    "embed",
     "evaluate_alignment_uniformity",
     "evaluate_model",
     "evaluate_sts",
+    "memoized",
     "format_results_table",
     "load_sts_task",
     "plot_alignment_uniformity",

@@ -17,12 +17,16 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import json
 import logging
 import os
+import re
 import socket
 import urllib.parse
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -158,5 +162,165 @@ def resolve_model(name: str | os.PathLike, what: str = "model") -> str:
                              "or download it once while online.")
 
 
-__all__ = ["OFFLINE_COPIES", "ModelNotFoundError", "hub_reachable", "in_hub_cache", "looks_like_path",
-           "offline_copy", "public_model_name", "resolve_model"]
+# ---------------------------------------------------------------------------------------------------- loading
+
+OFFICIAL_RELEASE = re.compile(r"(^|[-_/])(un)?sup[-_]simcse")
+
+
+def model_file(model: str, filename: str, required: bool = False) -> Path | None:
+    """The local path of ``filename`` in the folder or Hub repository ``model`` (downloaded when needed), or ``None``
+    when it has none; `OSError` saying why when ``required`` and it cannot be had."""
+    if os.path.isdir(model):
+        path = Path(model) / filename
+        return path if path.is_file() else None
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import (
+        HFValidationError,
+        LocalEntryNotFoundError,
+        RemoteEntryNotFoundError,
+        RepositoryNotFoundError,
+    )
+
+    try:
+        return Path(hf_hub_download(model, filename))
+    except HFValidationError as error:
+        raise OSError(f"{model!r} is neither an existing folder nor a valid Hub id (org/name).") from error
+    except RepositoryNotFoundError as error:
+        raise OSError(f"{model!r} is not a local folder and no such model exists on the Hugging Face Hub.") from error
+    except RemoteEntryNotFoundError:
+        return None
+    except LocalEntryNotFoundError as error:
+        if not required:
+            return None
+        raise OSError(f"{model!r} is not a local folder and its {filename} is not in the Hugging Face cache, and the "
+                      "Hub cannot be reached; download the model once while online, or pass a local folder.") from error
+
+
+def is_simcse_folder(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a local folder holding a SimCSE model (``config.json`` with ``model_type: simcse``)."""
+    config = Path(path) / "config.json"
+    try:
+        return config.is_file() and json.loads(config.read_text(encoding="utf-8")).get("model_type") == "simcse"
+    except (OSError, ValueError):
+        return False
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to encode, whichever of the three kinds it is.
+
+    Args:
+        kind (`str`): ``"simcse"`` (a SimCSE model), ``"sentence-transformers"`` (any other sentence-transformers
+            model, encoded through it) or ``"encoder"`` (a plain transformers encoder, wrapped with a pooler).
+        location (`str`): the folder or Hub id the files come from (the offline copy of a Hub id, offline).
+        pooler (`str`): the SimCSE pooler, or ``"sentence-transformers"``.
+        max_length (`int`): the model's own truncation length in tokens.
+        model (`SimCSEModel`, *optional*): kinds ``simcse`` and ``encoder``.
+        tokenizer (*optional*): the tokenizer (kind ``sentence-transformers``: the model's own).
+        sentence_transformer (`SentenceTransformer`, *optional*): kind ``sentence-transformers``.
+    """
+
+    kind: str
+    location: str
+    pooler: str
+    max_length: int
+    model: Any = None
+    tokenizer: Any = None
+    sentence_transformer: Any = None
+
+
+def load_model(name: str | os.PathLike, pooler: str | None = None, device: Any = "cpu") -> LoadedModel:
+    """Load ``name`` (a folder or Hub id: a SimCSE model, a sentence-transformers model or a plain encoder) for
+    encoding, in eval mode on ``device``.
+
+    ``pooler`` overrides the model's own pooling (logged); a plain encoder has none, so it is required there. No
+    pooler is ever guessed from a name, except the documented rule of ``SimCSEModel.from_official`` for the original
+    ``sup-simcse-*`` / ``unsup-simcse-*`` releases.
+
+    Raises:
+        OSError: the name is not a model (the message says what is missing); `ValueError`: a pooler is needed or
+            does not fit.
+
+    >>> loaded = load_model("outputs/quickstart")  # doctest: +SKIP
+    >>> loaded.kind, loaded.pooler  # doctest: +SKIP
+    ('simcse', 'avg')
+    """
+    from simcse_hub.modeling.configuration_simcse import POOLER_TYPES
+
+    if pooler is not None and pooler not in POOLER_TYPES:
+        raise ValueError(f"pooler={pooler!r} is not supported; expected one of {list(POOLER_TYPES)} or None.")
+    given = os.fspath(name)
+    location = resolve_model(given)
+    modules_file = model_file(location, "modules.json")
+    config_file = model_file(location, "config.json", required=modules_file is None)
+    if config_file is None and modules_file is None:
+        raise OSError(f"{given!r} has neither config.json nor modules.json: it is not a model folder (expected the "
+                      "output of `simcse-hub train`, a sentence-transformers model, or a transformers encoder).")
+    model_type = json.loads(config_file.read_text(encoding="utf-8")).get("model_type") if config_file else None
+    if modules_file is not None and model_type != "simcse" and pooler is None:
+        from sentence_transformers import SentenceTransformer
+
+        st = SentenceTransformer(location, device=str(device)).eval()
+        return LoadedModel("sentence-transformers", location, "sentence-transformers", st.max_seq_length,
+                           tokenizer=getattr(st, "tokenizer", None), sentence_transformer=st)
+    if model_type == "simcse":
+        kind, model = "simcse", _load_simcse(location, given)
+    else:
+        if modules_file is not None:
+            logger.warning("pooler=%r given: wrapping the transformer of sentence-transformers model %s instead of "
+                           "using its own pooling modules.", pooler, given)
+        kind, model = "encoder", _load_encoder(location, given, pooler)
+    config = model.config
+    if pooler is not None and pooler != config.pooler_type:
+        logger.warning("pooler=%r overrides the model's own pooler %r.", pooler, config.pooler_type)
+        config.pooler_type = pooler
+        if pooler == "cls":  # 'cls' means the first token through the MLP head
+            config.mlp_only_train = False
+    if model.tokenizer is None:
+        raise OSError(f"{given!r} has no tokenizer (tokenizer_config.json) beside its weights; save it with "
+                      "save_model(model, folder, tokenizer).")
+    return LoadedModel(kind, location, config.pooler_type, _max_length(location, kind, model),
+                       model=model.to(device).eval(), tokenizer=model.tokenizer)
+
+
+def _load_simcse(location: str, given: str) -> Any:
+    from transformers import AutoModel
+
+    import simcse_hub
+
+    simcse_hub.register_auto_classes()
+    return AutoModel.from_pretrained(location)  # SimCSEModel.from_pretrained: with the folder's tokenizer
+
+
+def _load_encoder(location: str, given: str, pooler: str | None) -> Any:
+    from simcse_hub.modeling.configuration_simcse import POOLER_TYPES
+    from simcse_hub.modeling.modeling_simcse import SimCSEModel
+
+    if OFFICIAL_RELEASE.search(os.path.basename(os.path.normpath(given)).lower()):
+        return SimCSEModel.from_official(location)
+    if pooler is None:
+        raise ValueError(f"{given!r} is a plain transformers encoder, which has no sentence pooling of its own: pass "
+                         f"pooler=, one of {list(POOLER_TYPES)} (for example SimCSE({given!r}, "
+                         "pooler='cls_before_pooler')).")
+    if pooler != "cls":
+        return SimCSEModel.from_encoder(location, pooler_type=pooler)
+    # 'cls' is the first token through a trained dense + tanh head: the encoder's own pooler (BERT's pooler_output,
+    # as the original tool used), which from_official copies into the MLP.
+    try:
+        return SimCSEModel.from_official(location, supervised=True)
+    except ValueError as error:
+        raise ValueError(f"pooler='cls' applies a trained MLP head to the first token, and {given!r} has none (no "
+                         "pooler.dense weights); use pooler='cls_before_pooler' or 'avg'.") from error
+
+
+def _max_length(location: str, kind: str, model: Any) -> int:
+    """What the folder's sentence-transformers view truncates at, else the encoder's and tokenizer's limits."""
+    from simcse_hub.encoding import default_max_length
+
+    st_config = model_file(location, "sentence_bert_config.json") if kind == "simcse" else None
+    saved = json.loads(st_config.read_text(encoding="utf-8")).get("max_seq_length") if st_config else None
+    return int(saved) if saved else default_max_length(model.config, model.tokenizer)
+
+
+__all__ = ["OFFLINE_COPIES", "LoadedModel", "ModelNotFoundError", "hub_reachable", "in_hub_cache", "is_simcse_folder",
+           "load_model", "looks_like_path", "model_file", "offline_copy", "public_model_name", "resolve_model"]

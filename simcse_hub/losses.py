@@ -215,6 +215,15 @@ class SimCSELoss(nn.Module):
         self.gather_across_devices = bool(gather_across_devices)
         self.symmetric = bool(symmetric)
 
+    @classmethod
+    def from_config(cls, config: Any, model: nn.Module | None = None, **kwargs: Any) -> SimCSELoss:
+        """The loss a ``SimCSEConfig`` defines (its ``temperature`` and ``hard_negative_weight``): what the training
+        loop of simcse_hub computes on its embeddings (``model`` may then be ``None``).
+
+        >>> loss = SimCSELoss.from_config(simcse_model.config, gather_across_devices=True)  # doctest: +SKIP
+        """
+        return cls(model, temperature=config.temperature, hard_negative_weight=config.hard_negative_weight, **kwargs)
+
     def embed(self, sentence_features: Iterable[dict[str, Tensor]]) -> Tensor:
         """The embeddings of a batch as ``(batch, num_sent, dim)``, all columns in one forward pass."""
         features = list(sentence_features)

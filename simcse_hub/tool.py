@@ -27,11 +27,9 @@ type; text longer than ``max_length`` tokens is truncated to ``max_length`` toke
 
 from __future__ import annotations
 
-import json
+import functools
 import logging
-import math
 import os
-import re
 import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -40,51 +38,19 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
-import simcse_hub
-from simcse_hub.batching import autocast, check_precision, length_order, pad, tokenize
-from simcse_hub.loading import resolve_model
-from simcse_hub.modeling.configuration_simcse import POOLER_TYPES
+from simcse_hub.encoding import autocast, encode_in_batches, pad, resolve_precision
+from simcse_hub.loading import load_model, model_file
 
 logger = logging.getLogger(__name__)
 
-PROGRESS_BAR_MIN_SENTENCES = 1000
-SORT_WINDOW = 50_000  # sentences tokenized and ordered by length at a time (bounds the memory of huge inputs)
-MAX_LENGTH_CAP = 512
-OFFICIAL_RELEASE = re.compile(r"(^|[-_/])(un)?sup[-_]simcse")
-def _resolve_file(model: str, filename: str, required: bool = False) -> Path | None:
-    """The local path of ``filename`` in the folder or Hub repository ``model``, or ``None`` when it has none."""
-    if os.path.isdir(model):
-        path = Path(model) / filename
-        return path if path.is_file() else None
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import (
-        HFValidationError,
-        LocalEntryNotFoundError,
-        RemoteEntryNotFoundError,
-        RepositoryNotFoundError,
-    )
 
-    try:
-        return Path(hf_hub_download(model, filename))
-    except HFValidationError as error:
-        raise OSError(
-            f"{model!r} is neither an existing folder nor a valid Hugging Face Hub id (expected 'owner/name')."
-        ) from error
-    except RepositoryNotFoundError as error:
-        raise OSError(f"{model!r} is not a local folder and no such model exists on the Hugging Face Hub.") from error
-    except RemoteEntryNotFoundError:
-        return None
-    except LocalEntryNotFoundError as error:
-        if not required:
-            return None
-        offline = os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE")
-        raise OSError(
-            f"{model!r} is not a local folder and its {filename} is not in the Hugging Face cache"
-            + (" (HF_HUB_OFFLINE=1 forbids downloading it)" if offline else " and the Hub cannot be reached")
-            + ". Download the model once while online, or pass the path of a local folder."
-        ) from error
+class _CharacterLengths:
+    """Stands in for the tokenizer of a sentence-transformers model that has no text tokenizer: it orders the
+    batches by characters, as sentence-transformers does."""
+
+    def __call__(self, sentences: list[str], **kwargs: Any) -> dict[str, list[list[int]]]:
+        return {"input_ids": [[0] * len(sentence) for sentence in sentences]}
 
 
 def _check_sentences(sentences: Any) -> tuple[list[str], bool]:
@@ -115,11 +81,11 @@ class SimCSE:
             ``model_max_length`` capped at the position embeddings), never more than 512.
         num_cells (`int`, *optional*, defaults to 100): IVF cells of the ``faiss_fast`` index (original tool).
         num_cells_in_search (`int`, *optional*, defaults to 10): cells visited per ``faiss_fast`` search.
-        precision (`str`, *optional*, defaults to ``"fp32"``): ``"fp32"``, or ``"bf16"``: an opt-in reduced-precision
-            mode (bfloat16 autocast) whose embeddings differ slightly from fp32 (all-MiniLM-L6-v2 on 10,000 STS
-            sentences: cosine 0.99999 on average, 0.99995 at least). It is faster on GPUs and on CPUs with native
-            bfloat16 (AVX-512 BF16 or AMX: 1.9x on 2 cores); on other CPUs it is several times *slower* than fp32,
-            and a warning says so.
+        precision (`str`, *optional*, defaults to ``"fp32"``): ``"fp32"``; ``"bf16"``, an opt-in reduced-precision
+            mode (bfloat16 autocast) whose embeddings differ slightly from fp32, faster on GPUs and on CPUs that
+            compute bfloat16 natively (AVX-512 BF16 or AMX) and several times slower on other CPUs (a warning says
+            so); ``"auto"``, bf16 where the CPU computes it natively, else fp32 (benchmarks/README.md has the
+            measured agreement and speed).
 
     >>> from simcse_hub import SimCSE
     >>> model = SimCSE("sentence-transformers/all-MiniLM-L6-v2")  # doctest: +SKIP
@@ -140,132 +106,32 @@ class SimCSE:
         num_cells_in_search: int = 10,
         precision: str = "fp32",
     ) -> None:
-        if pooler is not None and pooler not in POOLER_TYPES:
-            raise ValueError(f"pooler={pooler!r} is not supported; expected one of {list(POOLER_TYPES)} or None.")
         self.model_name_or_path = str(model_name_or_path)
         self.device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.precision = check_precision(precision, self.device)
+        self.precision = resolve_precision(precision, self.device)
         self.num_cells, self.num_cells_in_search = num_cells, num_cells_in_search
         self.index: dict[str, Any] | None = None
-        self.model: torch.nn.Module | None = None  # a SimCSEModel (kinds a and c)
-        self.sentence_transformer: Any = None  # a SentenceTransformer (kind b)
-        self.tokenizer: Any = None
         self._lock = threading.Lock()  # fast tokenizers must not be used by two threads at once
         self._dim: int | None = None
-
-        name = resolve_model(self.model_name_or_path)  # a folder, a Hub id, or the installed offline copy of one
-        modules_file = _resolve_file(name, "modules.json")
-        config_file = _resolve_file(name, "config.json", required=modules_file is None)
-        if config_file is None and modules_file is None:
-            raise OSError(f"{self.model_name_or_path!r} has neither config.json nor modules.json: it is not a model "
-                          "folder (expected the output of `simcse-hub train`, a sentence-transformers model, or a "
-                          "transformers encoder).")
-        model_type = json.loads(config_file.read_text(encoding="utf-8")).get("model_type") if config_file else None
-
-        if model_type == "simcse":
-            self.kind = "simcse"
-            self._load_simcse(name, pooler)
-        elif modules_file is not None and pooler is None:
-            self.kind = "sentence-transformers"
-            self._load_sentence_transformer(name)
-        else:
-            self.kind = "encoder"
-            self._load_encoder(name, pooler, from_sentence_transformers=modules_file is not None)
-
-        model_limit = self._model_max_length(name)
+        loaded = load_model(self.model_name_or_path, pooler=pooler, device=self.device)
+        self.kind, self.pooler = loaded.kind, loaded.pooler
+        self.model, self.tokenizer = loaded.model, loaded.tokenizer  # model: a SimCSEModel (kinds simcse, encoder)
+        self.sentence_transformer = loaded.sentence_transformer  # kind sentence-transformers
         if max_length is not None and (not isinstance(max_length, int) or max_length < 2):
             raise ValueError(f"max_length must be an integer >= 2 (tokens); got {max_length!r}.")
-        if max_length is not None and model_limit is not None and max_length > model_limit:
-            raise ValueError(f"max_length={max_length} exceeds what {name!r} accepts ({model_limit} tokens).")
-        self.max_length = max_length or model_limit or MAX_LENGTH_CAP
-        self.whitening = self._load_whitening(name)
+        if max_length is not None and max_length > loaded.max_length:
+            raise ValueError(f"max_length={max_length} exceeds what {self.model_name_or_path!r} accepts "
+                             f"({loaded.max_length} tokens).")
+        self.max_length = max_length or loaded.max_length
+        self.whitening = self._load_whitening(loaded.location)
         logger.info("Loaded %s (%s, pooler %s, max_length %d) on %s", self.model_name_or_path, self.kind, self.pooler,
                     self.max_length, self.device)
 
-    # ------------------------------------------------------------------ loading
-
-    def _load_simcse(self, name: str, pooler: str | None) -> None:
-        from transformers import AutoModel
-
-        simcse_hub.register_auto_classes()
-        self.model = AutoModel.from_pretrained(name)  # SimCSEModel.from_pretrained: with the folder's tokenizer
-        self.tokenizer = self.model.tokenizer
-        if self.tokenizer is None:
-            raise OSError(f"{self.model_name_or_path!r} holds a SimCSE model without a tokenizer "
-                          "(tokenizer_config.json); save it with save_model(model, folder, tokenizer).")
-        self._override_pooler(pooler)
-
-    def _load_sentence_transformer(self, name: str) -> None:
-        from sentence_transformers import SentenceTransformer
-
-        self.sentence_transformer = SentenceTransformer(name, device=str(self.device))
-        self.sentence_transformer.eval()
-        self.pooler = "sentence-transformers"
-
-    def _load_encoder(self, name: str, pooler: str | None, from_sentence_transformers: bool) -> None:
-        from simcse_hub.modeling.modeling_simcse import SimCSEModel
-
-        official = OFFICIAL_RELEASE.search(os.path.basename(os.path.normpath(name)).lower()) is not None
-        if official:
-            self.model = SimCSEModel.from_official(name)
-            self._override_pooler(pooler)
-        elif pooler is None:
-            raise ValueError(
-                f"{name!r} is a plain transformers encoder, which has no sentence pooling of its own: pass "
-                f"pooler=, one of {list(POOLER_TYPES)} (for example SimCSE({name!r}, pooler='cls_before_pooler'))."
-            )
-        else:
-            if from_sentence_transformers:
-                logger.warning("pooler=%r given: wrapping the transformer of sentence-transformers model %s instead "
-                               "of using its own pooling modules.", pooler, name)
-            if pooler == "cls":
-                # 'cls' is the first token through a trained dense + tanh head: the encoder's own pooler (BERT's
-                # pooler_output, as the original tool used), which from_official copies into the MLP.
-                try:
-                    self.model = SimCSEModel.from_official(name, supervised=True)
-                except ValueError as error:
-                    raise ValueError(
-                        f"pooler='cls' applies a trained MLP head to the first token, and {name!r} has none (no "
-                        "pooler.dense weights); use pooler='cls_before_pooler' or 'avg'."
-                    ) from error
-            else:
-                self.model = SimCSEModel.from_encoder(name, pooler_type=pooler)
-        self.model.to(self.device).eval()
-        self.pooler = self.model.config.pooler_type
-        self.tokenizer = self.model.tokenizer
-        if self.tokenizer is None:
-            raise OSError(f"{self.model_name_or_path!r} has no tokenizer (tokenizer_config.json) beside its weights.")
-
-    def _override_pooler(self, pooler: str | None) -> None:
-        config = self.model.config
-        if pooler is not None and pooler != config.pooler_type:
-            logger.warning("pooler=%r overrides the model's own pooler %r.", pooler, config.pooler_type)
-            config.pooler_type = pooler
-            if pooler == "cls":  # 'cls' means the first token through the MLP head
-                config.mlp_only_train = False
-        self.pooler = config.pooler_type
-        self.model.to(self.device).eval()
-
-    def _model_max_length(self, name: str) -> int | None:
-        if self.sentence_transformer is not None:
-            return self.sentence_transformer.max_seq_length
-        st_config = _resolve_file(name, "sentence_bert_config.json") if self.kind == "simcse" else None
-        if st_config is not None:  # what the folder's sentence-transformers view truncates at
-            saved = json.loads(st_config.read_text(encoding="utf-8")).get("max_seq_length")
-            if saved:
-                return int(saved)
-        limits = [self.model.config.max_input_length, MAX_LENGTH_CAP]
-        limits.append(getattr(self.tokenizer, "model_max_length", None))
-        return min(limit for limit in limits if limit)
-
-    def _load_whitening(self, name: str) -> Any:
+    def _load_whitening(self, location: str) -> Any:
         """The folder's BERT-whitening (``whitening.safetensors``, see ``simcse_hub.whitening``), or ``None``."""
-        from simcse_hub.whitening import (  # also simcse_hub.evaluation.Whitening
-            WHITENING_FILE,
-            Whitening,
-        )
+        from simcse_hub.whitening import WHITENING_FILE, Whitening
 
-        path = _resolve_file(name, WHITENING_FILE)
+        path = model_file(location, WHITENING_FILE)
         if path is None:
             return None
         whitening = Whitening.load(path)
@@ -278,18 +144,8 @@ class SimCSE:
     def embedding_dim(self) -> int:
         """Dimension of the vectors ``encode`` returns (after whitening, when the model has one)."""
         if self._dim is None:
-            self._dim = int(self._encode_batch([""], self.max_length).shape[-1])
+            self._dim = int(self.encode([""], normalize_to_unit=False, keepdim=True).shape[-1])
         return self._dim
-
-    def _tokenize(self, sentences: list[str], max_length: int) -> list[dict[str, list[int]]]:
-        """Each sentence tokenized once, unpadded. For a sentence-transformers model only the lengths are used (to
-        order the batches): it tokenizes again itself, so its embeddings stay exactly those of its own ``encode``."""
-        tokenizer = self.tokenizer if self.tokenizer is not None else getattr(self.sentence_transformer, "tokenizer",
-                                                                              None)
-        if not callable(tokenizer):  # not a text tokenizer: order by characters, as sentence-transformers does
-            return [{"input_ids": [0] * len(sentence)} for sentence in sentences]
-        with self._lock:
-            return tokenize(tokenizer, sentences, max_length)
 
     def _finish(self, embeddings: torch.Tensor) -> torch.Tensor:
         """float32, whitened when the model has a whitening, on the CPU: ``(batch, dim)``."""
@@ -298,25 +154,17 @@ class SimCSE:
             embeddings = torch.as_tensor(self.whitening.transform(embeddings), dtype=torch.float32)
         return embeddings.cpu()
 
-    @torch.inference_mode()
-    def _encode_features(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Raw (not normalised) embeddings of padded inputs (kinds a and c): ``(batch, dim)`` on the CPU."""
-        features = {key: value.to(self.device) for key, value in features.items()}
+    def _embed_batch(self, texts: list[str], features: list[dict[str, list[int]]], max_length: int) -> torch.Tensor:
+        """Raw (not normalised) embeddings of one batch: ``(len(texts), dim)``. A sentence-transformers model
+        tokenizes again itself, so its embeddings stay exactly those of its own ``encode``."""
         with autocast(self.precision, self.device):
-            embeddings = self.model(**features).pooler_output  # (batch, hidden)
-        return self._finish(embeddings)
-
-    @torch.inference_mode()
-    def _encode_batch(self, batch: list[str], max_length: int) -> torch.Tensor:
-        """Raw (not normalised) embeddings of one batch of sentences on the CPU: ``(len(batch), dim)``."""
-        if self.sentence_transformer is None:
-            return self._encode_features(pad(self._tokenize(batch, max_length), self.tokenizer))
-        with self._lock, autocast(self.precision, self.device):
-            embeddings = self.sentence_transformer.encode(
-                batch, batch_size=len(batch), convert_to_tensor=True, show_progress_bar=False,
+            if self.sentence_transformer is None:
+                inputs = {key: value.to(self.device) for key, value in pad(features, self.tokenizer).items()}
+                return self.model(**inputs).pooler_output  # (batch, hidden)
+            return self.sentence_transformer.encode(
+                texts, batch_size=len(texts), convert_to_tensor=True, show_progress_bar=False,
                 processing_kwargs={"text": {"max_length": max_length, "truncation": True}},
             )  # (batch, dim)
-        return self._finish(embeddings)
 
     def encode(
         self,
@@ -358,29 +206,14 @@ class SimCSE:
         max_length = self.max_length if max_length is None else max_length
         if not isinstance(max_length, int) or not 2 <= max_length <= max(self.max_length, 2):
             raise ValueError(f"max_length must be an integer in [2, {self.max_length}]; got {max_length!r}.")
-        if not items:
+        tokenizer = self.tokenizer if callable(self.tokenizer) else _CharacterLengths()
+        embed = functools.partial(self._embed_batch, max_length=max_length)
+        embeddings = encode_in_batches(items, tokenizer, embed, batch_size=batch_size,
+                                       max_length=max_length, show_progress_bar=show_progress_bar, lock=self._lock)
+        if embeddings is None:
             embeddings = torch.empty(0, self.embedding_dim)  # (0, dim)
         else:
-            if show_progress_bar is None:
-                show_progress_bar = len(items) > PROGRESS_BAR_MIN_SENTENCES
-            windows = range(0, len(items), SORT_WINDOW)
-            total = sum(math.ceil(min(SORT_WINDOW, len(items) - start) / batch_size) for start in windows)
-            embeddings = None
-            with tqdm(total=total, desc="Encoding", disable=not show_progress_bar) as progress:
-                for offset in windows:
-                    window = items[offset:offset + SORT_WINDOW]
-                    features = self._tokenize(window, max_length)
-                    order = length_order(features)
-                    for start in range(0, len(order), batch_size):
-                        rows = order[start:start + batch_size]
-                        if self.sentence_transformer is not None:
-                            chunk = self._encode_batch([window[i] for i in rows], max_length)  # (batch, dim)
-                        else:
-                            chunk = self._encode_features(pad([features[i] for i in rows], self.tokenizer))  # (batch, dim)
-                        if embeddings is None:
-                            embeddings = torch.empty(len(items), chunk.size(-1))  # (n, dim)
-                        embeddings[torch.tensor(rows) + offset] = chunk
-                        progress.update(1)
+            embeddings = self._finish(embeddings)
             self._dim = embeddings.size(-1)
         if normalize_to_unit:
             embeddings = F.normalize(embeddings, dim=-1)

@@ -20,10 +20,8 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.utils import broadcast_object_list, set_seed
@@ -33,7 +31,8 @@ from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from simcse_hub.batching import TrainingForward, training_precision, warn_if_slow_bf16
+from simcse_hub.batching import TrainingForward
+from simcse_hub.encoding import encode_sentences, resolve_precision
 from simcse_hub.checkpointing import (
     LOG_FILE,
     SETTINGS_FILE,
@@ -58,7 +57,7 @@ from simcse_hub.data import (
 from simcse_hub.export import save_model
 from simcse_hub.gradcache import cached_backward
 from simcse_hub.loading import ModelNotFoundError, public_model_name, resolve_model
-from simcse_hub.losses import contrastive_loss
+from simcse_hub.losses import SimCSELoss
 from simcse_hub.model_card import SimCSEModelCardData, format_memory, hub_id
 from simcse_hub.modeling.modeling_simcse import SimCSEModel, non_finite_weights, public_name
 from simcse_hub.train_config import ConfigError, TrainConfig
@@ -340,15 +339,9 @@ def training_step(
     ...     optimizer.step()
     """
 
-    def loss_fn(embeddings: torch.Tensor) -> torch.Tensor:  # (batch, num_sent, hidden), float32
-        return contrastive_loss(
-            embeddings[:, 0],
-            embeddings[:, 1],
-            embeddings[:, 2] if embeddings.size(1) == 3 else None,
-            temperature=config.temperature,
-            hard_negative_weight=config.hard_negative_weight,
-            gather_across_devices=accelerator.num_processes > 1,
-        )
+    loss_fn = SimCSELoss.from_config(  # the model's own temperature and hard-negative weight
+        accelerator.unwrap_model(model).model.config, gather_across_devices=accelerator.num_processes > 1
+    ).compute_loss_from_embeddings  # (batch, num_sent, hidden) float32 -> scalar
 
     total_masked = None
     if config.do_mlm:
@@ -378,50 +371,24 @@ def training_step(
 # ---------------------------------------------------------------------------------------------------- evaluation
 
 
-def encode_fn(model: SimCSEModel, tokenizer, batch_size: int, device: torch.device) -> Callable[[list[str]], np.ndarray]:
-    """``encode(sentences) -> (n, hidden)`` array from the model being trained (eval mode, no grad, batched).
-
-    Sentences are batched by length (less padding), and each distinct sentence is encoded once per ``encode_fn``:
-    STS-B dev is read by both the Spearman and the alignment/uniformity evaluation.
-    """
-    max_length = min(tokenizer.model_max_length, 512)
-    cache: dict[str, np.ndarray] = {}
-
-    def encode(sentences: list[str]) -> np.ndarray:
-        todo = sorted({s for s in sentences if s not in cache}, key=lambda s: (len(s), s))
-        was_training = model.training
-        model.eval()
-        with torch.no_grad():
-            for start in range(0, len(todo), batch_size):
-                chunk = todo[start : start + batch_size]
-                inputs = tokenizer(chunk, padding=True, truncation=True, max_length=max_length,
-                                   return_tensors="pt").to(device)
-                vectors = model(**inputs).pooler_output.float().cpu().numpy()  # (chunk, hidden)
-                cache.update(zip(chunk, vectors))
-        model.train(was_training)
-        if not sentences:
-            return np.zeros((0, model.config.hidden_size), dtype=np.float32)
-        return np.stack([cache[s] for s in sentences])
-
-    return encode
-
-
 def evaluate(accelerator: Accelerator, model, tokenizer, config: TrainConfig, data_dir: Path | None) -> dict[str, float]:
-    """STS-B dev Spearman (x100), alignment and uniformity; computed on the main process, shared with the others."""
+    """STS-B dev Spearman (x100), alignment and uniformity of the model being trained, computed on the main process
+    (in eval mode, with the one encoder of ``simcse_hub.encoding``) and shared with the others."""
     metrics = None
     if accelerator.is_main_process:
-        from simcse_hub.evaluation import evaluate_alignment_uniformity, evaluate_sts
+        from simcse_hub.evaluation import evaluate_model
 
-        encode = encode_fn(accelerator.unwrap_model(model).model, tokenizer, config.eval_batch_size, accelerator.device)
-        sts = evaluate_sts(encode, tasks=["STSBenchmark"], data_dir=data_dir, split="dev",
-                           batch_size=config.eval_batch_size, show_progress_bar=False)
-        space = evaluate_alignment_uniformity(encode, data_dir, split="dev", batch_size=config.eval_batch_size,
-                                              show_progress_bar=False)
-        metrics = {
-            "stsb_dev_spearman": float(sts["tasks"]["STSBenchmark"]["spearman"]),
-            "alignment": float(space["alignment"]),
-            "uniformity": float(space["uniformity"]),
-        }
+        simcse = accelerator.unwrap_model(model).model
+        simcse.eval()
+        try:
+            results = evaluate_model(
+                lambda sentences: encode_sentences(simcse, tokenizer, sentences, batch_size=config.eval_batch_size),
+                config.model_name_or_path, tasks=["STSBenchmark"], data_dir=data_dir, split="dev",
+            )
+        finally:
+            simcse.train()
+        metrics = {"stsb_dev_spearman": float(results["tasks"]["STSBenchmark"]["spearman"]),
+                   "alignment": float(results["alignment"]), "uniformity": float(results["uniformity"])}
     return broadcast_object_list([metrics])[0]
 
 
@@ -456,8 +423,6 @@ def check_setup(config: TrainConfig, accelerator: Accelerator) -> None:
     if config.batch_size % accelerator.num_processes:
         raise ConfigError(f"batch_size={config.batch_size} must be a multiple of the number of processes "
                           f"({accelerator.num_processes}): each process takes an equal share of the batch.")
-    if config.mixed_precision == "bf16":
-        warn_if_slow_bf16(accelerator.device, "mixed_precision", "'auto' or 'no'")
     if config.mixed_precision == "auto":
         logger.info("mixed_precision='auto': %s", "bf16 autocast (this CPU computes bfloat16 natively)"
                     if accelerator.mixed_precision == "bf16" else "fp32")
@@ -467,12 +432,14 @@ def make_accelerator(config: TrainConfig) -> Accelerator:
     """The Accelerator of a run: the CPU unless an accelerator device exists, the precision ``auto`` resolved for
     this machine, the updates counted by the schedule, a seeded data order."""
     on_cpu = not getattr(torch, "accelerator", torch.cuda).is_available()
-    if config.mixed_precision == "fp16" and on_cpu:
-        raise ConfigError("mixed_precision='fp16' needs a GPU; on a CPU use 'auto' (bf16 where the CPU computes it "
-                          "natively: AVX-512 BF16 or AMX), 'bf16' or 'no'.")
+    try:  # "auto" resolved for this machine: bf16 on a CPU that computes it natively, else fp32
+        precision = resolve_precision(config.mixed_precision, torch.device("cpu" if on_cpu else "cuda"),
+                                      "mixed_precision")
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
     accelerator = Accelerator(
         cpu=on_cpu,  # without a GPU, say so: Accelerate then runs `torchrun` processes as one group on the CPU (gloo)
-        mixed_precision=training_precision(config.mixed_precision, on_cpu),
+        mixed_precision="no" if precision == "fp32" else precision,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         log_with=trackers(config.report_to),
         project_dir=str(Path(config.output_dir) / "runs"),
@@ -596,14 +563,9 @@ def peak_memory(device: torch.device) -> dict[str, int | str]:
     return {"size": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale, "kind": "process resident memory"}
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m simcse_hub.train ARGS`` (what ``accelerate launch`` and ``torchrun`` run): ``simcse-hub train``."""
-    from simcse_hub.cli import main as cli_main
+__all__ = ["TrainState", "TrainingDiverged", "evaluate", "train", "training_step"]
 
-    return cli_main(["train", *(sys.argv[1:] if argv is None else argv)])
+if __name__ == "__main__":  # what `accelerate launch -m simcse_hub.train` and `torchrun -m simcse_hub.train` run
+    from simcse_hub.cli import main
 
-
-__all__ = ["TrainState", "TrainingDiverged", "encode_fn", "evaluate", "main", "train", "training_step"]
-
-if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["train", *sys.argv[1:]]))

@@ -23,9 +23,9 @@ from typing import Any
 
 import yaml
 
+from simcse_hub.encoding import PRECISIONS
 from simcse_hub.modeling.configuration_simcse import POOLER_TYPES
 
-MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
 # Settings that may change when a run is resumed (they do not change what is computed).
 RESUMABLE_CHANGES = frozenset({"output_dir", "overwrite_output_dir", "report_to", "logging_steps", "data_dir",
                                "eval_batch_size", "keep_checkpoints"})
@@ -99,8 +99,8 @@ class TrainConfig:
         "share of the updates with a linear warm-up (then linear decay to 0)"))
     max_grad_norm: float | None = field(default=1.0, metadata=_help("gradient clipping norm (null: none)"))
     mixed_precision: str = field(default="auto", metadata=_help(
-        "auto (bf16 on a CPU that computes bfloat16 natively, i.e. AVX-512 BF16 or AMX; else no), no (fp32), "
-        "fp16 (GPU) or bf16"))
+        "auto (bf16 on a CPU that computes bfloat16 natively, i.e. AVX-512 BF16 or AMX; else fp32), fp32 (or no), "
+        "bf16, or fp16 (GPU)"))
     seed: int = field(default=42, metadata=_help("seed of the model head, data order and dropout"))
     # evaluation, checkpoints, output
     output_dir: str = field(default="outputs/simcse", metadata=_help("where the model and logs go"))
@@ -142,8 +142,8 @@ class TrainConfig:
                 raise ConfigError(f"{item.name}={value!r}: expected a finite number.")
         if self.pooler_type not in POOLER_TYPES:
             raise ConfigError(f"pooler_type={self.pooler_type!r}: expected one of {list(POOLER_TYPES)}.")
-        if self.mixed_precision not in MIXED_PRECISION:
-            raise ConfigError(f"mixed_precision={self.mixed_precision!r}: expected one of {list(MIXED_PRECISION)}.")
+        if self.mixed_precision not in PRECISIONS:
+            raise ConfigError(f"mixed_precision={self.mixed_precision!r}: expected one of {list(PRECISIONS)}.")
         for name in ("batch_size", "max_seq_length", "num_train_epochs", "gradient_accumulation_steps",
                      "eval_batch_size", "logging_steps", "save_total_limit", "length_buckets"):
             if getattr(self, name) < 1:
@@ -376,7 +376,6 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 __all__ = [
-    "MIXED_PRECISION",
     "ConfigError",
     "TrainConfig",
     "add_train_arguments",

@@ -266,9 +266,7 @@ def fit_whitening(
     encode_fn: Any,
     sentences: list[str],
     k: int | None = None,
-    batch_size: int = 128,
     corpus: str | None = None,
-    show_progress_bar: bool | None = None,
 ) -> Whitening:
     r"""Encode ``sentences`` with ``encode_fn`` (raw, not normalised) and fit a [`Whitening`] on them.
 
@@ -276,16 +274,13 @@ def fit_whitening(
         encode_fn (`Callable[[list[str]], np.ndarray | torch.Tensor]`): `(n, dim)` embeddings of n sentences.
         sentences (`list[str]`): the fitting corpus (see [`read_corpus`]).
         k (`int`, *optional*): output dimension; `None` keeps all.
-        batch_size (`int`, *optional*, defaults to 128): sentences per call of ``encode_fn``.
         corpus (`str`, *optional*): a description of the corpus, saved with the whitening.
-        show_progress_bar (`bool`, *optional*): defaults to showing one when logging at INFO level.
 
     >>> whitening = fit_whitening(model.encode, read_corpus("corpus.txt"), k=256)  # doctest: +SKIP
     """
-    from simcse_hub.evaluation import encode_sentences
+    from simcse_hub.evaluation import embed
 
-    embeddings = encode_sentences(encode_fn, sentences, batch_size, show_progress_bar, desc="Encoding corpus")
-    return Whitening().fit(embeddings, k=k, corpus=corpus)
+    return Whitening().fit(embed(encode_fn, sentences), k=k, corpus=corpus)
 
 
 __all__ = ["WHITENING_FILE", "Whitening", "fit_whitening", "read_corpus"]

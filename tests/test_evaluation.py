@@ -19,8 +19,9 @@ from simcse_hub import sts_data
 from simcse_hub.evaluation import (
     STSDataError,
     alignment,
-    encode_sentences,
+    embed,
     evaluate_alignment_uniformity,
+    evaluate_model,
     evaluate_sts,
     format_results_table,
     load_sts_task,
@@ -152,8 +153,7 @@ def test_all_mean_wmean_equal_hand_computed_values(sts_dir):
     }
     assert len({round(v, 6) for v in want.values()}) == 3  # the fixture tells the three settings apart
     for setting, value in want.items():
-        results = evaluate_sts(AngleEncoder(angles), tasks=["STS13"], data_dir=folder, setting=setting,
-                               show_progress_bar=False)
+        results = evaluate_sts(AngleEncoder(angles), tasks=["STS13"], data_dir=folder, setting=setting)
         task = results["tasks"]["STS13"]
         assert task["spearman"] == pytest.approx(value, abs=1e-9)
         assert task["n_pairs"] == 12
@@ -169,7 +169,7 @@ def test_single_file_tasks_settings_coincide_and_splits(sts_dir, as_torch):
         scores = set()
         for setting in ("all", "mean", "wmean"):
             results = evaluate_sts(AngleEncoder(angles, as_torch), tasks=["STSBenchmark", "SICKRelatedness"],
-                                   data_dir=folder, setting=setting, split=split, show_progress_bar=False)
+                                   data_dir=folder, setting=setting, split=split)
             stsb, sickr = results["tasks"]["STSBenchmark"], results["tasks"]["SICKRelatedness"]
             assert stsb["spearman"] == pytest.approx(hand_spearman(*expected[files[0]]), abs=1e-6)
             assert sickr["spearman"] == pytest.approx(hand_spearman(*expected[files[1]]), abs=1e-6)
@@ -183,7 +183,7 @@ def test_single_file_tasks_settings_coincide_and_splits(sts_dir, as_torch):
 def test_results_keys_and_json_round_trip(sts_dir, tmp_path):
     folder, angles, _ = sts_dir
     results = evaluate_sts(AngleEncoder(angles), tasks=["STS13", "STSBenchmark"], data_dir=folder,
-                           model_name="hand-made", show_progress_bar=False)
+                           model_name="hand-made")
     assert set(results) == {"model", "setting", "split", "tasks", "average", "missing", "alignment", "uniformity",
                             "whitening"}
     assert results["model"] == "hand-made" and results["alignment"] is None and results["whitening"] is None
@@ -191,18 +191,22 @@ def test_results_keys_and_json_round_trip(sts_dir, tmp_path):
     assert json.loads(path.read_text()) == json.loads(json.dumps(results))
 
 
-def test_each_distinct_sentence_encoded_once_in_batches(sts_dir):
+def test_each_distinct_sentence_encoded_once(sts_dir):
     folder, angles, _ = sts_dir
     encoder = AngleEncoder(angles)
-    evaluate_sts(encoder, tasks=["STS13", "STSBenchmark"], data_dir=folder, batch_size=4, show_progress_bar=False)
+    evaluate_sts(encoder, tasks=["STS13", "STSBenchmark"], data_dir=folder)
     seen = [s for batch in encoder.batches for s in batch]
     assert len(seen) == len(set(seen)) == 1 + 12 + 14  # anchor, the STS13 sentences, STS-B test's 7 pairs
-    assert max(len(batch) for batch in encoder.batches) == 4
+    # With alignment and uniformity on STS-B dev, the dev sentences are encoded once for both measures.
+    encoder = AngleEncoder(angles)
+    evaluate_model(encoder, "m", tasks=["STSBenchmark"], data_dir=folder, split="dev")
+    seen = [s for batch in encoder.batches for s in batch]
+    assert len(seen) == len(set(seen))
 
 
 def test_encode_fn_with_wrong_shape_is_a_clear_error():
     with pytest.raises(ValueError, match=r"encode_fn returned shape \(1, 3\) for 2 sentences"):
-        encode_sentences(lambda batch: np.ones((1, 3)), ["a", "b"], show_progress_bar=False)
+        embed(lambda batch: np.ones((1, 3)), ["a", "b"])
 
 
 # ---------------------------------------------------------------------------------------------------- alignment
@@ -230,7 +234,7 @@ def test_alignment_uniformity_equal_hand_computed_values(tmp_path):
     def encode(batch):
         return np.asarray([vectors[s] for s in batch])
 
-    got = evaluate_alignment_uniformity(encode, tmp_path, split="dev", show_progress_bar=False)
+    got = evaluate_alignment_uniformity(encode, tmp_path, split="dev")
     assert got["alignment"] == pytest.approx(want_alignment, abs=1e-6)
     assert got["uniformity"] == pytest.approx(want_uniformity, abs=1e-6)
     # the functions themselves, chunked or not
@@ -285,7 +289,7 @@ def test_files_are_parsed_once_and_reread_when_changed(tmp_path, monkeypatch):
     s1.append("mutating the copy does not touch the cache")
     for _ in range(3):
         evaluate_sts(lambda batch: np.arange(4 * len(batch)).reshape(-1, 4) % 3, tasks=["STSBenchmark"],
-                     data_dir=tmp_path, split="dev", show_progress_bar=False)
+                     data_dir=tmp_path, split="dev")
     assert len(calls) == 1 and read_sts_file(path)[0] == ["a b", "e"]
     write_sts(path, [("a b", "c d", "1.5"), ("e", "f", "4.25"), ("g", "h", "0")])
     os.utime(path, ns=(1, 1))  # a different modification time even on coarse clocks
@@ -297,8 +301,7 @@ def test_files_are_parsed_once_and_reread_when_changed(tmp_path, monkeypatch):
 
 def test_missing_tasks_are_reported_with_reason(sts_dir):
     folder, angles, _ = sts_dir
-    results = evaluate_sts(AngleEncoder(angles), tasks=["STS12", "STS13", "STSBenchmark"], data_dir=folder,
-                           show_progress_bar=False)
+    results = evaluate_sts(AngleEncoder(angles), tasks=["STS12", "STS13", "STSBenchmark"], data_dir=folder)
     assert set(results["tasks"]) == {"STS13", "STSBenchmark"}
     assert set(results["missing"]) == {"STS12"}
     assert "sts12/<sub-task>.tsv.gz not found" in results["missing"]["STS12"]
@@ -307,8 +310,7 @@ def test_missing_tasks_are_reported_with_reason(sts_dir):
     assert results["average"] == pytest.approx(sum(scored) / 2)
     assert "STS12 not evaluated" in results_to_markdown(results)
     # STS12-16 have no dev split: reported, not dropped
-    dev = evaluate_sts(AngleEncoder(angles), tasks=["STS13", "STS-B"], data_dir=folder, split="dev",
-                       show_progress_bar=False)
+    dev = evaluate_sts(AngleEncoder(angles), tasks=["STS13", "STS-B"], data_dir=folder, split="dev")
     assert "no dev split" in dev["missing"]["STS13"] and set(dev["tasks"]) == {"STSBenchmark"}
 
 
@@ -316,7 +318,7 @@ def test_incomplete_year_folder_and_bad_arguments_are_errors(sts_dir):
     folder, angles, _ = sts_dir
     (folder / "sts13" / "OnWN.tsv.gz").unlink()
     with pytest.raises(FileNotFoundError, match=r"sts13/OnWN\.tsv\.gz: missing sub-task file of STS13"):
-        evaluate_sts(AngleEncoder(angles), tasks=["STS13"], data_dir=folder, show_progress_bar=False)
+        evaluate_sts(AngleEncoder(angles), tasks=["STS13"], data_dir=folder)
     with pytest.raises(ValueError, match=r"unknown STS task 'STS17'"):
         evaluate_sts(AngleEncoder(angles), tasks=["STS17"], data_dir=folder)
     with pytest.raises(ValueError, match=r"setting must be one of"):
@@ -350,7 +352,7 @@ def test_hub_copy_is_used_when_online_and_unreachable_hub_is_reported(sts_dir, m
     sts_data._HUB_CACHE.clear()
     (folder / "sts13").rename(folder / "elsewhere")
     results = evaluate_sts(AngleEncoder(angles), tasks=["STS13", "STS12", "STS14"], data_dir=folder,
-                           setting="wmean", show_progress_bar=False)
+                           setting="wmean")
     sts_data._HUB_CACHE.clear()
     assert results["tasks"]["STS13"]["spearman"] == pytest.approx((3 * 100 - 5 * 100 + 4 * 80) / 12, abs=1e-9)
     assert results["tasks"]["STS13"]["source"] == "hf://datasets/mteb/sts13-sts"
@@ -426,8 +428,7 @@ def test_fit_whitening_from_encode_fn_and_corpus_files(tmp_path, sts_dir):
         read_corpus(tmp_path / "absent.txt")
     vectors = {s: np.random.default_rng(len(s) + i).normal(size=3) for i, s in enumerate(read_corpus(
         folder / "sickr" / "test.tsv.gz"))}
-    whitening = fit_whitening(lambda batch: np.stack([vectors[s] for s in batch]), list(vectors), k=2,
-                              show_progress_bar=False)
+    whitening = fit_whitening(lambda batch: np.stack([vectors[s] for s in batch]), list(vectors), k=2)
     y = whitening.transform(np.stack(list(vectors.values())))
     np.testing.assert_allclose(np.cov(y, rowvar=False), np.eye(2), atol=1e-9)
 
@@ -438,7 +439,7 @@ def test_fit_whitening_from_encode_fn_and_corpus_files(tmp_path, sts_dir):
 def test_markdown_console_table_and_plot(sts_dir, tmp_path):
     folder, angles, _ = sts_dir
     results = evaluate_sts(AngleEncoder(angles), tasks=["STS12", "STS13", "STSBenchmark", "SICKRelatedness"],
-                           data_dir=folder, model_name="hand-made", show_progress_bar=False)
+                           data_dir=folder, model_name="hand-made")
     results.update(alignment=0.25, uniformity=-2.5, whitening={"corpus": "wiki.txt", "k": 64})
     markdown = results_to_markdown(results)
     header, _, row = markdown.splitlines()[:3]
@@ -479,7 +480,7 @@ def test_tiny_model_encode_fn_scores_equal_direct_computation(tmp_path, tokenize
     rows = [(sentences[i], sentences[j], f"{(i * 7 + j * 3) % 11 / 2:.1f}") for i in range(8) for j in range(i + 1, 8)]
     write_sts(folder / "stsb" / "test.tsv.gz", rows)
     encode = model_encode_fn(make_model("bert", pooler_type=pooler_type), tokenizer)
-    results = evaluate_sts(encode, tasks=["STSBenchmark"], data_dir=folder, show_progress_bar=False)
+    results = evaluate_sts(encode, tasks=["STSBenchmark"], data_dir=folder)
     s1, s2, gold = read_sts_file(folder / "stsb" / "test.tsv.gz")
     a, b = encode(s1).double().numpy(), encode(s2).double().numpy()  # (n, hidden) each
     cosines = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
@@ -518,11 +519,10 @@ def test_cli_evaluate_writes_results_whitening_and_plot(sts_dir, tmp_path, token
     model = SimCSE(str(checkpoints[0]), device="cpu")
     assert model.whitening is not None and model.whitening.k == 8
     direct = evaluate_sts(lambda b: model.encode(b, normalize_to_unit=False, return_numpy=True),
-                          tasks=["STSBenchmark", "SICKRelatedness"], data_dir=folder, show_progress_bar=False)
+                          tasks=["STSBenchmark", "SICKRelatedness"], data_dir=folder)
     for task in ("STSBenchmark", "SICKRelatedness"):
         assert first["tasks"][task]["spearman"] == pytest.approx(direct["tasks"][task]["spearman"], abs=1e-3)
-    au = evaluate_alignment_uniformity(lambda b: model.encode(b, normalize_to_unit=False), folder,
-                                       show_progress_bar=False)
+    au = evaluate_alignment_uniformity(lambda b: model.encode(b, normalize_to_unit=False), folder)
     assert first["alignment"] == pytest.approx(au["alignment"], abs=1e-4)
     printed = capsys.readouterr().out
     assert "STS-B" in printed and "| Model | STS12 | STS-B | SICK-R | Avg. |" in printed
@@ -551,9 +551,8 @@ def test_all_minilm_l6_v2_scores_through_both_loaders(minilm_path, shared_data, 
                         AutoTokenizer.from_pretrained(minilm_path))
     for model in (SimCSE(str(minilm_path), device="cpu"), SimCSE(str(folder), device="cpu")):
         results = evaluate_sts(lambda b, m=model: m.encode(b, batch_size=len(b), normalize_to_unit=False,
-                                                          return_numpy=True, show_progress_bar=False),
-                               tasks=["STSBenchmark", "SICKRelatedness"], data_dir=shared_data, batch_size=128,
-                               show_progress_bar=False)
+                                                          return_numpy=True),
+                               tasks=["STSBenchmark", "SICKRelatedness"], data_dir=shared_data)
         assert results["tasks"]["STSBenchmark"]["spearman"] == pytest.approx(82.03, abs=0.05), model
         assert results["tasks"]["SICKRelatedness"]["spearman"] == pytest.approx(77.15, abs=0.05), model
         assert results["tasks"]["STSBenchmark"]["n_pairs"] == 1379

@@ -290,7 +290,7 @@ def test_offline_hub_id_not_cached_gives_a_clear_error(monkeypatch, tmp_path):
 def test_whitening_file_is_applied_before_normalisation(saved, sentences, tmp_path):
     import shutil
 
-    from simcse_hub.evaluation import Whitening
+    from simcse_hub.whitening import Whitening
 
     folder = tmp_path / "whitened"
     shutil.copytree(saved["avg"], folder)

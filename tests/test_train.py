@@ -175,9 +175,9 @@ def test_bf16_mixed_precision_trains(tmp_path, encoder_dir, unsup_file):
 @pytest.mark.parametrize("native_bf16", [True, False])
 def test_auto_precision_is_bf16_only_on_a_cpu_that_computes_it_natively(tmp_path, encoder_dir, unsup_file,
                                                                          monkeypatch, native_bf16, caplog):
-    from simcse_hub import batching
+    from simcse_hub import encoding
 
-    monkeypatch.setattr(batching, "fast_cpu_bf16", lambda: native_bf16)
+    monkeypatch.setattr(encoding, "fast_cpu_bf16", lambda: native_bf16)
     assert TrainConfig().mixed_precision == "auto"
     with caplog.at_level(logging.INFO, logger="simcse_hub.train"):
         out = train(make_config(tmp_path, encoder_dir, unsup_file, mixed_precision="auto", max_steps=2))
@@ -187,8 +187,8 @@ def test_auto_precision_is_bf16_only_on_a_cpu_that_computes_it_natively(tmp_path
     assert yaml.safe_load((out / "train_config.yaml").read_text())["mixed_precision"] == "auto"
     summary = card_data(out)
     assert summary["hyperparameters"]["mixed_precision"] == f"auto ({expected})"  # the model card shows the choice
-    assert batching.training_precision("bf16", on_cpu=True) == "bf16"
-    assert batching.training_precision("auto", on_cpu=False) == "no"  # GPUs: fp32 unless asked
+    assert encoding.resolve_precision("bf16", torch.device("cpu")) == "bf16"
+    assert encoding.resolve_precision("auto", torch.device("cuda")) == "fp32"  # GPUs: fp32 unless asked
 
 
 def test_gradient_accumulation_counts_updates(tmp_path, encoder_dir, unsup_file):
@@ -256,7 +256,7 @@ def test_gradient_cache_gives_the_full_batch_update_with_dropout(fast_dropout):
 
     accelerator = Accelerator()
     config = TrainConfig(train_file="unused", mini_batch_size=5, hard_negative_weight=0.3)
-    cached = make_model("bert", pooler_type="cls").train()  # dropout on: 0.1 in every layer
+    cached = make_model("bert", pooler_type="cls", hard_negative_weight=0.3).train()  # dropout: 0.1 in every layer
     full = copy.deepcopy(cached)
     batch = triplet_batch()
     settings = {"length_buckets": 1, "fast_dropout": fast_dropout}
@@ -269,7 +269,7 @@ def test_gradient_cache_gives_the_full_batch_update_with_dropout(fast_dropout):
     assert_same_update(cached, full)
 
     # The test can fail: without replaying each chunk's RNG state, dropout masks differ and so do the gradients.
-    broken = make_model("bert", pooler_type="cls").train()
+    broken = make_model("bert", pooler_type="cls", hard_negative_weight=0.3).train()
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(RandState, "replay", lambda self: contextlib.nullcontext())
         torch.manual_seed(123)
@@ -650,7 +650,7 @@ def test_layers_override_in_order(tmp_path):
         (["--set", "learnin_rate=1e-5"], r"unknown setting 'learnin_rate'; did you mean 'learning_rate'\?"),
         (["--set", "oops"], r"--set 'oops': expected KEY=VALUE"),
         (["--mlp-only-train", "maybe"], r"mlp_only_train='maybe': expected true or false"),
-        (["--mixed-precision", "fp8"], r"mixed_precision='fp8': expected one of \['auto', 'no', 'fp16', 'bf16'\]"),
+        (["--mixed-precision", "fp8"], r"mixed_precision='fp8': expected one of \['auto', 'fp32', 'no', 'bf16', 'fp16'\]"),
         (["--pooler-type", "max"], r"pooler_type='max': expected one of"),
         (["--columns", "a,b,c,d"], r"columns=\['a', 'b', 'c', 'd'\]: expected 1 to 3 names"),
         (["--batch-size", "0"], r"batch_size=0: expected an integer >= 1"),

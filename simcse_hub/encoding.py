@@ -1,0 +1,235 @@
+"""Encoding sentences with a SimCSE model: one batched encoder, one precision vocabulary, one length rule.
+
+Every caller embeds through :func:`encode_sentences`: the ``SimCSE`` tool (and with it ``simcse-hub encode``,
+``evaluate`` and the demo) and the evaluation inside the training loop. Each sentence is tokenized once, batches are
+formed longest first *by token count* (ordering by characters, as sentence-transformers does, leaves about 40% more
+padding on STS sentences) and padded on the right, and the vectors come back in the order given.
+
+Precision (one vocabulary for the tool and training): ``fp32`` (``no``, Accelerate's word, means the same),
+``bf16`` (bfloat16 autocast; master weights stay fp32), ``fp16`` (GPUs only), and ``auto``: bf16 on a CPU that
+computes bfloat16 natively (AVX-512 BF16 or AMX), fp32 everywhere else (an emulated bf16 is several times slower,
+and on GPUs the choice depends on the model and batch, so it is left to you).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+logger = logging.getLogger(__name__)
+
+PRECISIONS = ("auto", "fp32", "no", "bf16", "fp16")
+MAX_LENGTH_CAP = 512  # never more tokens than this by default: longer inputs are rare and quadratic in cost
+SORT_WINDOW = 50_000  # sentences tokenized and ordered by length at a time (bounds the memory of huge inputs)
+PROGRESS_BAR_MIN_SENTENCES = 1000
+
+# ---------------------------------------------------------------------------------------------------- precision
+
+
+def fast_cpu_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX-512 BF16 or AMX); elsewhere bf16 is emulated and slow.
+
+    >>> isinstance(fast_cpu_bf16(), bool)
+    True
+    """
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            flags = next((line for line in handle if line.startswith("flags")), "").split()
+    except OSError:  # not Linux: trust oneDNN's own check
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str, device: torch.device, setting: str = "precision") -> str:
+    """What ``precision`` means on ``device``: ``"fp32"``, ``"bf16"`` or ``"fp16"``. ``ValueError`` naming
+    ``setting`` for an unknown value or fp16 on a CPU; a warning when bf16 would be emulated (slow) here.
+
+    >>> resolve_precision("no", torch.device("cpu")), resolve_precision("auto", torch.device("cuda"))
+    ('fp32', 'fp32')
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"{setting}={precision!r}: expected one of {list(PRECISIONS)}.")
+    if precision == "auto":
+        return "bf16" if device.type == "cpu" and fast_cpu_bf16() else "fp32"
+    if precision == "fp16" and device.type == "cpu":
+        raise ValueError(f"{setting}='fp16' needs a GPU; on a CPU use 'auto' (bf16 where the CPU computes it "
+                         "natively: AVX-512 BF16 or AMX), 'bf16' or 'fp32'.")
+    if precision == "bf16" and device.type == "cpu" and not fast_cpu_bf16():
+        logger.warning("%s='bf16': this CPU has no native bfloat16 (AVX-512 BF16 or AMX), so bf16 is emulated and much "
+                       "slower than fp32 here; %s='auto' chooses fp32 on this CPU.", setting, setting)
+    return "fp32" if precision == "no" else precision
+
+
+def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """Autocast on ``device`` for a resolved ``precision`` (``bf16`` or ``fp16``); no change for ``fp32``.
+
+    >>> with autocast("fp32", torch.device("cpu")):
+    ...     (torch.ones(2, 2) @ torch.ones(2, 2)).dtype
+    torch.float32
+    """
+    if precision in ("bf16", "fp16"):
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+    if precision not in ("fp32", "no"):
+        raise ValueError(f"precision={precision!r}: expected a resolved precision, fp32, bf16 or fp16.")
+    return contextlib.nullcontext()
+
+
+# ---------------------------------------------------------------------------------------------------- batches
+
+
+def default_max_length(config: Any, tokenizer: Any = None) -> int:
+    """The truncation length of inference: the encoder's position limit, the tokenizer's ``model_max_length`` and
+    512, whichever is smallest (what ``save_pretrained`` writes as sentence-transformers' ``max_seq_length``)."""
+    limits = [getattr(config, "max_input_length", None), getattr(tokenizer, "model_max_length", None), MAX_LENGTH_CAP]
+    return min(limit for limit in limits if limit)
+
+
+def tokenize(tokenizer: Any, sentences: Sequence[str], max_length: int) -> list[dict[str, list[int]]]:
+    """Each sentence tokenized once, with special tokens, truncated to ``max_length``, unpadded:
+    ``{"input_ids": [...][, "token_type_ids": [...]]}``.
+
+    >>> features = tokenize(tokenizer, ["A cat.", "A man plays a guitar."], max_length=32)  # doctest: +SKIP
+    >>> [len(f["input_ids"]) for f in features]  # doctest: +SKIP
+    [5, 8]
+    """
+    if not sentences:
+        return []
+    encoded = tokenizer(list(sentences), truncation=True, max_length=max_length, return_attention_mask=False)
+    keys = [key for key in ("input_ids", "token_type_ids") if key in encoded]
+    return [{key: encoded[key][i] for key in keys} for i in range(len(sentences))]
+
+
+def pad(features: Sequence[dict[str, list[int]]], tokenizer: Any) -> dict[str, torch.Tensor]:
+    """Pad tokenized sentences on the right to the longest of them, with an attention mask.
+
+    Always on the right, whatever the tokenizer's ``padding_side``: the encoders here have absolute positions
+    (left padding would shift them and make an embedding depend on its batch) and pool the first token or the
+    masked mean.
+
+    Returns:
+        `dict[str, torch.LongTensor]`: ``input_ids``, ``attention_mask`` (and ``token_type_ids`` when the features
+        have them), each ``(batch, seq_len)``.
+
+    >>> pad([{"input_ids": [101, 7, 102]}, {"input_ids": [101, 102]}], tokenizer)["attention_mask"]  # doctest: +SKIP
+    tensor([[1, 1, 1],
+            [1, 1, 0]])
+    """
+    seq_len = max(len(feature["input_ids"]) for feature in features)
+    fill = {"input_ids": getattr(tokenizer, "pad_token_id", None) or 0, "attention_mask": 0,
+            "token_type_ids": getattr(tokenizer, "pad_token_type_id", None) or 0}
+    batch = {key: torch.full((len(features), seq_len), fill[key], dtype=torch.long)
+             for key in (*features[0], "attention_mask")}  # (batch, seq_len) each
+    for row, feature in enumerate(features):
+        length = len(feature["input_ids"])
+        for key, values in feature.items():
+            batch[key][row, :length] = torch.as_tensor(values, dtype=torch.long)
+        batch["attention_mask"][row, :length] = 1
+    return batch
+
+
+def length_order(features: Sequence[dict[str, list[int]]]) -> list[int]:
+    """Indices of ``features``, longest (in tokens) first; ties keep their order.
+
+    >>> length_order([{"input_ids": [1, 2]}, {"input_ids": [1, 2, 3]}, {"input_ids": [4, 5]}])
+    [1, 0, 2]
+    """
+    return sorted(range(len(features)), key=lambda i: -len(features[i]["input_ids"]))
+
+
+# ---------------------------------------------------------------------------------------------------- the encoder
+
+
+def encode_in_batches(
+    sentences: Sequence[str],
+    tokenizer: Any,
+    embed: Callable[[list[str], list[dict[str, list[int]]]], torch.Tensor],
+    *,
+    batch_size: int = 64,
+    max_length: int = MAX_LENGTH_CAP,
+    show_progress_bar: bool | None = None,
+    lock: threading.Lock | None = None,
+) -> torch.Tensor | None:
+    """``embed(texts, features)`` over batches formed longest first by token count; the rows in the order given.
+
+    Args:
+        sentences (`Sequence[str]`): the sentences.
+        tokenizer: tokenizes each sentence once (only the lengths are used when ``embed`` reads the texts).
+        embed (`Callable`): a batch's texts and tokenized features -> its ``(batch, dim)`` vectors.
+        batch_size, max_length, show_progress_bar, lock: as in :func:`encode_sentences`.
+
+    Returns:
+        `torch.Tensor` of shape `(n, dim)`, float32 on the CPU; `None` for no sentences.
+    """
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}.")
+    if show_progress_bar is None:
+        show_progress_bar = len(sentences) > PROGRESS_BAR_MIN_SENTENCES
+    windows = range(0, len(sentences), SORT_WINDOW)
+    total = sum(math.ceil(min(SORT_WINDOW, len(sentences) - start) / batch_size) for start in windows)
+    out: torch.Tensor | None = None
+    with tqdm(total=total, desc="Encoding", disable=not show_progress_bar) as progress, torch.inference_mode():
+        for offset in windows:
+            window = sentences[offset:offset + SORT_WINDOW]
+            with lock or contextlib.nullcontext():
+                features = tokenize(tokenizer, window, max_length)
+            order = length_order(features)
+            for start in range(0, len(order), batch_size):
+                rows = order[start:start + batch_size]
+                vectors = embed([window[i] for i in rows], [features[i] for i in rows]).float().cpu()  # (batch, dim)
+                if out is None:
+                    out = torch.empty(len(sentences), vectors.size(-1))  # (n, dim)
+                out[torch.tensor(rows) + offset] = vectors
+                progress.update(1)
+    return out
+
+
+def encode_sentences(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    sentences: Sequence[str],
+    *,
+    batch_size: int = 64,
+    max_length: int | None = None,
+    precision: str = "fp32",
+    device: torch.device | None = None,
+    show_progress_bar: bool | None = None,
+    lock: threading.Lock | None = None,
+) -> torch.Tensor:
+    r"""The raw (not normalised) sentence embeddings of a SimCSE model, ``pooler_output``: ``(n, dim)`` float32 on
+    the CPU, in the order of ``sentences``.
+
+    Args:
+        model (`SimCSEModel`): the model (its mode is kept: call ``eval()`` first for inference).
+        tokenizer (`PreTrainedTokenizerBase`): its tokenizer.
+        sentences (`Sequence[str]`): the sentences.
+        batch_size (`int`, *optional*, defaults to 64): sentences per forward pass.
+        max_length (`int`, *optional*, defaults to :func:`default_max_length`): truncation length in tokens.
+        precision (`str`, *optional*, defaults to `"fp32"`): a resolved precision (:func:`resolve_precision`).
+        device (`torch.device`, *optional*, defaults to the model's): where the forward passes run.
+        show_progress_bar (`bool`, *optional*): defaults to showing one for more than 1000 sentences.
+        lock (`threading.Lock`, *optional*): held while tokenizing (a fast tokenizer must not serve two threads).
+
+    >>> vectors = encode_sentences(model.eval(), tokenizer, ["A man plays.", "A cat eats."])  # doctest: +SKIP
+    """
+    device = device or next(model.parameters()).device
+
+    def embed(texts: list[str], features: list[dict[str, list[int]]]) -> torch.Tensor:
+        inputs = {key: value.to(device) for key, value in pad(features, tokenizer).items()}
+        with autocast(precision, device):
+            return model(**inputs).pooler_output  # (batch, dim)
+
+    out = encode_in_batches(sentences, tokenizer, embed, batch_size=batch_size,
+                            max_length=max_length or default_max_length(model.config, tokenizer),
+                            show_progress_bar=show_progress_bar, lock=lock)
+    return out if out is not None else torch.empty(0, model.config.hidden_size)  # (0, dim) for no sentences
+
+
+__all__ = ["MAX_LENGTH_CAP", "PRECISIONS", "autocast", "default_max_length", "encode_in_batches", "encode_sentences",
+           "fast_cpu_bf16", "length_order", "pad", "resolve_precision", "tokenize"]
