@@ -68,6 +68,8 @@ class TrainState:
         best_step (`int`, *optional*): update of the best STS-B dev Spearman so far.
         best_score (`float`, *optional*): that Spearman (x100).
         runtime (`float`): seconds of training so far, over all sessions.
+        before (`dict`, *optional*): the starting encoder's STS-B dev metrics (evaluated before the first update).
+        best_metrics (`dict`, *optional*): the metrics of the best evaluation (the exported model's).
     """
 
     global_step: int = 0
@@ -76,6 +78,8 @@ class TrainState:
     best_step: int | None = None
     best_score: float | None = None
     runtime: float = 0.0
+    before: dict[str, float] | None = None
+    best_metrics: dict[str, float] | None = None
 
     def state_dict(self) -> dict[str, Any]:
         return asdict(self)

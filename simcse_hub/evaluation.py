@@ -113,6 +113,21 @@ def alignment(x: Any, y: Any, alpha: float = 2.0) -> float:
     return float(np.mean(np.linalg.norm(difference, axis=1) ** alpha))
 
 
+def mean_cosine(x: Any) -> float:
+    r"""The mean cosine similarity of all distinct pairs of rows, ``(|sum_i u_i|^2 - n) / (n (n - 1))`` for the unit
+    vectors ``u_i``: how anisotropic the embeddings are (near 1 when they crowd in a narrow cone, so that every pair
+    looks similar; near 0 when they spread over the sphere).
+
+    >>> round(mean_cosine(np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])), 6)
+    0.471405
+    """
+    u = _unit(_as_numpy(x))  # (n, dim)
+    n = u.shape[0]
+    if n < 2:
+        raise ValueError(f"mean_cosine needs at least 2 embeddings; got {n}.")
+    return float((np.square(u.sum(axis=0)).sum() - n) / (n * (n - 1)))
+
+
 def uniformity(x: Any, t: float = 2.0, chunk_size: int = 2048) -> float:
     r"""Wang & Isola's uniformity, ``log mean_{i<j} exp(-t ||f(x_i) - f(x_j)||^2)`` on L2-normalised rows (lower is
     better), over all distinct pairs, computed in row chunks so large sets fit in memory.
@@ -235,7 +250,9 @@ def evaluate_sts(
         "missing": missing,
         "alignment": None,
         "uniformity": None,
+        "mean_cosine": None,
         "whitening": None,
+        "flow": None,
     }
 
 
@@ -255,7 +272,8 @@ def evaluate_alignment_uniformity(
         threshold (`float`, *optional*, defaults to 4.0): positive pairs are those scored strictly above it (0-5).
 
     Returns:
-        `dict`: ``{"alignment": float, "uniformity": float}`` (both: lower is better).
+        `dict`: ``{"alignment": float, "uniformity": float, "mean_cosine": float}`` (lower is better for all three;
+        ``mean_cosine`` is the mean cosine of all pairs of sentences, see [`mean_cosine`]).
 
     Raises:
         TaskUnavailableError: STS-B of that split is neither on disk nor fetchable.
@@ -273,7 +291,7 @@ def evaluate_alignment_uniformity(
     row = {sentence: i for i, sentence in enumerate(sentences)}
     x = embeddings[[row[pairs.sentences1[i]] for i in positive]]  # (n_pos, dim)
     y = embeddings[[row[pairs.sentences2[i]] for i in positive]]  # (n_pos, dim)
-    return {"alignment": alignment(x, y), "uniformity": uniformity(embeddings)}
+    return {"alignment": alignment(x, y), "uniformity": uniformity(embeddings), "mean_cosine": mean_cosine(embeddings)}
 
 
 def evaluate_model(
@@ -341,6 +359,8 @@ def results_to_markdown(results: dict | Sequence[dict]) -> str:
         if run.get("whitening"):
             whitening = run["whitening"]
             notes.append(f"{prefix}BERT-whitening fitted on `{whitening['corpus']}` (k={whitening['k']}).")
+        if run.get("flow"):
+            notes.append(f"{prefix}BERT-flow fitted on `{run['flow']['corpus']}`.")
         for task, reason in run.get("missing", {}).items():
             notes.append(f"{prefix}{DISPLAY_NAMES.get(task, task)} not evaluated: {reason}.")
     return "\n".join(lines) + "\n\n" + "\n".join(f"* {note}" if len(notes) > 1 else note for note in notes) + "\n"
@@ -365,8 +385,12 @@ def format_results_table(results: dict) -> str:
     if results.get("alignment") is not None:
         lines.append(f"{'Alignment (STS-B dev)':<{width}}{results['alignment']:>10.4f}")
         lines.append(f"{'Uniformity (STS-B dev)':<{width}}{results['uniformity']:>10.4f}")
+        if results.get("mean_cosine") is not None:
+            lines.append(f"{'Mean cosine (STS-B dev)':<{width}}{results['mean_cosine']:>10.4f}")
     if results.get("whitening"):
         lines.append(f"Whitening: fitted on {results['whitening']['corpus']} (k={results['whitening']['k']})")
+    if results.get("flow"):
+        lines.append(f"BERT-flow: fitted on {results['flow']['corpus']}")
     lines += [f"Not evaluated, {DISPLAY_NAMES.get(task, task)}: {reason}"
               for task, reason in results.get("missing", {}).items()]
     return "\n".join(lines)
@@ -449,6 +473,7 @@ __all__ = [
     "memoized",
     "format_results_table",
     "load_sts_task",
+    "mean_cosine",
     "plot_alignment_uniformity",
     "read_sts_file",
     "results_to_markdown",

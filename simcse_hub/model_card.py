@@ -207,6 +207,7 @@ def check_evaluation(record: Any, where: str, source: str) -> dict[str, Any]:
         "missing": {str(task): scrub_paths(reason or "") for task, reason in missing.items()},
         "alignment": _expect(record.get("alignment"), NUMBER, f"{where}.alignment", source, True),
         "uniformity": _expect(record.get("uniformity"), NUMBER, f"{where}.uniformity", source, True),
+        "mean_cosine": _expect(record.get("mean_cosine"), NUMBER, f"{where}.mean_cosine", source, True),
         **{name: post.get(name) for name in ("whitening", "flow")},
     }
 
@@ -244,6 +245,8 @@ class SimCSEModelCardData(CardData):
         hyperparameters (`dict`, *optional*): the training settings (paths and secrets are never shown).
         hardware, train_runtime_seconds, peak_memory, global_steps, best_step, best_stsb_dev_spearman: the training
             run (``peak_memory`` as text, e.g. ``"2.46 GB (process resident memory)"``).
+        before_after (`dict`, *optional*): ``{"pooler", "before", "after"}``: STS-B dev Spearman, alignment,
+            uniformity and mean cosine of the starting encoder and of the exported model (:data:`BEFORE_AFTER`).
         evaluations (`list[dict]`, *optional*): one record per split, setting and task set (see
             :func:`check_evaluation`); the card shows :meth:`shown_evaluation`.
 
@@ -276,6 +279,7 @@ class SimCSEModelCardData(CardData):
     best_step: int | None = None
     best_stsb_dev_spearman: float | None = None
     evaluations: list[dict[str, Any]] = field(default_factory=list)
+    before_after: dict[str, Any] | None = None
     plot: str | None = None
     example_sentences: tuple[str, ...] = EXAMPLE_SENTENCES
 
@@ -284,7 +288,7 @@ class SimCSEModelCardData(CardData):
         "base_model": str, "base_model_name": str, "language": (str, list), "license": str, "objective": str,
         "datasets": list, "hyperparameters": dict, "hardware": str, "train_runtime_seconds": NUMBER,
         "peak_memory": str, "global_steps": int, "best_step": int, "best_stsb_dev_spearman": NUMBER,
-        "evaluations": list,
+        "evaluations": list, "before_after": dict,
     }
 
     def __post_init__(self) -> None:  # CardData's own __init__ is not called: the dataclass fields are the data
@@ -512,6 +516,7 @@ class SimCSEModelCardData(CardData):
             "postprocessing": post,
             "has_alignment": shown is not None and shown["alignment"] is not None and shown["uniformity"] is not None,
             "versions_list": sorted({**self.versions, "simcse_hub": simcse_hub.__version__}.items()),
+            "before_after_rows": before_after_rows(self.before_after),
         }
 
     def run_facts(self) -> list[tuple[str, str]]:
@@ -529,6 +534,33 @@ class SimCSEModelCardData(CardData):
             facts.append(("Kept checkpoint", f"step {self.best_step:,}, the best STS-B dev Spearman "
                           f"({self.best_stsb_dev_spearman:.2f}), as in the paper"))
         return facts
+
+
+BEFORE_AFTER = ("stsb_dev_spearman", "alignment", "uniformity", "mean_cosine")
+
+
+def before_after_rows(record: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """The rows of the before/after table: ``("Starting encoder" | "Trained model", "87.03 | 0.2630 | ...")``."""
+    if not record:
+        return []
+    rows = []
+    for name, key in (("Starting encoder", "before"), ("Trained model", "after")):
+        values = record.get(key) or {}
+        cells = [f"{values[m]:.2f}" if m == "stsb_dev_spearman" else f"{values[m]:.4f}" for m in BEFORE_AFTER
+                 if isinstance(values.get(m), NUMBER) and math.isfinite(values[m])]
+        if len(cells) == len(BEFORE_AFTER):
+            rows.append((name, " | ".join(cells)))
+    return rows if len(rows) == 2 else []
+
+
+def format_before_after(record: dict[str, Any]) -> str:
+    """The before/after table for the console."""
+    lines = [f"What training changed ({record['pooler']} pooler, on STS-B dev; lower is better but for Spearman):",
+             f"{'':18}{'Spearman':>10}{'Alignment':>11}{'Uniformity':>12}{'Mean cosine':>13}"]
+    for name, row in before_after_rows(record):
+        cells = row.split(" | ")
+        lines.append(f"{name:18}" + "".join(f"{cell:>{width}}" for cell, width in zip(cells, (10, 11, 12, 13))))
+    return "\n".join(lines)
 
 
 def format_memory(size: Any, kind: Any = None) -> str:
@@ -578,5 +610,5 @@ def write_model_card(folder: str | os.PathLike, repo_id: str | None = None) -> P
 
 
 __all__ = ["CARD_DATA_FILE", "CARD_FILE", "CARD_MARKER", "CardDataError", "SimCSEModelCardData", "check_evaluation",
-           "format_memory", "hub_id", "read_json", "render_model_card", "scrub_paths", "template_path",
+           "format_before_after", "format_memory", "hub_id", "read_json", "render_model_card", "scrub_paths", "template_path",
            "write_model_card"]

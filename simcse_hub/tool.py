@@ -17,8 +17,9 @@ used when ``pooler`` is not given. Giving ``pooler`` is an explicit override: it
 encoder has no pooling of its own, so ``pooler`` is required there. No pooler is ever guessed from a model's name,
 except the documented rule of ``SimCSEModel.from_official`` for names starting ``sup-simcse`` / ``unsup-simcse``.
 
-Whitening: when the model folder holds ``whitening.safetensors`` (``simcse_hub.whitening.Whitening.save``), the
-raw embeddings go through its ``transform`` before normalisation, in ``encode``, ``similarity`` and ``search`` alike.
+Post-processing: when the model folder holds ``whitening.safetensors`` (``simcse_hub.whitening.Whitening.save``) or
+``flow.safetensors`` (``simcse_hub.flow.Flow.save``), the raw embeddings go through its ``transform`` before
+normalisation, in ``encode``, ``similarity`` and ``search`` alike.
 
 Defined behaviour for odd inputs: an empty list gives a ``(0, dim)`` result; an empty string is encoded as the empty
 sentence (special tokens only), as sentence-transformers does; a non-string raises ``TypeError`` naming its index and
@@ -123,20 +124,26 @@ class SimCSE:
             raise ValueError(f"max_length={max_length} exceeds what {self.model_name_or_path!r} accepts "
                              f"({loaded.max_length} tokens).")
         self.max_length = max_length or loaded.max_length
-        self.whitening = self._load_whitening(loaded.location)
+        self.whitening, self.flow = self._load_postprocessing(loaded.location)
         logger.info("Loaded %s (%s, pooler %s, max_length %d) on %s", self.model_name_or_path, self.kind, self.pooler,
                     self.max_length, self.device)
 
-    def _load_whitening(self, location: str) -> Any:
-        """The folder's BERT-whitening (``whitening.safetensors``, see ``simcse_hub.whitening``), or ``None``."""
+    def _load_postprocessing(self, location: str) -> tuple[Any, Any]:
+        """The folder's BERT-whitening (``whitening.safetensors``) and BERT-flow (``flow.safetensors``), each or
+        ``None``; a folder may hold one of them, not both."""
+        from simcse_hub.flow import FLOW_FILE, Flow
         from simcse_hub.whitening import WHITENING_FILE, Whitening
 
-        path = model_file(location, WHITENING_FILE)
-        if path is None:
-            return None
-        whitening = Whitening.load(path)
-        logger.info("Applying %r from %s before normalisation", whitening, path)
-        return whitening
+        paths = {filename: model_file(location, filename) for filename in (WHITENING_FILE, FLOW_FILE)}
+        if all(paths.values()):
+            raise ValueError(f"{self.model_name_or_path!r} holds both {WHITENING_FILE} and {FLOW_FILE}; a model is "
+                             "post-processed by one of them: remove the other.")
+        loaded = []
+        for kind, filename in ((Whitening, WHITENING_FILE), (Flow, FLOW_FILE)):
+            loaded.append(kind.load(paths[filename]) if paths[filename] else None)
+            if loaded[-1] is not None:
+                logger.info("Applying %r from %s before normalisation", loaded[-1], paths[filename])
+        return loaded[0], loaded[1]
 
     # ------------------------------------------------------------------ encoding
 
@@ -148,11 +155,12 @@ class SimCSE:
         return self._dim
 
     def _finish(self, embeddings: torch.Tensor) -> torch.Tensor:
-        """float32, whitened when the model has a whitening, on the CPU: ``(batch, dim)``."""
-        embeddings = embeddings.float()
-        if self.whitening is not None:
-            embeddings = torch.as_tensor(self.whitening.transform(embeddings), dtype=torch.float32)
-        return embeddings.cpu()
+        """float32 on the CPU, through the model's whitening or flow when it has one: ``(n, dim)``."""
+        embeddings = embeddings.float().cpu()
+        for postprocessing in (self.whitening, self.flow):
+            if postprocessing is not None:
+                embeddings = torch.as_tensor(postprocessing.transform(embeddings), dtype=torch.float32)
+        return embeddings
 
     def _embed_batch(self, texts: list[str], features: list[dict[str, list[int]]], max_length: int) -> torch.Tensor:
         """Raw (not normalised) embeddings of one batch: ``(len(texts), dim)``. A sentence-transformers model

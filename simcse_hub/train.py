@@ -58,7 +58,7 @@ from simcse_hub.export import save_model
 from simcse_hub.gradcache import cached_backward
 from simcse_hub.loading import ModelNotFoundError, public_model_name, resolve_model
 from simcse_hub.losses import SimCSELoss
-from simcse_hub.model_card import SimCSEModelCardData, format_memory, hub_id
+from simcse_hub.model_card import SimCSEModelCardData, format_before_after, format_memory, hub_id
 from simcse_hub.modeling.modeling_simcse import SimCSEModel, non_finite_weights, public_name
 from simcse_hub.train_config import ConfigError, TrainConfig
 
@@ -134,6 +134,9 @@ def train(config: TrainConfig, resume: str | None = None) -> Path:
         logger.info("Resumed from %s at update %d (epoch %d, batch %d)",
                     checkpoint, state.global_step, state.epoch, state.batches_in_epoch)
     save_steps = config.save_steps or config.eval_steps or max_steps
+    if evaluating and state.before is None:  # the starting encoder, for the before/after of the model card
+        state.before = evaluate(accelerator, model, tokenizer, config, eval_dir)
+        logger.info("before training: %s", format_metrics(state.before))
 
     # ---- the loop
     logger.info("Training %d updates (%d epochs of %d) with a global batch of %d on %d process(es) into %s",
@@ -169,6 +172,8 @@ def train(config: TrainConfig, resume: str | None = None) -> Path:
                 if log is None:
                     log = open_output(output, accelerator, config, resuming=checkpoint is not None,
                                       truncate_after=step - 1)
+                    if state.before is not None and checkpoint is None:
+                        log.write({"step": 0, **state.before})
                 progress.update(1)
 
                 if step % config.logging_steps == 0 or done:
@@ -197,7 +202,9 @@ def train(config: TrainConfig, resume: str | None = None) -> Path:
     state.runtime = meter.runtime()
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        export(accelerator.unwrap_model(model).model, tokenizer, config, examples, accelerator, state)
+        card = export(accelerator.unwrap_model(model).model, tokenizer, config, examples, accelerator, state)
+        if card.before_after:  # what the run changed, in the words of the paper
+            accelerator.print(format_before_after(card.before_after))
     accelerator.wait_for_everyone()
     accelerator.end_training()
     accelerator.print(f"Model saved to {output_dir.resolve()}")
@@ -259,13 +266,17 @@ def evaluate_and_keep_best(accelerator: Accelerator, model, tokenizer, config: T
     metrics = evaluate(accelerator, model, tokenizer, config, eval_dir)
     log.write({"step": step, **metrics})
     if state.best_score is None or metrics["stsb_dev_spearman"] > state.best_score:
-        state.best_step, state.best_score = step, metrics["stsb_dev_spearman"]
+        state.best_step, state.best_score, state.best_metrics = step, metrics["stsb_dev_spearman"], metrics
         if accelerator.is_main_process:
             check_weights(accelerator.unwrap_model(model).model, step, config, Path(config.output_dir))
             save_best_model(accelerator.unwrap_model(model).model, tokenizer, Path(config.output_dir), step)
-    logger.info("update %d: STS-B dev Spearman %.2f (best %.2f at update %d), alignment %.4f, uniformity %.4f",
-                step, metrics["stsb_dev_spearman"], state.best_score, state.best_step, metrics["alignment"],
-                metrics["uniformity"])
+    logger.info("update %d: %s (best STS-B dev %.2f at update %d)", step, format_metrics(metrics), state.best_score,
+                state.best_step)
+
+
+def format_metrics(metrics: dict[str, float]) -> str:
+    return (f"STS-B dev Spearman {metrics['stsb_dev_spearman']:.2f}, alignment {metrics['alignment']:.4f}, "
+            f"uniformity {metrics['uniformity']:.4f}, mean cosine {metrics['mean_cosine']:.4f}")
 
 
 def diverged(what: str, step: int, config: TrainConfig, output_dir: Path) -> TrainingDiverged:
@@ -294,7 +305,7 @@ def check_weights(model: SimCSEModel, step: int, config: TrainConfig, output_dir
 
 
 def export(model: SimCSEModel, tokenizer, config: TrainConfig, examples: Examples, accelerator: Accelerator,
-           state: TrainState) -> None:
+           state: TrainState) -> SimCSEModelCardData:
     """Write the final model (the best one by STS-B dev when evaluating, else the last), its public settings
     (``train_config.yaml``) and its card data and card (``simcse_card.json``, ``README.md``); then remove the
     checkpoints unless ``keep_checkpoints``. Main process only."""
@@ -313,6 +324,7 @@ def export(model: SimCSEModel, tokenizer, config: TrainConfig, examples: Example
     if not config.keep_checkpoints:
         remove_tree(output_dir / "checkpoints")
     logger.info("Saved the model and its card (README.md) to %s", output_dir)
+    return card
 
 
 # ---------------------------------------------------------------------------------------------------- one step
@@ -388,7 +400,7 @@ def evaluate(accelerator: Accelerator, model, tokenizer, config: TrainConfig, da
         finally:
             simcse.train()
         metrics = {"stsb_dev_spearman": float(results["tasks"]["STSBenchmark"]["spearman"]),
-                   "alignment": float(results["alignment"]), "uniformity": float(results["uniformity"])}
+                   **{name: float(results[name]) for name in ("alignment", "uniformity", "mean_cosine")}}
     return broadcast_object_list([metrics])[0]
 
 
@@ -548,6 +560,10 @@ def training_card_data(config: TrainConfig, examples: Examples, accelerator: Acc
         "global_steps": state.global_step,
         "best_step": state.best_step,
         "best_stsb_dev_spearman": state.best_score,
+        "before_after": None if state.before is None or state.best_metrics is None else {
+            "pooler": config.pooler_type + (" (MLP in training only)" if config.pooler_type == "cls"
+                                            and config.mlp_only_train else ""),
+            "before": state.before, "after": state.best_metrics},
         "language": "en",
         "license": config.license,
     }

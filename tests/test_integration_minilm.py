@@ -83,3 +83,30 @@ def test_sentence_transformer_trainer_on_snli_triplets(minilm_path, shared_data,
     loaded = SentenceTransformer(str(folder), device="cpu").encode(PROBE, convert_to_tensor=True)
     for got in (remote, loaded):
         assert torch.nn.functional.cosine_similarity(got, expected, dim=-1).min().item() > 0.9999
+
+
+def test_the_quickstart_shows_what_training_changed(minilm_path, shared_data, tmp_path, monkeypatch, capsys):
+    """The main job's setting (the quickstart preset: all-MiniLM-L6-v2's [CLS] vector, the paper's unsupervised
+    recipe), cut to 6 updates: the starting encoder and the trained model are evaluated on STS-B dev, the table is
+    printed and lands in the card data and the card; the [CLS] vector starts anisotropic and training spreads it."""
+    import json
+
+    from accelerate.state import AcceleratorState, GradientState
+
+    from simcse_hub.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    try:
+        assert main(["train", "--preset", "quickstart", "--max-steps", "6", "--eval-steps", "6", "--data-dir",
+                     str(shared_data), "--report-to", "none"]) == 0
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
+        GradientState._reset_state()
+    printed = capsys.readouterr().out
+    assert "What training changed (cls (MLP in training only) pooler" in printed and "Starting encoder" in printed
+    card = json.loads((tmp_path / "outputs" / "quickstart" / "simcse_card.json").read_text())
+    before, after = card["before_after"]["before"], card["before_after"]["after"]
+    assert before["stsb_dev_spearman"] == pytest.approx(79.73, abs=0.1)  # measured: MiniLM's [CLS], untrained
+    assert before["mean_cosine"] > 0.5 and after["uniformity"] < before["uniformity"]
+    assert after["mean_cosine"] < before["mean_cosine"]
+    assert "## What training changed" in (tmp_path / "outputs" / "quickstart" / "README.md").read_text()

@@ -508,7 +508,7 @@ def tiny_sts_dir(tmp_path) -> Path:
 def test_evaluation_during_training_keeps_and_exports_the_best_model(tmp_path, encoder_dir, unsup_file,
                                                                      tiny_sts_dir, monkeypatch):
     real_evaluate = train_module.evaluate
-    scores = iter([50.0, 70.0, 60.0])
+    scores = iter([40.0, 50.0, 70.0, 60.0])  # before the first update, then at updates 2, 4 and 6
     seen = []
 
     def scripted(*args, **kwargs):  # the real evaluation, with the Spearman replaced by a known sequence
@@ -519,12 +519,21 @@ def test_evaluation_during_training_keeps_and_exports_the_best_model(tmp_path, e
     monkeypatch.setattr(train_module, "evaluate", scripted)
     settings = {"data_dir": str(tiny_sts_dir), "eval_steps": 2, "max_steps": 6, "keep_checkpoints": True}
     out = train(make_config(tmp_path / "eval", encoder_dir, unsup_file, **settings))
-    assert len(seen) == 3
-    assert all(-1 <= m["stsb_dev_spearman"] / 100 <= 1 and m["alignment"] >= 0 and m["uniformity"] <= 0 for m in seen)
+    assert len(seen) == 4
+    assert all(-1 <= m["stsb_dev_spearman"] / 100 <= 1 and m["alignment"] >= 0 and m["uniformity"] <= 0
+               and -1 <= m["mean_cosine"] <= 1 for m in seen)
     evaluations = [record for record in read_log(out) if "stsb_dev_spearman" in record]
-    assert [(r["step"], r["stsb_dev_spearman"]) for r in evaluations] == [(2, 50.0), (4, 70.0), (6, 60.0)]
+    assert [(r["step"], r["stsb_dev_spearman"]) for r in evaluations] == [(0, 40.0), (2, 50.0), (4, 70.0), (6, 60.0)]
     summary = card_data(out)
     assert (summary["best_step"], summary["best_stsb_dev_spearman"]) == (4, 70.0)
+    # What training changed: the starting encoder (update 0) against the exported model (the best, update 4).
+    before_after = summary["before_after"]
+    assert before_after["pooler"] == "avg"
+    assert before_after["before"] == {**seen[0], "stsb_dev_spearman": 40.0}
+    assert before_after["after"] == {**seen[2], "stsb_dev_spearman": 70.0}
+    readme = (out / "README.md").read_text()
+    assert "## What training changed" in readme and "| Starting encoder | 40.00 |" in readme
+    assert "| Trained model | 70.00 |" in readme
     best = out / "checkpoints" / "best-model"
     assert json.loads((best / "best_step.json").read_text()) == {"step": 4}
     exported = weights(out)
