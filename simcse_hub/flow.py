@@ -367,20 +367,12 @@ class Flow:
 
         >>> flow = Flow.load("outputs/my-simcse")  # doctest: +SKIP
         """
-        from safetensors import SafetensorError, safe_open
-        from safetensors.torch import load_file
+        from simcse_hub.whitening import read_tensor_file
 
-        path = Path(folder)
-        if path.is_dir() or path.name != FLOW_FILE:
-            path = path / FLOW_FILE
-        if not path.is_file():
+        found = read_tensor_file(folder, FLOW_FILE, "pt")
+        if found is None:
             return None
-        try:
-            tensors = load_file(str(path))
-            with safe_open(str(path), framework="pt") as handle:
-                metadata = handle.metadata() or {}
-        except (SafetensorError, OSError) as error:
-            raise ValueError(f"{path}: not a readable safetensors file ({error}).") from error
+        path, tensors, metadata = found
         if metadata.get("method") != METHOD:
             raise ValueError(f"{path}: metadata 'method' is {metadata.get('method')!r}, not {METHOD!r}; this is not a "
                              "file written by Flow.save.")

@@ -190,20 +190,10 @@ class Whitening:
 
         >>> whitening = Whitening.load("outputs/my-simcse")  # doctest: +SKIP
         """
-        from safetensors import SafetensorError, safe_open
-        from safetensors.numpy import load_file
-
-        path = Path(folder)
-        if path.is_dir() or path.name != WHITENING_FILE:
-            path = path / WHITENING_FILE
-        if not path.is_file():
+        found = read_tensor_file(folder, WHITENING_FILE, "np")
+        if found is None:
             return None
-        try:
-            tensors = load_file(str(path))
-            with safe_open(str(path), framework="np") as handle:
-                metadata = handle.metadata() or {}
-        except (SafetensorError, OSError) as error:
-            raise ValueError(f"{path}: not a readable safetensors file ({error}).") from error
+        path, tensors, metadata = found
         if set(tensors) != {"mean", "W"}:
             raise ValueError(
                 f"{path}: expected exactly the tensors 'mean' (1, dim) and 'W' (dim, k); found {sorted(tensors)}."
@@ -217,6 +207,26 @@ class Whitening:
         if not self.is_fitted:
             return "Whitening(not fitted)"
         return f"Whitening(dim={self.dim}, k={self.k}, corpus={self.corpus!r})"
+
+
+def read_tensor_file(folder: str | os.PathLike, filename: str, framework: str) -> tuple[Path, dict, dict] | None:
+    """``(path, tensors, metadata)`` of the safetensors file ``filename`` in ``folder`` (or ``folder`` itself when it
+    is that file), ``None`` when it is absent; `ValueError` naming the file when it cannot be read. ``framework`` is
+    ``"np"`` or ``"pt"``. Shared by the post-processings saved beside a model (whitening, flow)."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(folder)
+    if path.is_dir() or path.name != filename:
+        path = path / filename
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), framework=framework) as handle:
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
+            metadata = handle.metadata() or {}
+    except (SafetensorError, OSError) as error:
+        raise ValueError(f"{path}: not a readable safetensors file ({error}).") from error
+    return path, tensors, metadata
 
 
 def read_corpus(path: str | os.PathLike, max_sentences: int | None = None) -> list[str]:
@@ -283,4 +293,4 @@ def fit_whitening(
     return Whitening().fit(embed(encode_fn, sentences), k=k, corpus=corpus)
 
 
-__all__ = ["WHITENING_FILE", "Whitening", "fit_whitening", "read_corpus"]
+__all__ = ["WHITENING_FILE", "Whitening", "fit_whitening", "read_corpus", "read_tensor_file"]

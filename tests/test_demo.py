@@ -72,7 +72,7 @@ PAIRS = [
 def test_endpoints_are_named(served):
     _, client, _ = served
     endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
-    assert {"/similarity", "/matrix", "/search"} <= set(endpoints)
+    assert {"/similarity", "/matrix", "/search", "/space"} <= set(endpoints)
 
 
 def test_similarity_endpoint_equals_the_tool(served):
@@ -97,6 +97,20 @@ def test_matrix_endpoint_equals_the_tool(served, sentences):
     values = np.array([row[1:] for row in table["data"]], dtype=np.float64)
     assert values.shape == (5, 5) and np.abs(values - expected).max() <= SHOWN
     assert plot["type"] == "matplotlib" and plot["plot"].startswith("data:image/")
+
+
+def test_space_endpoint_shows_paraphrases_against_random_pairs(served):
+    app, client, tool = served
+    plot, text = client.predict(api_name="/space")
+    assert plot["type"] == "matplotlib" and plot["plot"].startswith("data:image/")
+    pairs = app.read_pairs()
+    assert len(pairs) == 40 and all(len(pair) == 2 and all(pair) for pair in pairs)
+    firsts, seconds = [a for a, _ in pairs], [b for _, b in pairs]
+    paraphrase = np.diag(tool.similarity(firsts, seconds))  # (40,)
+    random = np.diag(tool.similarity(firsts, [*seconds[20:], *seconds[:20]]))  # each with line i + 20's paraphrase
+    assert f"mean cosine **{paraphrase.mean():.3f}**" in text and f"mean cosine **{random.mean():.3f}**" in text
+    a, b = tool.encode(firsts, return_numpy=True), tool.encode(seconds, return_numpy=True)
+    assert f"Alignment {np.mean(np.sum((a - b) ** 2, axis=1)):.4f}" in text
 
 
 def test_search_endpoint_equals_the_tool(served, sentences):

@@ -108,3 +108,32 @@ def test_score_on_the_page_equals_simcse_similarity(server, tmp_path):
     assert screenshot.stat().st_size > 10_000
     if os.environ.get("SIMCSE_SCREENSHOT_COPY"):
         shutil.copyfile(screenshot, os.environ["SIMCSE_SCREENSHOT_COPY"])
+
+
+def test_the_embedding_space_tab_renders(server, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    url, model = server
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            page.goto(url, wait_until="domcontentloaded", timeout=60_000)
+            page.get_by_role("tab", name="Embedding space").click(timeout=60_000)
+            page.locator("#space-button").click()
+            page.wait_for_function(
+                "() => { const t = document.querySelector('#space-text'); return t && t.innerText.includes("
+                "'paraphrase pairs'); }", timeout=120_000)
+            page.locator("#space-plot img").wait_for(timeout=60_000)
+            text = page.locator("#space-text").inner_text()
+            page.wait_for_timeout(300)
+            screenshot = tmp_path / "demo_space.png"
+            page.screenshot(path=str(screenshot), full_page=True)
+            image = page.locator("#space-plot img")
+            width = image.evaluate("element => element.naturalWidth")
+        finally:
+            browser.close()
+    assert "40 paraphrase pairs" in text and "Alignment" in text and "uniformity" in text
+    assert width > 300 and screenshot.stat().st_size > 20_000  # the histogram is drawn
+    if os.environ.get("SIMCSE_SCREENSHOT_COPY"):
+        shutil.copyfile(screenshot, os.environ["SIMCSE_SCREENSHOT_COPY"].replace(".png", "-space.png"))
