@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import shutil
 from pathlib import Path
@@ -162,6 +163,10 @@ def test_bad_input_ends_in_one_clear_line(world, case, command, argv, expected, 
     assert lines[0].startswith(f"simcse-hub {shown}: error: "), lines[0]
     assert expected in lines[0], lines[0]
     assert snapshot(tmp_path / "run") == before  # the finished run is exactly as it was
+    if os.environ.get("SIMCSE_BAD_INPUTS_TABLE"):  # collect (case, input, message) for a report
+        with open(os.environ["SIMCSE_BAD_INPUTS_TABLE"], "a", encoding="utf-8") as table:
+            shown_argv = " ".join(argv).replace(str(world["root"]), "…").replace(str(world["encoder"]), "ENCODER")
+            table.write(json.dumps({"case": case, "command": shown, "input": shown_argv, "message": lines[0]}) + "\n")
 
 
 def test_the_table_covers_every_command_and_thirty_kinds():

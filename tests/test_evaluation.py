@@ -185,7 +185,7 @@ def test_results_keys_and_json_round_trip(sts_dir, tmp_path):
     results = evaluate_sts(AngleEncoder(angles), tasks=["STS13", "STSBenchmark"], data_dir=folder,
                            model_name="hand-made")
     assert set(results) == {"model", "setting", "split", "tasks", "average", "missing", "alignment", "uniformity",
-                            "whitening"}
+                            "mean_cosine", "whitening", "flow"}
     assert results["model"] == "hand-made" and results["alignment"] is None and results["whitening"] is None
     path = save_results(results, tmp_path / "out" / "results.json")
     assert json.loads(path.read_text()) == json.loads(json.dumps(results))

@@ -44,7 +44,7 @@ from simcse_hub.train_config import (
 
 CARD_KEYS = {"base_model", "base_model_name", "objective", "datasets", "hyperparameters", "hardware",
              "train_runtime_seconds", "global_steps", "best_step", "best_stsb_dev_spearman", "language", "license",
-             "peak_memory", "evaluations"}
+             "peak_memory", "evaluations", "before_after"}
 
 
 def card_data(folder: Path) -> dict:
