@@ -113,8 +113,7 @@ def looked_up_once(lookup: nn.Module | None, calls: Sequence[torch.Tensor]) -> I
     Every call returns what it would have returned (the same rows of the same weight): the difference is in the
     backward pass, where the weight's gradient is formed once, from one lookup, instead of once per call: one
     zero-filled ``(vocab, hidden)`` tensor (47 MB for all-MiniLM-L6-v2) and no sums of them, instead of one per length
-    bucket (on 2 CPU cores a training step 1.02-1.08x as fast in an A/B on one model, 0.97-1.10x in
-    ``bench_step.py``, where supervised batches are within its noise; benchmarks/README.md). The layer's own lookup
+    bucket (what that buys is measured in ``benchmarks/bench_step.py``). The layer's own lookup
     still runs in each call (a gather of the call's rows) and its result is dropped. Layers whose gradient depends on
     the call (``scale_grad_by_freq``) or that change their weight (``max_norm``) are left alone. Yields whether it
     applies.

@@ -2,9 +2,9 @@
 
 SimCSE's positives *are* dropout: every layer of the encoder draws a mask for every activation of both copies of a
 sentence, and one for its attention weights. On a CPU, torch's dropout draws one 32-bit random number (from its
-Mersenne Twister) per activation and turns it into a float before comparing; in a MiniLM training step that was about
-10% of the time. Here each 64-bit draw of the same generator gives four 16-bit numbers, compared as integers:
-Bernoulli masks of the same distribution, 1.4-1.8x as fast as ``F.dropout`` on one activation tensor of MiniLM.
+Mersenne Twister) per activation and turns it into a float before comparing, a noticeable share of a training step.
+Here each 64-bit draw of the same generator gives four 16-bit numbers, compared as integers: Bernoulli masks of the
+same distribution from a quarter of the draws (benchmarks/README.md has the measured speed).
 
 * :func:`use_fast_dropout` replaces the encoder's ``nn.Dropout`` layers (embeddings, attention output, feed-forward
   output) by :class:`FastDropout`;
