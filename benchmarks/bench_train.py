@@ -49,8 +49,7 @@ def _score(folder: Path, args: argparse.Namespace) -> dict[str, float]:
 
     scores = {}
     for split in ("dev", "test"):  # every sentence of a split in one call, batched by encode
-        result = evaluate_sts(encode, tasks=["STSBenchmark"], data_dir=args.data_dir, split=split,
-                              batch_size=100_000, show_progress_bar=False)
+        result = evaluate_sts(encode, tasks=["STSBenchmark"], data_dir=args.data_dir, split=split)
         scores[f"stsb_{split}"] = float(result["tasks"]["STSBenchmark"]["spearman"])
     return scores
 
