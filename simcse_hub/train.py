@@ -98,26 +98,12 @@ def train(config: TrainConfig, resume: str | None = None) -> Path:
     checkpoint = output.checkpoint_to_resume(config, resume)
     set_seed(config.seed)
 
-    # ---- model and data: tokenized once; each process takes batch_size / num_processes examples per batch
+    # ---- model and data (tokenized once); optimizer and schedule; what is prepared (and under DDP wrapped) is the
+    # whole forward of a step
     model = load_encoder(config)
     tokenizer = model.tokenizer
-    with accelerator.main_process_first():
-        examples = load_examples(config)
-    dataset = TokenizedDataset(examples, tokenizer, config.max_seq_length)
-    collator = SimCSECollator(tokenizer.pad_token_id, token_type_ids="token_type_ids" in tokenizer.model_input_names)
-    train_dataloader = DataLoader(
-        dataset,
-        batch_size=config.batch_size // accelerator.num_processes,
-        shuffle=True,
-        collate_fn=collator,
-        generator=torch.Generator().manual_seed(config.seed),  # keeps the global RNG (dropout) out of data loading
-    )
-    logger.info("%d %s examples from %s (%d skipped: empty sentence)", len(dataset),
-                "supervised" if examples.supervised else "unsupervised", public_name(examples.source),
-                examples.skipped)
+    examples, train_dataloader = load_data(config, tokenizer, accelerator)
     evaluating, eval_dir = find_eval_data(config, accelerator) if config.eval_steps else (False, None)
-
-    # ---- optimizer and schedule; what is prepared (and under DDP wrapped) is the whole forward of a step
     optimizer = make_optimizer(model, config, accelerator)
     updates_per_epoch = math.ceil(math.ceil(len(train_dataloader) / accelerator.num_processes)
                                   / config.gradient_accumulation_steps)
@@ -170,10 +156,7 @@ def train(config: TrainConfig, resume: str | None = None) -> Path:
                 if not math.isfinite(update_loss):
                     raise diverged(f"the loss is {update_loss}", step, config, output_dir)
                 if log is None:
-                    log = open_output(output, accelerator, config, resuming=checkpoint is not None,
-                                      truncate_after=step - 1)
-                    if state.before is not None and checkpoint is None:
-                        log.write({"step": 0, **state.before})
+                    log = open_output(output, accelerator, config, state, resuming=checkpoint is not None)
                 progress.update(1)
 
                 if step % config.logging_steps == 0 or done:
@@ -250,11 +233,14 @@ class Meter:
         return self.runtime_before + time.perf_counter() - self.session_start
 
 
-def open_output(output: OutputFolder, accelerator: Accelerator, config: TrainConfig, resuming: bool,
-                truncate_after: int) -> TrainingLog:
-    """Claim the output folder (the first update has succeeded), then open the log and the trackers."""
+def open_output(output: OutputFolder, accelerator: Accelerator, config: TrainConfig, state: TrainState,
+                resuming: bool) -> TrainingLog:
+    """Claim the output folder (the first update of this session has succeeded), then open the log (with the
+    starting encoder's evaluation as update 0 of a fresh run) and the trackers."""
     output.claim(accelerator, resuming)
-    log = TrainingLog(output.path / LOG_FILE, accelerator, truncate_after=truncate_after)
+    log = TrainingLog(output.path / LOG_FILE, accelerator, truncate_after=state.global_step - 1)
+    if state.before is not None and not resuming:
+        log.write({"step": 0, **state.before})
     accelerator.init_trackers("simcse", config=tracker_config(config))
     return log
 
@@ -491,6 +477,21 @@ def load_encoder(config: TrainConfig) -> SimCSEModel:
     if config.pooler_type != "cls":
         model.mlp.requires_grad_(False)  # the MLP head is used by the cls pooler only
     return model
+
+
+def load_data(config: TrainConfig, tokenizer, accelerator: Accelerator) -> tuple[Examples, DataLoader]:
+    """The examples, tokenized once, and their shuffled loader: each process takes ``batch_size / num_processes``
+    examples per batch, in an order of its own seed (the global RNG, which draws dropout, is kept out of it)."""
+    with accelerator.main_process_first():
+        examples = load_examples(config)
+    dataset = TokenizedDataset(examples, tokenizer, config.max_seq_length)
+    collator = SimCSECollator(tokenizer.pad_token_id, token_type_ids="token_type_ids" in tokenizer.model_input_names)
+    loader = DataLoader(dataset, batch_size=config.batch_size // accelerator.num_processes, shuffle=True,
+                        collate_fn=collator, generator=torch.Generator().manual_seed(config.seed))
+    logger.info("%d %s examples from %s (%d skipped: empty sentence)", len(dataset),
+                "supervised" if examples.supervised else "unsupervised", public_name(examples.source),
+                examples.skipped)
+    return examples, loader
 
 
 def make_optimizer(model: SimCSEModel, config: TrainConfig, accelerator: Accelerator) -> torch.optim.Optimizer:
