@@ -16,8 +16,9 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from simcse_hub.evaluation import DISPLAY_NAMES, EncodeFn, embed, evaluate_model, memoized
+from simcse_hub.evaluation import EncodeFn, embed, evaluate_model, memoized
 from simcse_hub.loading import public_model_name
+from simcse_hub.sts_data import DISPLAY_NAMES
 
 logger = logging.getLogger(__name__)
 

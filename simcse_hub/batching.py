@@ -4,6 +4,10 @@ A contrastive batch must keep its (random) composition, since its sentences are 
 not go through the encoder as one padded tensor. :func:`length_buckets` splits its sequences into a few groups of
 similar length, each padded only to its own longest; the embeddings, the loss and the gradient are those of the
 whole batch. :class:`TrainingForward` is that forward pass (with the MLM loss) as one module, what Accelerate prepares.
+
+The batches themselves: every sentence is tokenized once (:class:`TokenizedDataset`, token ids in one flat
+``int32`` array); :class:`SimCSECollator` pads each batch to its longest sentence (an unsupervised sentence's ids are
+put twice in the batch, never re-tokenized); :func:`mask_tokens` makes the MLM inputs of a batch.
 """
 
 from __future__ import annotations
@@ -11,12 +15,18 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
 
 from simcse_hub.dropout import attention_with_fast_dropout, use_fast_dropout
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+    from simcse_hub.data import Examples
 
 logger = logging.getLogger(__name__)
 
@@ -218,4 +228,129 @@ class TrainingForward(nn.Module):
             return embeddings, self.model.mlm_loss(mlm_input_ids, mlm_labels, attention_mask) * masked
 
 
-__all__ = ["TrainingForward", "bucketed", "length_buckets", "looked_up_once"]
+# ---------------------------------------------------------------------------------------------------- the batches of a run
+
+
+class TokenizedDataset(torch.utils.data.Dataset):
+    """Examples tokenized once: the ids of every column in one flat ``int32`` array, with offsets.
+
+    Item ``i`` is a tuple of 1-3 ``np.ndarray`` of token ids (special tokens included, truncated to
+    ``max_seq_length``).
+
+    Args:
+        examples (`Examples`): the text examples.
+        tokenizer (`PreTrainedTokenizerBase`): the encoder's tokenizer.
+        max_seq_length (`int`, *optional*, defaults to 32): truncation length (SimCSE trains on 32 tokens).
+        chunk_size (`int`, *optional*, defaults to 10000): sentences per call of the (fast) tokenizer.
+
+    >>> dataset = TokenizedDataset(read_examples("sentences.txt"), tokenizer, max_seq_length=32)  # doctest: +SKIP
+    >>> dataset[0]  # doctest: +SKIP
+    (array([ 101, 1037, 2158, 2003, 2652, 1037, 2858, 1012,  102], dtype=int32),)
+    """
+
+    def __init__(
+        self,
+        examples: Examples,
+        tokenizer: PreTrainedTokenizerBase,
+        max_seq_length: int = 32,
+        chunk_size: int = 10_000,
+    ) -> None:
+        self.examples = examples
+        self.num_columns = len(examples.columns)
+        self.ids: list[np.ndarray] = []
+        self.offsets: list[np.ndarray] = []
+        for column in range(self.num_columns):
+            pieces, lengths = [], []
+            for start in range(0, len(examples.rows), chunk_size):
+                texts = [row[column] for row in examples.rows[start : start + chunk_size]]
+                encoded = tokenizer(texts, add_special_tokens=True, truncation=True, max_length=max_seq_length)
+                for ids in encoded["input_ids"]:
+                    pieces.append(np.asarray(ids, dtype=np.int32))
+                    lengths.append(len(ids))
+            self.ids.append(np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int32))
+            self.offsets.append(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64))
+
+    def __len__(self) -> int:
+        return len(self.examples.rows)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, ...]:
+        return tuple(ids[offsets[index] : offsets[index + 1]] for ids, offsets in zip(self.ids, self.offsets))
+
+
+class SimCSECollator:
+    """Pad a list of tokenized examples into grouped tensors of shape ``(batch, num_sent, seq_len)``.
+
+    One column (unsupervised) gives ``num_sent=2``: the same ids twice, so the two copies differ only by dropout.
+    Two or three columns give anchor, positive[, hard negative]. Padding is dynamic (to the longest sentence of the
+    batch) and on the right.
+
+    Args:
+        pad_token_id (`int`): the tokenizer's padding id.
+        token_type_ids (`bool`, *optional*, defaults to `False`): also return zero ``token_type_ids`` (BERT-style
+            encoders that read them).
+
+    >>> collate = SimCSECollator(pad_token_id=0)
+    >>> batch = collate([(np.array([101, 7, 102]),), (np.array([101, 102]),)])
+    >>> batch["input_ids"].shape
+    torch.Size([2, 2, 3])
+    """
+
+    def __init__(self, pad_token_id: int, token_type_ids: bool = False) -> None:
+        self.pad_token_id = pad_token_id
+        self.token_type_ids = token_type_ids
+
+    def __call__(self, features: Sequence[tuple[np.ndarray, ...]]) -> dict[str, torch.Tensor]:
+        groups = [feature * 2 if len(feature) == 1 else feature for feature in features]
+        batch_size, num_sent = len(groups), len(groups[0])
+        seq_len = max(len(ids) for group in groups for ids in group)
+        input_ids = torch.full((batch_size, num_sent, seq_len), self.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((batch_size, num_sent, seq_len), dtype=torch.long)
+        for i, group in enumerate(groups):
+            for j, ids in enumerate(group):
+                input_ids[i, j, : len(ids)] = torch.from_numpy(ids.astype(np.int64))
+                attention_mask[i, j, : len(ids)] = 1
+        batch = {"input_ids": input_ids, "attention_mask": attention_mask}  # (batch, num_sent, seq_len)
+        if self.token_type_ids:
+            batch["token_type_ids"] = torch.zeros_like(input_ids)
+        return batch
+
+
+def mask_tokens(
+    input_ids: torch.Tensor,
+    tokenizer: PreTrainedTokenizerBase,
+    mlm_probability: float = 0.15,
+    attention_mask: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """BERT's masking for the auxiliary MLM loss: ``mlm_probability`` of the real tokens are chosen; of those 80%
+    become the mask token, 10% a random token, 10% stay. Draws from the global torch RNG (so a resumed run replays
+    it exactly).
+
+    Args:
+        input_ids (`torch.LongTensor` of any shape ending in seq_len): token ids (not modified).
+        tokenizer (`PreTrainedTokenizerBase`): gives the mask token, the special tokens and the vocabulary size.
+        mlm_probability (`float`, *optional*, defaults to 0.15): share of tokens chosen.
+        attention_mask (`torch.LongTensor`, *optional*): padding positions (0) are never chosen.
+
+    Returns:
+        `tuple(torch.LongTensor, torch.LongTensor)`: the masked ids and the labels (-100 where not chosen).
+
+    >>> masked, labels = mask_tokens(batch["input_ids"], tokenizer)  # doctest: +SKIP
+    """
+    if tokenizer.mask_token_id is None:
+        raise ValueError(f"do_mlm=True needs a tokenizer with a mask token; {type(tokenizer).__name__} has none.")
+    labels = input_ids.clone()
+    special = torch.isin(input_ids, torch.tensor(tokenizer.all_special_ids, device=input_ids.device))
+    if attention_mask is not None:
+        special |= attention_mask == 0
+    chosen = torch.bernoulli(torch.full(input_ids.shape, mlm_probability, device=input_ids.device)).bool() & ~special
+    labels[~chosen] = -100
+    masked = input_ids.clone()
+    replaced = torch.bernoulli(torch.full(input_ids.shape, 0.8, device=input_ids.device)).bool() & chosen
+    masked[replaced] = tokenizer.mask_token_id
+    randomized = torch.bernoulli(torch.full(input_ids.shape, 0.5, device=input_ids.device)).bool() & chosen & ~replaced
+    masked[randomized] = torch.randint(len(tokenizer), input_ids.shape, device=input_ids.device)[randomized]
+    return masked, labels
+
+
+__all__ = ["SimCSECollator", "TokenizedDataset", "TrainingForward", "bucketed", "length_buckets", "looked_up_once",
+           "mask_tokens"]

@@ -28,16 +28,23 @@ import logging
 import math
 import os
 import shutil
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import torch
 import yaml
 from accelerate import Accelerator
 
+from simcse_hub.card_values import format_memory, hub_id
 from simcse_hub.export import save_model
+from simcse_hub.loading import public_model_name
+
+if TYPE_CHECKING:
+    from simcse_hub.data import Examples
 from simcse_hub.train_config import RESUMABLE_CHANGES, ConfigError, TrainConfig
 
 logger = logging.getLogger(__name__)
@@ -342,3 +349,52 @@ __all__ = [
     "save_checkpoint",
     "without_mlm_head",
 ]
+
+
+# ------------------------------------------------------------------------------------------------ what a run records
+
+
+def training_card_data(config: TrainConfig, examples: Examples, accelerator: Accelerator, state: TrainState) -> dict:
+    """What the model card records of this run (the training fields of ``simcse_card.json``): public names only."""
+    if config.train_file is not None:
+        name = Path(config.train_file.removeprefix("package:")).name.removesuffix(".gz").rsplit(".", 1)[0]
+        dataset = {"name": name, "hub_id": None, "examples": len(examples.rows)}
+    else:
+        files = config.dataset_data_files
+        name = Path(files).name.rsplit(".", 1)[0] if files else config.dataset_name
+        dataset = {"name": name, "hub_id": hub_id(config.dataset_name), "examples": len(examples.rows)}
+    device = torch.cuda.get_device_name(accelerator.device) if accelerator.device.type == "cuda" else "CPU"
+    precision = "fp32" if accelerator.mixed_precision == "no" else accelerator.mixed_precision
+    hyperparameters = config.public_dict()
+    if config.mixed_precision == "auto":  # what "auto" chose on this machine
+        hyperparameters["mixed_precision"] = f"auto ({precision})"
+    base_model = public_model_name(config.model_name_or_path)
+    return {
+        "base_model": hub_id(base_model),
+        "base_model_name": base_model,
+        "objective": "supervised" if examples.supervised else "unsupervised",
+        "datasets": [dataset],
+        "hyperparameters": hyperparameters,
+        "hardware": f"{accelerator.num_processes} x {device} ({precision})",
+        "train_runtime_seconds": round(state.runtime, 2),
+        "peak_memory": format_memory(**peak_memory(accelerator.device)),
+        "global_steps": state.global_step,
+        "best_step": state.best_step,
+        "best_stsb_dev_spearman": state.best_score,
+        "before_after": None if state.before is None or state.best_metrics is None else {
+            "pooler": config.pooler_type + (" (MLP in training only)" if config.pooler_type == "cls"
+                                            and config.mlp_only_train else ""),
+            "before": state.before, "after": state.best_metrics},
+        "language": "en",
+        "license": config.license,
+    }
+
+
+def peak_memory(device: torch.device) -> dict[str, int | str]:
+    """This process's peak memory so far: the accelerator's allocated memory on a GPU, else the resident set size."""
+    if device.type == "cuda":
+        return {"size": int(torch.cuda.max_memory_allocated(device)), "kind": "GPU memory allocated by torch"}
+    import resource
+
+    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+    return {"size": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale, "kind": "process resident memory"}

@@ -1,4 +1,4 @@
-"""The ``simcse-hub`` command line: ``train | evaluate | encode | info | card | push | push-space | demo``.
+"""The ``simcse-hub`` command line: train, tune, evaluate, encode, mine, info, card, push, push-space, demo.
 
 Each sub-command is a ``(help, declare arguments, run)`` entry of :data:`COMMANDS`; the work itself lives in the
 library modules, imported only by the command that needs them (``simcse-hub --version`` and ``--help`` import
@@ -16,63 +16,19 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 from simcse_hub import __version__
+from simcse_hub.cli_common import (
+    POOLERS,
+    CLIError,
+    load_tool,
+    model_options,
+    one_line,
+    writable_file,
+)
+from simcse_hub.cli_evaluate import evaluate_arguments, run_evaluate
 
 logger = logging.getLogger("simcse_hub")
-
-POOLERS = "cls, cls_before_pooler, avg, avg_top2, avg_first_last"
-
-
-class CLIError(Exception):
-    """An error the user can fix; printed on one line without a traceback, exit status 2."""
-
-
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split()) or type(error).__name__
-
-
-def _model_options(parser: argparse.ArgumentParser, batch_size: int, what: str = "model") -> None:
-    """The options of every command that encodes with ``simcse_hub.SimCSE``."""
-    parser.add_argument("--pooler", help=f"pooler of a plain encoder, or an override of the {what}'s: {POOLERS}")
-    parser.add_argument("--max-length", type=int, help="truncate sentences to this many tokens (default: the "
-                        "model's maximum)")
-    parser.add_argument("--batch-size", type=int, default=batch_size, help=f"sentences per forward pass (default: "
-                        f"{batch_size})")
-    parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
-
-
-def _load_tool(name: str, args: argparse.Namespace) -> Any:
-    """``SimCSE(name)`` with the command's options; `CLIError` naming the model when it cannot be loaded."""
-    from simcse_hub.loading import ModelNotFoundError, resolve_model
-
-    if args.batch_size is not None and args.batch_size < 1:
-        raise CLIError(f"--batch-size {args.batch_size}: expected an integer >= 1.")
-    try:
-        resolve_model(name)  # a typo of a path is answered at once, before torch is imported
-    except ModelNotFoundError as error:
-        raise CLIError(_one_line(error)) from None
-    from simcse_hub.tool import SimCSE
-
-    try:
-        return SimCSE(name, device=args.device, pooler=args.pooler, max_length=args.max_length)
-    except (OSError, ValueError, RuntimeError) as error:
-        raise CLIError(f"cannot load {name!r}: {_one_line(error)}") from None
-
-
-def _writable_file(path: str | None, option: str, suffixes: tuple[str, ...] | None = None) -> None:
-    """Check an output file before any work: its suffix, and a folder that exists to hold it."""
-    if path is None:
-        return
-    if suffixes is not None and Path(path).suffix not in suffixes:
-        raise CLIError(f"{option} {path!r}: expected a file name ending in {' or '.join(suffixes)}.")
-    parent = Path(path).expanduser().parent
-    if not parent.is_dir():
-        raise CLIError(f"{option} {path!r}: the folder {str(parent)!r} does not exist; create it first.")
-    if Path(path).is_dir():
-        raise CLIError(f"{option} {path!r} is a folder; expected a file name.")
-
 
 # ---------------------------------------------------------------------------------------------------- info
 
@@ -89,7 +45,7 @@ def _run_info(args: argparse.Namespace) -> int:
     try:
         config = AutoConfig.from_pretrained(resolve_model(args.model))
     except (OSError, ValueError) as error:
-        raise CLIError(f"cannot read the configuration of {args.model!r}: {_one_line(error)}") from None
+        raise CLIError(f"cannot read the configuration of {args.model!r}: {one_line(error)}") from None
     if getattr(config, "model_type", None) != "simcse":
         raise CLIError(f"{args.model!r} is a {config.model_type!r} model, not a SimCSE model; wrap it with "
                        "SimCSEModel.from_encoder(...) or evaluate it with --pooler.")
@@ -131,205 +87,6 @@ def _run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-# ---------------------------------------------------------------------------------------------------- evaluate
-
-
-def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("models", nargs="+", metavar="MODEL", help="a model folder or Hub id (several allowed)")
-    parser.add_argument("--tasks", nargs="+", metavar="TASK", help="SentEval task names, space- or comma-separated "
-                        "(default: STS12 STS13 STS14 STS15 STS16 STSBenchmark SICKRelatedness)")
-    parser.add_argument("--data-dir", help="folder with stsb/, sickr/, sts12/ ... (default: $SIMCSE_DATA_DIR, else "
-                        "../shared/data from here or beside the checkout, else the Hub only)")
-    parser.add_argument("--setting", choices=("all", "mean", "wmean"), default="all", help="how STS12-16 combine "
-                        "their sub-tasks (default: all, the SimCSE paper's)")
-    parser.add_argument("--split", choices=("test", "dev"), default="test", help="STS-B / SICK-R split (default: "
-                        "test; STS12-16 have only test)")
-    _model_options(parser, batch_size=128)
-    parser.add_argument("--whiten", metavar="CORPUS_FILE", help="fit BERT-whitening on this corpus (one sentence "
-                        "per line, or an STS .tsv[.gz]) and evaluate the whitened embeddings")
-    parser.add_argument("--whiten-k", type=int, metavar="K", help="keep K whitened dimensions (default: all)")
-    parser.add_argument("--save-whitening", action="store_true", help="write whitening.safetensors into the model "
-                        "folder, so SimCSE(MODEL) applies it at encode time")
-    parser.add_argument("--flow", metavar="CORPUS_FILE", help="fit BERT-flow (a normalizing flow to a Gaussian) on "
-                        "this corpus and evaluate the flowed embeddings")
-    parser.add_argument("--save-flow", action="store_true", help="write flow.safetensors into the model folder, so "
-                        "SimCSE(MODEL) applies it at encode time")
-    parser.add_argument("--compare", metavar="CORPUS_FILE", help="the comparison table: each MODEL as it is and, "
-                        "unless it is a SimCSE model, + whitening (all dimensions and --whiten-k, default 256 or half "
-                        "the dimension) and + BERT-flow, fitted on this corpus")
-    parser.add_argument("--corpus-max-sentences", "--whiten-max-sentences", type=int, metavar="N",
-                        dest="corpus_max_sentences", help="fit on the first N distinct corpus sentences only")
-    parser.add_argument("--no-alignment-uniformity", action="store_true", help="skip alignment and uniformity")
-    parser.add_argument("--out", help="also write the results as JSON (one object, or a list for several models)")
-    parser.add_argument("--plot", metavar="PNG", help="write the alignment-uniformity figure of the MODELs")
-
-
-def _run_evaluate(args: argparse.Namespace) -> int:
-    from simcse_hub.evaluation import (
-        canonical_task,
-        evaluate_model,
-        format_results_table,
-        results_to_markdown,
-        save_results,
-    )
-    from simcse_hub.sts_data import STSDataError
-
-    try:
-        tasks = [canonical_task(t) for item in args.tasks for t in item.split(",") if t] if args.tasks else None
-    except ValueError as error:
-        raise CLIError(f"--tasks: {error}") from None
-    corpus_file = args.whiten or args.flow or args.compare
-    if sum(bool(option) for option in (args.whiten, args.flow, args.compare)) > 1:
-        raise CLIError("--whiten, --flow and --compare each fit on a corpus; pass one of them.")
-    if args.save_whitening and not args.whiten or args.save_flow and not args.flow:
-        raise CLIError("--save-whitening needs --whiten CORPUS_FILE, and --save-flow needs --flow CORPUS_FILE.")
-    if (args.whiten_k is not None and not (args.whiten or args.compare)) or (args.corpus_max_sentences
-                                                                               and not corpus_file):
-        raise CLIError("--whiten-k needs --whiten or --compare, and --corpus-max-sentences a corpus (--whiten, "
-                       "--flow or --compare CORPUS_FILE).")
-    if args.plot and args.no_alignment_uniformity:
-        raise CLIError("--plot needs alignment and uniformity; drop --no-alignment-uniformity.")
-    if (args.save_whitening or args.save_flow) and not all(Path(model).is_dir() for model in args.models):
-        raise CLIError("--save-whitening and --save-flow write into the model folder: every MODEL must be a local "
-                       "folder.")
-    if args.data_dir is not None and not Path(args.data_dir).is_dir():
-        raise CLIError(f"--data-dir {args.data_dir!r} is not a folder (expected the layout stsb/, sickr/, sts12/ ... "
-                       "of ../shared/data).")
-    _writable_file(args.out, "--out", (".json",))
-    _writable_file(args.plot, "--plot", (".png",))
-    corpus = _read_corpus(corpus_file, args) if corpus_file else None
-    settings = {"tasks": tasks, "data_dir": args.data_dir, "setting": args.setting, "split": args.split,
-                "alignment_uniformity": not args.no_alignment_uniformity}
-    all_results = []
-    for name in args.models:
-        model = _load_tool(name, args)
-        fitted = _fit_postprocessing(model, name, corpus, args) if corpus is not None and not args.compare else None
-
-        def encode_fn(sentences: list[str], model: Any = model):
-            return model.encode(sentences, batch_size=args.batch_size, normalize_to_unit=False, return_numpy=True,
-                                show_progress_bar=True)
-
-        try:
-            if args.compare and model.kind != "simcse":
-                from simcse_hub.baselines import compare_postprocessing
-
-                rows = compare_postprocessing(encode_fn, name, corpus, Path(corpus_file).name,
-                                              whiten_k=args.whiten_k, **settings)
-            else:
-                rows = [evaluate_model(encode_fn, name, **settings)]
-        except (OSError, STSDataError) as error:
-            raise CLIError(_one_line(error)) from None
-        for results in rows:
-            for kind in ("whitening", "flow"):
-                results[kind] = results.get(kind) or (fitted or {}).get(kind) or _saved_postprocessing(model, kind)
-            if not results["tasks"]:
-                raise CLIError(f"no STS task could be evaluated for {name}: "
-                               + "; ".join(f"{task}: {reason}" for task, reason in results["missing"].items()))
-            print(format_results_table(results) + "\n")
-        if not args.compare:
-            _record_in_card(name, rows[0], args, saved=fitted is None or args.save_whitening or args.save_flow)
-        all_results += rows
-    if args.compare:
-        from simcse_hub.baselines import comparison_table
-
-        print(comparison_table(all_results))
-    elif len(all_results) > 1:
-        print(results_to_markdown(all_results))
-    if args.out:
-        save_results(all_results[0] if len(all_results) == 1 else all_results, args.out)
-        logger.info("Wrote the results to %s", args.out)
-    if args.plot:
-        _plot(all_results, args.plot)
-    return 0
-
-
-def _read_corpus(corpus_file: str, args: argparse.Namespace) -> list[str]:
-    from simcse_hub.whitening import read_corpus
-
-    option = "--whiten" if args.whiten else "--flow" if args.flow else "--compare"
-    try:
-        return read_corpus(corpus_file, args.corpus_max_sentences)
-    except (OSError, ValueError) as error:
-        raise CLIError(f"{option}: {_one_line(error)}") from None
-
-
-def _fit_postprocessing(model: Any, name: str, corpus: list[str], args: argparse.Namespace) -> dict[str, Any]:
-    """Fit BERT-whitening (``--whiten``) or BERT-flow (``--flow``) on the model's raw embeddings of ``corpus``, put it
-    in the model (saved into the folder when asked), and describe it for the results."""
-    from simcse_hub.flow import fit_flow
-    from simcse_hub.whitening import fit_whitening
-
-    if model.whitening is not None or model.flow is not None:
-        logger.warning("%s already has a post-processing; fitting a new one on raw embeddings instead.", name)
-    model.whitening = model.flow = None  # fit on the raw embeddings
-
-    def raw(sentences: list[str]):
-        return model.encode(sentences, batch_size=args.batch_size, normalize_to_unit=False, return_numpy=True,
-                            show_progress_bar=True)
-
-    option, corpus_name = ("--whiten", Path(args.whiten).name) if args.whiten else ("--flow", Path(args.flow).name)
-    try:
-        if args.whiten:
-            model.whitening = fit_whitening(raw, corpus, k=args.whiten_k, corpus=corpus_name)
-        else:
-            model.flow = fit_flow(raw, corpus, corpus=corpus_name, show_progress_bar=True)
-    except ValueError as error:
-        raise CLIError(f"{option}: {_one_line(error)}") from None
-    if args.save_whitening:
-        model.whitening.save(name)
-    if args.save_flow:
-        model.flow.save(name)
-    return {"whitening": {"corpus": corpus_name, "k": args.whiten_k}} if args.whiten else {
-        "flow": {"corpus": corpus_name}}
-
-
-def _saved_postprocessing(model: Any, kind: str) -> dict[str, Any] | None:
-    """How the model's own (saved) whitening or flow is described in the results."""
-    fitted = model.whitening if kind == "whitening" else model.flow
-    if fitted is None:
-        return None
-    if kind == "flow":
-        return {"corpus": fitted.corpus}
-    return {"corpus": fitted.corpus, "k": fitted.k if fitted.k != fitted.dim else None}
-
-
-def _record_in_card(name: str, results: dict, args: argparse.Namespace, saved: bool) -> None:
-    """Keep the results in a SimCSE folder's card data and card, when they describe the folder's model as it is."""
-    from simcse_hub.loading import is_simcse_folder
-    from simcse_hub.model_card import CARD_DATA_FILE, SimCSEModelCardData
-
-    folder = Path(name)
-    if not is_simcse_folder(folder):
-        return
-    changed = [option for option, value in (("--pooler", args.pooler), ("--max-length", args.max_length)) if value]
-    if not saved:
-        changed.append("--whiten or --flow without --save-whitening or --save-flow")
-    if changed:
-        logger.info("Not recording these results in %s: %s evaluate(s) another model than the folder holds.",
-                    folder / CARD_DATA_FILE, ", ".join(changed))
-        return
-    card = SimCSEModelCardData.from_folder(folder)
-    kept = card.add_evaluation(results)
-    card.save(folder)
-    logger.info("Recorded the %s-split results (%d tasks) in %s and the model card (README.md).", kept["split"],
-                len(kept["tasks"]), folder / CARD_DATA_FILE)
-
-
-def _plot(all_results: list[dict], png: str) -> None:
-    from simcse_hub.evaluation import plot_alignment_uniformity
-
-    runs = [r for r in all_results if r.get("alignment") is not None]
-    labels = [Path(r["model"]).name or r["model"] for r in runs]
-    if len(set(labels)) < len(labels):  # checkpoints of different runs with the same folder name
-        labels = [r["model"] for r in runs]
-    points = [{"label": label, "alignment": r["alignment"], "uniformity": r["uniformity"]}
-              for label, r in zip(labels, runs)]
-    if not points:
-        raise CLIError("--plot: no model has alignment and uniformity (STS-B dev was not available).")
-    plot_alignment_uniformity(points, png)
-    logger.info("Wrote the alignment-uniformity plot to %s", png)
-
-
 # ---------------------------------------------------------------------------------------------------- encode
 
 
@@ -337,18 +94,18 @@ def _encode_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="a model folder or Hub id")
     parser.add_argument("--input", default="-", help="a UTF-8 text file, one sentence per line ('-': standard input)")
     parser.add_argument("--output", help="FILE.npy or FILE.jsonl (default: JSON lines on standard output)")
-    _model_options(parser, batch_size=64)
+    model_options(parser, batch_size=64)
     parser.add_argument("--no-normalize", action="store_true", help="keep the raw lengths (default: unit vectors)")
 
 
 def _run_encode(args: argparse.Namespace) -> int:
     import numpy as np
 
-    _writable_file(args.output, "--output", (".npy", ".jsonl"))
+    writable_file(args.output, "--output", (".npy", ".jsonl"))
     if args.input != "-" and (not Path(args.input).exists() or Path(args.input).is_dir()):
         raise CLIError(f"cannot read --input {args.input!r}: no such file (one sentence per line, or '-' for "
                        "standard input).")
-    model = _load_tool(args.model, args)  # checks the model and every option before the input is read
+    model = load_tool(args.model, args)  # checks the model and every option before the input is read
     if args.input == "-":
         text = sys.stdin.read()
     else:
@@ -373,6 +130,55 @@ def _run_encode(args: argparse.Namespace) -> int:
                 print(line)
     if args.output:
         logger.info("Wrote %d embeddings of dimension %d to %s", *embeddings.shape, args.output)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------- mine
+
+
+def _mine_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="the model that mines: a model folder or Hub id")
+    parser.add_argument("--input", required=True, help="(anchor, positive) pairs: .tsv/.csv/.jsonl (optionally .gz) "
+                        "with a header line")
+    parser.add_argument("--output", required=True, help="the triplets (sent0, sent1, hard_neg): .tsv or .jsonl, "
+                        "optionally .gz")
+    parser.add_argument("--columns", help="ANCHOR,POSITIVE: the two columns to read (default: the file's two)")
+    parser.add_argument("--margin", type=float, default=0.05, help="keep candidates whose cosine to the anchor is "
+                        "below the positive's minus this (default: 0.05)")
+    parser.add_argument("--relative-margin", type=float, help="also subtract this share of the positive's cosine, "
+                        "e.g. 0.05 (default: none)")
+    parser.add_argument("--range-min", type=int, default=0, help="skip the N candidates most similar to the anchor "
+                        "(default: 0)")
+    parser.add_argument("--range-max", type=int, default=50, help="consider only the N most similar candidates "
+                        "(default: 50)")
+    parser.add_argument("--include-anchors", action="store_true", help="the anchors are candidates too (default: "
+                        "the positives only)")
+    parser.add_argument("--sampling", choices=("top", "random"), default="top", help="take the most similar kept "
+                        "candidate (top, the default) or a random one")
+    parser.add_argument("--seed", type=int, default=0, help="seed of --sampling random (default: 0)")
+    parser.add_argument("--max-pairs", type=int, help="read only the first N pairs")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    model_options(parser, batch_size=64)
+
+
+def _run_mine(args: argparse.Namespace) -> int:
+    from simcse_hub.mining import check_options, check_output, mine_hard_negatives, read_pairs
+
+    check_output(args.output, args.overwrite)
+    check_options(args.margin, args.relative_margin, args.range_min, args.range_max, args.sampling)
+    if args.max_pairs is not None and args.max_pairs < 1:
+        raise CLIError(f"--max-pairs {args.max_pairs}: expected an integer >= 1.")
+    columns = [name.strip() for name in args.columns.split(",")] if args.columns else None
+    pairs = read_pairs(args.input, columns, args.max_pairs)
+    model = load_tool(args.model, args)
+    result = mine_hard_negatives(
+        pairs, model, args.output, margin=args.margin, relative_margin=args.relative_margin,
+        range_min=args.range_min, range_max=args.range_max, include_anchors=args.include_anchors,
+        sampling=args.sampling, seed=args.seed, batch_size=args.batch_size, overwrite=args.overwrite)
+    print(f"Mined a hard negative for {result.mined} of {result.pairs} pairs; {result.skipped} skipped (no candidate "
+          f"within the margin). Mean cosine to the anchor: positive {result.mean_positive:.3f}, hard negative "
+          f"{result.mean_negative:.3f}. {result.seconds:.1f} s.")
+    print(f"Wrote {result.output}")
     return 0
 
 
@@ -487,7 +293,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     try:
         app.launch(args.model, host=args.host, port=args.port, pooler=args.pooler)
     except (OSError, ValueError, RuntimeError) as error:
-        raise CLIError(_one_line(error)) from None
+        raise CLIError(one_line(error)) from None
     return 0
 
 
@@ -509,13 +315,21 @@ COMMANDS = {
         "uniformity on STS-B dev. MODEL is a SimCSE folder, a sentence-transformers model, or a plain encoder with "
         "--pooler. The results of a SimCSE folder are kept in its simcse_card.json and model card (README.md), one "
         "record per split, setting and task set, so a dev check never replaces the test results.",
-        _evaluate_arguments, _run_evaluate),
+        evaluate_arguments, run_evaluate),
     "encode": (
         "embed sentences (one per line) with any model SimCSE loads",
         "Embed the lines of INPUT (blank lines skipped) with simcse_hub.SimCSE: a SimCSE model, a sentence-"
         "transformers model, or a plain transformers encoder with --pooler. Writes a float32 .npy matrix (one row "
         "per sentence, in order) or JSON lines {\"sentence\", \"embedding\"} (.jsonl, or standard output).",
         _encode_arguments, _run_encode),
+    "mine": (
+        "add a hard negative, mined with a model, to each (anchor, positive) pair",
+        "Embed the pairs of --input with MODEL (as simcse_hub.SimCSE loads it) and give each anchor the candidate "
+        "(a positive of another pair, or with --include-anchors an anchor) most similar to it among ranks "
+        "--range-min to --range-max, whose cosine to the anchor is below the positive's minus --margin; never the "
+        "anchor itself nor one of its positives. Writes the triplets (sent0, sent1, hard_neg) that `simcse-hub train` "
+        "reads; a pair without such a candidate is skipped and counted.",
+        _mine_arguments, _run_mine),
     "card": (
         "render the model card of a model folder (to read it before pushing)",
         "Render FOLDER's model card from its config.json and simcse_card.json, as `simcse-hub push` will upload it, "
@@ -577,7 +391,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         status = _exit_status(error)
         if status is None or (args.verbose and not isinstance(error, CLIError)):
             raise
-        message = str(error) if status == 1 else _one_line(error)
+        message = str(error) if status == 1 else one_line(error)
     print(f"simcse-hub {args.command}: error: {message}", file=sys.stderr)
     return status
 

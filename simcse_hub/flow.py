@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from simcse_hub.flow_model import FlowModel
+from simcse_hub.flow_model import Batches, FlowModel, mean_nll
 
 logger = logging.getLogger(__name__)
 
@@ -162,15 +162,8 @@ class Flow:
             raise ValueError(f"Flow.fit needs at least 2 embeddings to estimate a mean and a spread; got {n}.")
         if dim < 2:
             raise ValueError(f"Flow.fit: embeddings of size {dim}; a coupling flow needs dim >= 2.")
-        steps = _positive_int(steps, "Flow.fit: steps", minimum=0)
-        log_every = max(1, steps // 20) if log_every is None else _positive_int(log_every, "Flow.fit: log_every")
-        patience = None if patience is None else _positive_int(patience, "Flow.fit: patience")
-        if not (isinstance(learning_rate, (int, float)) and math.isfinite(learning_rate) and learning_rate > 0):
-            raise ValueError(f"Flow.fit: learning_rate must be a positive number; got {learning_rate!r}.")
-        if max_grad_norm is not None and not max_grad_norm > 0:
-            raise ValueError(f"Flow.fit: max_grad_norm must be positive or None; got {max_grad_norm!r}.")
-        if not (isinstance(validation_fraction, (int, float)) and 0 <= validation_fraction < 1):
-            raise ValueError(f"Flow.fit: validation_fraction must be in [0, 1); got {validation_fraction!r}.")
+        steps, log_every, patience = _check_fit_settings(steps, log_every, patience, learning_rate, max_grad_norm,
+                                                         validation_fraction)
         device = torch.device(device or "cpu")
         generator = torch.Generator().manual_seed(seed)
 
@@ -179,15 +172,7 @@ class Flow:
         x, x_val = x[shuffled[n_val:]], x[shuffled[:n_val]]  # (n_train, dim), (n_val, dim)
         n_train = n - n_val
         batch_size = min(_positive_int(batch_size, "Flow.fit: batch_size"), n_train)
-        mean, std = x.mean(axis=0), x.std(axis=0)  # (dim,) each
-        constant = std <= 1e-6 * max(float(std.max()), 1e-300)  # float32 rounding noise at best
-        if constant.all():
-            raise ValueError(f"Flow.fit: all {n} embeddings are the same vector; there is no distribution to fit.")
-        if constant.any():
-            logger.warning("Flow.fit: %d of %d dimensions are (nearly) constant on the corpus (first: %d); they are "
-                           "centred, not scaled, and carry no information.", constant.sum(), dim,
-                           np.flatnonzero(constant)[0])
-            std = np.where(constant, 1.0, std)
+        mean, std = _standardization(x, n)  # (dim,) each
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = FlowModel(dim, self.num_steps, self.hidden_size, self.log_scale_bound)
@@ -196,21 +181,10 @@ class Flow:
         model.to(device)
         data = torch.from_numpy(x).float().to(device)  # (n_train, dim)
         data_val = torch.from_numpy(x_val).float().to(device)  # (n_val, dim)
-        order, position = torch.randperm(n_train, generator=generator), 0
+        next_batch = Batches(data, batch_size, generator)
 
-        def next_batch() -> torch.Tensor:
-            nonlocal order, position
-            if position + batch_size > n_train:  # a new epoch; the last epoch's tail comes first, so batches are full
-                order, position = torch.cat([order[position:], torch.randperm(n_train, generator=generator)]), 0
-            position += batch_size
-            return data[order[position - batch_size:position].to(device)]  # (batch, dim)
-
-        @torch.no_grad()
         def validation_nll() -> float:
-            model.eval()
-            total = sum(float(model.log_prob(chunk).sum()) for chunk in data_val.split(_CHUNK))
-            model.train()
-            return -total / (n_val * dim)
+            return mean_nll(model, data_val, _CHUNK)
 
         def snapshot() -> dict[str, torch.Tensor]:
             return {key: value.detach().clone() for key, value in model.state_dict().items()}
@@ -419,6 +393,37 @@ class Flow:
     def __repr__(self) -> str:
         size = f"dim={self.dim}" if self.is_fitted else "not fitted"
         return f"Flow({size}, num_steps={self.num_steps}, hidden_size={self.hidden_size}, corpus={self.corpus!r})"
+
+
+
+def _check_fit_settings(steps: Any, log_every: Any, patience: Any, learning_rate: Any, max_grad_norm: Any,
+                        validation_fraction: Any) -> tuple[int, int, int | None]:
+    """``(steps, log_every, patience)`` of :meth:`Flow.fit`, checked; a `ValueError` naming the argument otherwise."""
+    steps = _positive_int(steps, "Flow.fit: steps", minimum=0)
+    log_every = max(1, steps // 20) if log_every is None else _positive_int(log_every, "Flow.fit: log_every")
+    patience = None if patience is None else _positive_int(patience, "Flow.fit: patience")
+    if not (isinstance(learning_rate, (int, float)) and math.isfinite(learning_rate) and learning_rate > 0):
+        raise ValueError(f"Flow.fit: learning_rate must be a positive number; got {learning_rate!r}.")
+    if max_grad_norm is not None and not max_grad_norm > 0:
+        raise ValueError(f"Flow.fit: max_grad_norm must be positive or None; got {max_grad_norm!r}.")
+    if not (isinstance(validation_fraction, (int, float)) and 0 <= validation_fraction < 1):
+        raise ValueError(f"Flow.fit: validation_fraction must be in [0, 1); got {validation_fraction!r}.")
+    return steps, log_every, patience
+
+
+def _standardization(x: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The per-dimension mean and spread of the training embeddings `(n_train, dim)`; a (nearly) constant dimension
+    is centred, not scaled (its spread is 1), with a warning; all constant is a `ValueError`."""
+    mean, std = x.mean(axis=0), x.std(axis=0)  # (dim,) each
+    constant = std <= 1e-6 * max(float(std.max()), 1e-300)  # float32 rounding noise at best
+    if constant.all():
+        raise ValueError(f"Flow.fit: all {n} embeddings are the same vector; there is no distribution to fit.")
+    if constant.any():
+        logger.warning("Flow.fit: %d of %d dimensions are (nearly) constant on the corpus (first: %d); they are "
+                       "centred, not scaled, and carry no information.", constant.sum(), x.shape[1],
+                       np.flatnonzero(constant)[0])
+        std = np.where(constant, 1.0, std)
+    return mean, std
 
 
 def fit_flow(

@@ -193,7 +193,33 @@ class FlowModel(nn.Module):
         return -0.5 * (z.pow(2).sum(dim=1) + self.dim * _LOG_2PI) + logdet
 
 
-# ------------------------------------------------------------------------------------------------ the transform
+# --------------------------------------------------------------------------------------------------- fitting
 
 
-__all__ = ["ActNorm", "AffineCoupling", "FlowModel", "FlowStep", "InvertibleLinear"]
+class Batches:
+    """Endless mini-batches of ``data`` `(n, dim)`: a fresh random permutation each epoch, the last epoch's tail
+    first, so every batch is full."""
+
+    def __init__(self, data: torch.Tensor, batch_size: int, generator: torch.Generator) -> None:
+        self.data, self.batch_size, self.generator = data, batch_size, generator
+        self.order, self.position = torch.randperm(len(data), generator=generator), 0
+
+    def __call__(self) -> torch.Tensor:
+        if self.position + self.batch_size > len(self.data):  # a new epoch
+            fresh = torch.randperm(len(self.data), generator=self.generator)
+            self.order, self.position = torch.cat([self.order[self.position:], fresh]), 0
+        self.position += self.batch_size
+        return self.data[self.order[self.position - self.batch_size:self.position].to(self.data.device)]
+
+
+@torch.no_grad()
+def mean_nll(model: FlowModel, data: torch.Tensor, rows: int) -> float:
+    """The mean negative log-likelihood of ``data`` `(n, dim)` in nats per dimension, in eval mode, ``rows`` rows
+    per forward pass."""
+    model.eval()
+    total = sum(float(model.log_prob(chunk).sum()) for chunk in data.split(rows))
+    model.train()
+    return -total / data.numel()
+
+
+__all__ = ["ActNorm", "AffineCoupling", "Batches", "FlowModel", "FlowStep", "InvertibleLinear", "mean_nll"]

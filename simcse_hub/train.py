@@ -23,16 +23,15 @@ import time
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator, DataLoaderConfiguration
+from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list, set_seed
 from safetensors.torch import load_file
-from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from simcse_hub.batching import TrainingForward
-from simcse_hub.encoding import encode_sentences, resolve_precision
+from simcse_hub.batching import TrainingForward, mask_tokens
+from simcse_hub.card_values import format_before_after
 from simcse_hub.checkpointing import (
     LOG_FILE,
     SETTINGS_FILE,
@@ -43,24 +42,31 @@ from simcse_hub.checkpointing import (
     remove_tree,
     save_best_model,
     save_checkpoint,
+    training_card_data,
     without_mlm_head,
 )
 from simcse_hub.data import (
     Examples,
-    SimCSECollator,
-    TokenizedDataset,
-    load_hub_examples,
-    mask_tokens,
-    read_examples,
-    resolve_train_file,
 )
+from simcse_hub.encoding import encode_sentences
 from simcse_hub.export import save_model
 from simcse_hub.gradcache import cached_backward
-from simcse_hub.loading import ModelNotFoundError, public_model_name, resolve_model
 from simcse_hub.losses import SimCSELoss
-from simcse_hub.model_card import SimCSEModelCardData, format_before_after, format_memory, hub_id
-from simcse_hub.modeling.modeling_simcse import SimCSEModel, non_finite_weights, public_name
-from simcse_hub.train_config import ConfigError, TrainConfig
+from simcse_hub.model_card import SimCSEModelCardData
+from simcse_hub.modeling.modeling_simcse import (
+    SimCSEModel,
+    non_finite_weights,
+)
+from simcse_hub.train_config import TrainConfig
+from simcse_hub.train_setup import (
+    check_setup,
+    find_eval_data,
+    load_data,
+    load_encoder,
+    make_accelerator,
+    make_optimizer,
+    tracker_config,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -91,50 +97,39 @@ def train(config: TrainConfig, resume: str | None = None) -> Path:
     >>> train(TrainConfig(train_file="sentences.txt", model_name_or_path="bert-base-uncased"))  # doctest: +SKIP
     """
     config.validate()
-    output_dir = Path(config.output_dir)
     accelerator = make_accelerator(config)
     check_setup(config, accelerator)
-    output = OutputFolder(output_dir)
+    output = OutputFolder(Path(config.output_dir))
     checkpoint = output.checkpoint_to_resume(config, resume)
     set_seed(config.seed)
 
-    # ---- model and data (tokenized once); optimizer and schedule; what is prepared (and under DDP wrapped) is the
+    # ---- model and data (tokenized once), optimizer and schedule; what is prepared (under DDP, wrapped) is the
     # whole forward of a step
     model = load_encoder(config)
     tokenizer = model.tokenizer
     examples, train_dataloader = load_data(config, tokenizer, accelerator)
     evaluating, eval_dir = find_eval_data(config, accelerator) if config.eval_steps else (False, None)
     optimizer = make_optimizer(model, config, accelerator)
-    updates_per_epoch = math.ceil(math.ceil(len(train_dataloader) / accelerator.num_processes)
-                                  / config.gradient_accumulation_steps)
-    max_steps = config.max_steps or config.num_train_epochs * updates_per_epoch
-    num_epochs = math.ceil(max_steps / updates_per_epoch)
+    max_steps, num_epochs = schedule_length(config, accelerator, len(train_dataloader))
     lr_scheduler = get_linear_schedule_with_warmup(optimizer, round(config.warmup_ratio * max_steps), max_steps)
     model, optimizer, train_dataloader, lr_scheduler = accelerator.prepare(
         TrainingForward(model, config.length_buckets, config.fast_dropout), optimizer, train_dataloader, lr_scheduler
     )
-    state = TrainState()
-    accelerator.register_for_checkpointing(state)
-    if checkpoint is not None:  # weights, optimizer, schedule, RNG, and where we were in the data
-        accelerator.load_state(str(checkpoint))
-        logger.info("Resumed from %s at update %d (epoch %d, batch %d)",
-                    checkpoint, state.global_step, state.epoch, state.batches_in_epoch)
-    save_steps = config.save_steps or config.eval_steps or max_steps
+    state = restore_state(accelerator, checkpoint)
     if evaluating and state.before is None:  # the starting encoder, for the before/after of the model card
         state.before = evaluate(accelerator, model, tokenizer, config, eval_dir)
         logger.info("before training: %s", format_metrics(state.before))
 
     # ---- the loop
-    logger.info("Training %d updates (%d epochs of %d) with a global batch of %d on %d process(es) into %s",
-                max_steps, num_epochs, updates_per_epoch, config.batch_size, accelerator.num_processes, output_dir)
+    logger.info("Training %d updates (%d epochs) with a global batch of %d on %d process(es) into %s",
+                max_steps, num_epochs, config.batch_size, accelerator.num_processes, output.path)
     progress = tqdm(total=max_steps, initial=state.global_step, desc="training",
                     disable=not accelerator.is_local_main_process)
-    meter = Meter(state.runtime, accelerator.device)
-    log = None  # opened once the first update has succeeded
+    meter, log = Meter(state.runtime, accelerator.device), None  # the log opens once the first update has succeeded
     model.train()
     with logging_redirect_tqdm():
-        for epoch in range(state.epoch, num_epochs):
-            train_dataloader.set_epoch(epoch)
+        while state.global_step < max_steps and state.epoch < num_epochs:
+            train_dataloader.set_epoch(state.epoch)
             batches = train_dataloader
             if state.batches_in_epoch:  # resumed in the middle of this epoch
                 batches = accelerator.skip_first_batches(train_dataloader, state.batches_in_epoch)
@@ -154,44 +149,77 @@ def train(config: TrainConfig, resume: str | None = None) -> Path:
                 step, done = state.global_step, state.global_step >= max_steps
                 update_loss = meter.close_update()
                 if not math.isfinite(update_loss):
-                    raise diverged(f"the loss is {update_loss}", step, config, output_dir)
+                    raise diverged(f"the loss is {update_loss}", step, config, output.path)
                 if log is None:
                     log = open_output(output, accelerator, config, state, resuming=checkpoint is not None)
                 progress.update(1)
-
                 if step % config.logging_steps == 0 or done:
-                    mean_loss, speed = meter.report(accelerator)
-                    progress.set_postfix(loss=f"{mean_loss:.4g}")
-                    log.write({"step": step, "epoch": round(epoch + state.batches_in_epoch / len(train_dataloader), 4),
-                               "loss": mean_loss, "learning_rate": lr_scheduler.get_last_lr()[0],
-                               "updates_per_second": round(speed, 4)})
-                if evaluating and (step % config.eval_steps == 0 or done):
-                    with meter.paused():
+                    log_update(log, meter, progress, accelerator, state, len(train_dataloader),
+                               lr_scheduler.get_last_lr()[0])
+                with meter.paused():  # evaluations and checkpoints are left out of the speed
+                    if evaluating and (step % config.eval_steps == 0 or done):
                         evaluate_and_keep_best(accelerator, model, tokenizer, config, eval_dir, state, log)
-                if step % save_steps == 0 and not done:
-                    with meter.paused():
-                        check_weights(accelerator.unwrap_model(model).model, step, config, output_dir)
-                        state.runtime = meter.runtime()
-                        save_checkpoint(accelerator, output_dir, step, config.save_total_limit, config)
+                    if step % (config.save_steps or config.eval_steps or max_steps) == 0 and not done:
+                        save_progress(accelerator, model, config, state, meter)
                 if done:
                     break
             else:
-                state.epoch, state.batches_in_epoch = epoch + 1, 0
-                continue
-            break
+                state.epoch, state.batches_in_epoch = state.epoch + 1, 0
     progress.close()
+    finish(accelerator, accelerator.unwrap_model(model).model, tokenizer, config, examples, state, meter)
+    return output.path
 
-    # ---- export the best model (or the last one, without evaluation) with its settings and model card
+
+def schedule_length(config: TrainConfig, accelerator: Accelerator, num_batches: int) -> tuple[int, int]:
+    """``(updates, epochs)`` of the run: ``max_steps``, or ``num_train_epochs`` of ``num_batches`` (each process
+    takes one batch in ``num_processes``; ``gradient_accumulation_steps`` batches make an update)."""
+    updates_per_epoch = math.ceil(math.ceil(num_batches / accelerator.num_processes)
+                                  / config.gradient_accumulation_steps)
+    max_steps = config.max_steps or config.num_train_epochs * updates_per_epoch
+    return max_steps, math.ceil(max_steps / updates_per_epoch)
+
+
+def restore_state(accelerator: Accelerator, checkpoint: Path | None) -> TrainState:
+    """The run's counters, registered for checkpointing; with ``checkpoint``, everything saved in it (weights,
+    optimizer, schedule, RNG, where we were in the data) is loaded back."""
+    state = TrainState()
+    accelerator.register_for_checkpointing(state)
+    if checkpoint is not None:
+        accelerator.load_state(str(checkpoint))
+        logger.info("Resumed from %s at update %d (epoch %d, batch %d)",
+                    checkpoint, state.global_step, state.epoch, state.batches_in_epoch)
+    return state
+
+
+def log_update(log: TrainingLog, meter: Meter, progress: tqdm, accelerator: Accelerator, state: TrainState,
+               batches_per_epoch: int, learning_rate: float) -> None:
+    """One line of ``training_log.jsonl``: the mean loss (over processes) and the speed since the last line."""
+    mean_loss, speed = meter.report(accelerator)
+    progress.set_postfix(loss=f"{mean_loss:.4g}")
+    log.write({"step": state.global_step, "epoch": round(state.epoch + state.batches_in_epoch / batches_per_epoch, 4),
+               "loss": mean_loss, "learning_rate": learning_rate, "updates_per_second": round(speed, 4)})
+
+
+def save_progress(accelerator: Accelerator, model, config: TrainConfig, state: TrainState, meter: Meter) -> None:
+    """A checkpoint to resume from, written only while every weight is finite."""
+    check_weights(accelerator.unwrap_model(model).model, state.global_step, config, Path(config.output_dir))
+    state.runtime = meter.runtime()
+    save_checkpoint(accelerator, Path(config.output_dir), state.global_step, config.save_total_limit, config)
+
+
+def finish(accelerator: Accelerator, model: SimCSEModel, tokenizer, config: TrainConfig, examples: Examples,
+           state: TrainState, meter: Meter) -> None:
+    """Export the best model (or the last one, without evaluation) with its settings and card, on the main process;
+    print what the run changed; close the trackers."""
     state.runtime = meter.runtime()
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        card = export(accelerator.unwrap_model(model).model, tokenizer, config, examples, accelerator, state)
+        card = export(model, tokenizer, config, examples, accelerator, state)
         if card.before_after:  # what the run changed, in the words of the paper
             accelerator.print(format_before_after(card.before_after))
     accelerator.wait_for_everyone()
     accelerator.end_training()
-    accelerator.print(f"Model saved to {output_dir.resolve()}")
-    return output_dir
+    accelerator.print(f"Model saved to {Path(config.output_dir).resolve()}")
 
 
 class Meter:
@@ -388,196 +416,6 @@ def evaluate(accelerator: Accelerator, model, tokenizer, config: TrainConfig, da
         metrics = {"stsb_dev_spearman": float(results["tasks"]["STSBenchmark"]["spearman"]),
                    **{name: float(results[name]) for name in ("alignment", "uniformity", "mean_cosine")}}
     return broadcast_object_list([metrics])[0]
-
-
-def find_eval_data(config: TrainConfig, accelerator: Accelerator) -> tuple[bool, Path | None]:
-    """Whether STS-B dev can be read (from ``data_dir``, ``$SIMCSE_DATA_DIR``, ``../shared/data`` or the Hub), and
-    the data folder to read it from; the main process decides, and says why when evaluation is skipped."""
-    from simcse_hub.sts_data import STSDataError, TaskUnavailableError, default_data_dir, load_sts_task
-
-    if config.data_dir is not None and not Path(config.data_dir).is_dir():
-        raise ConfigError(f"data_dir={config.data_dir!r} is not a folder (expected one holding stsb/dev.tsv.gz); fix "
-                          "the path, or set eval_steps=0 to train without evaluation.")
-    data_dir = Path(config.data_dir) if config.data_dir is not None else default_data_dir()
-    available = None
-    if accelerator.is_main_process:
-        try:
-            load_sts_task("STSBenchmark", data_dir, split="dev")
-            available = True
-        except TaskUnavailableError as error:
-            logger.warning("Skipping evaluation: no STS-B dev set (%s). The last model is exported.", error)
-            available = False
-        except (STSDataError, OSError) as error:
-            raise ConfigError(f"{error} (the STS-B dev set of data_dir; set eval_steps=0 to train without "
-                              "evaluation)") from None
-    return broadcast_object_list([available])[0], data_dir
-
-
-# ---------------------------------------------------------------------------------------------------- setup helpers
-
-
-def check_setup(config: TrainConfig, accelerator: Accelerator) -> None:
-    """Checks that need the launch: processes and devices."""
-    if config.batch_size % accelerator.num_processes:
-        raise ConfigError(f"batch_size={config.batch_size} must be a multiple of the number of processes "
-                          f"({accelerator.num_processes}): each process takes an equal share of the batch.")
-    if config.mixed_precision == "auto":
-        logger.info("mixed_precision='auto': %s", "bf16 autocast (this CPU computes bfloat16 natively)"
-                    if accelerator.mixed_precision == "bf16" else "fp32")
-
-
-def make_accelerator(config: TrainConfig) -> Accelerator:
-    """The Accelerator of a run: the CPU unless an accelerator device exists, the precision ``auto`` resolved for
-    this machine, the updates counted by the schedule, a seeded data order."""
-    on_cpu = not getattr(torch, "accelerator", torch.cuda).is_available()
-    try:  # "auto" resolved for this machine: bf16 on a CPU that computes it natively, else fp32
-        precision = resolve_precision(config.mixed_precision, torch.device("cpu" if on_cpu else "cuda"),
-                                      "mixed_precision")
-    except ValueError as error:
-        raise ConfigError(str(error)) from None
-    accelerator = Accelerator(
-        cpu=on_cpu,  # without a GPU, say so: Accelerate then runs `torchrun` processes as one group on the CPU (gloo)
-        mixed_precision="no" if precision == "fp32" else precision,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        log_with=trackers(config.report_to),
-        project_dir=str(Path(config.output_dir) / "runs"),
-        step_scheduler_with_optimizer=False,  # the schedule counts updates; we step it once per update
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=config.seed),
-    )
-    if not accelerator.is_main_process:  # one process speaks for all (as in the Accelerate examples)
-        logging.getLogger("simcse_hub").setLevel(logging.ERROR)
-    return accelerator
-
-
-def load_encoder(config: TrainConfig) -> SimCSEModel:
-    """The SimCSE model around ``model_name_or_path`` (a folder, a Hub id, or its installed offline copy), with its
-    tokenizer; `ConfigError` when it cannot be loaded or its inputs are shorter than ``max_seq_length``."""
-    what = "model_name_or_path"
-    try:
-        path = resolve_model(config.model_name_or_path, what)
-        model = SimCSEModel.from_encoder(path, pooler_type=config.pooler_type, mlp_only_train=config.mlp_only_train,
-                                         temperature=config.temperature,
-                                         hard_negative_weight=config.hard_negative_weight, do_mlm=config.do_mlm,
-                                         mlm_weight=config.mlm_weight)
-    except ModelNotFoundError as error:
-        raise ConfigError(str(error)) from None
-    except (OSError, ValueError) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ConfigError(f"{what}={config.model_name_or_path!r} is not an encoder AutoModel can load ({first}); "
-                          "give a model folder (config.json and weights) or a Hub id.") from None
-    if model.tokenizer is None:
-        raise ConfigError(f"{what}={config.model_name_or_path!r} has no tokenizer (tokenizer_config.json); training "
-                          "needs one beside the encoder's weights.")
-    limit = model.config.max_input_length
-    if limit is not None and config.max_seq_length > limit:
-        raise ConfigError(f"max_seq_length={config.max_seq_length} exceeds what the encoder accepts ({limit} tokens, "
-                          f"its position embeddings); use --max-seq-length {limit} or less (the paper uses 32).")
-    public = public_model_name(config.model_name_or_path)
-    model.config.base_model_name_or_path = model.config.encoder_config._name_or_path = public
-    if config.pooler_type != "cls":
-        model.mlp.requires_grad_(False)  # the MLP head is used by the cls pooler only
-    return model
-
-
-def load_data(config: TrainConfig, tokenizer, accelerator: Accelerator) -> tuple[Examples, DataLoader]:
-    """The examples, tokenized once, and their shuffled loader: each process takes ``batch_size / num_processes``
-    examples per batch, in an order of its own seed (the global RNG, which draws dropout, is kept out of it)."""
-    with accelerator.main_process_first():
-        examples = load_examples(config)
-    dataset = TokenizedDataset(examples, tokenizer, config.max_seq_length)
-    collator = SimCSECollator(tokenizer.pad_token_id, token_type_ids="token_type_ids" in tokenizer.model_input_names)
-    loader = DataLoader(dataset, batch_size=config.batch_size // accelerator.num_processes, shuffle=True,
-                        collate_fn=collator, generator=torch.Generator().manual_seed(config.seed))
-    logger.info("%d %s examples from %s (%d skipped: empty sentence)", len(dataset),
-                "supervised" if examples.supervised else "unsupervised", public_name(examples.source),
-                examples.skipped)
-    return examples, loader
-
-
-def make_optimizer(model: SimCSEModel, config: TrainConfig, accelerator: Accelerator) -> torch.optim.Optimizer:
-    """AdamW without weight decay on biases and LayerNorm weights; fused (one kernel per parameter group)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    return torch.optim.AdamW(
-        [
-            {"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
-            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-        ],
-        lr=config.learning_rate,
-        fused=accelerator.device.type in ("cpu", "cuda"),
-    )
-
-
-def load_examples(config: TrainConfig) -> Examples:
-    if config.train_file is not None:
-        return read_examples(resolve_train_file(config.train_file), config.columns, config.max_train_samples)
-    return load_hub_examples(config.dataset_name, config.dataset_split, config.dataset_config_name,
-                             config.dataset_data_files, config.columns, config.max_train_samples)
-
-
-def trackers(report_to: str) -> str | list[str] | None:
-    """Accelerate's ``log_with`` for ``report_to``: ``auto`` is TensorBoard when it is installed."""
-    if report_to == "none":
-        return None
-    if report_to == "auto":
-        import importlib.util
-
-        found = any(importlib.util.find_spec(name) for name in ("tensorboard", "tensorboardX"))
-        return "tensorboard" if found else None
-    return [name.strip() for name in report_to.split(",")]
-
-
-def tracker_config(config: TrainConfig) -> dict[str, str | int | float | bool]:
-    """The settings as flat scalars (TensorBoard's hparams take no lists or None)."""
-    flat = {}
-    for key, value in config.to_dict().items():
-        flat[key] = ",".join(value) if isinstance(value, list) else ("none" if value is None else value)
-    return flat
-
-
-def training_card_data(config: TrainConfig, examples: Examples, accelerator: Accelerator, state: TrainState) -> dict:
-    """What the model card records of this run (the training fields of ``simcse_card.json``): public names only."""
-    if config.train_file is not None:
-        name = Path(config.train_file.removeprefix("package:")).name.removesuffix(".gz").rsplit(".", 1)[0]
-        dataset = {"name": name, "hub_id": None, "examples": len(examples.rows)}
-    else:
-        files = config.dataset_data_files
-        name = Path(files).name.rsplit(".", 1)[0] if files else config.dataset_name
-        dataset = {"name": name, "hub_id": hub_id(config.dataset_name), "examples": len(examples.rows)}
-    device = torch.cuda.get_device_name(accelerator.device) if accelerator.device.type == "cuda" else "CPU"
-    precision = "fp32" if accelerator.mixed_precision == "no" else accelerator.mixed_precision
-    hyperparameters = config.public_dict()
-    if config.mixed_precision == "auto":  # what "auto" chose on this machine
-        hyperparameters["mixed_precision"] = f"auto ({precision})"
-    base_model = public_model_name(config.model_name_or_path)
-    return {
-        "base_model": hub_id(base_model),
-        "base_model_name": base_model,
-        "objective": "supervised" if examples.supervised else "unsupervised",
-        "datasets": [dataset],
-        "hyperparameters": hyperparameters,
-        "hardware": f"{accelerator.num_processes} x {device} ({precision})",
-        "train_runtime_seconds": round(state.runtime, 2),
-        "peak_memory": format_memory(**peak_memory(accelerator.device)),
-        "global_steps": state.global_step,
-        "best_step": state.best_step,
-        "best_stsb_dev_spearman": state.best_score,
-        "before_after": None if state.before is None or state.best_metrics is None else {
-            "pooler": config.pooler_type + (" (MLP in training only)" if config.pooler_type == "cls"
-                                            and config.mlp_only_train else ""),
-            "before": state.before, "after": state.best_metrics},
-        "language": "en",
-        "license": config.license,
-    }
-
-
-def peak_memory(device: torch.device) -> dict[str, int | str]:
-    """This process's peak memory so far: the accelerator's allocated memory on a GPU, else the resident set size."""
-    if device.type == "cuda":
-        return {"size": int(torch.cuda.max_memory_allocated(device)), "kind": "GPU memory allocated by torch"}
-    import resource
-
-    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
-    return {"size": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale, "kind": "process resident memory"}
 
 
 __all__ = ["TrainState", "TrainingDiverged", "evaluate", "train", "training_step"]

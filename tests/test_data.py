@@ -11,12 +11,10 @@ import numpy as np
 import pytest
 import torch
 
+from simcse_hub.batching import SimCSECollator, TokenizedDataset, mask_tokens
 from simcse_hub.data import (
     DataError,
-    SimCSECollator,
-    TokenizedDataset,
     load_hub_examples,
-    mask_tokens,
     read_examples,
     resolve_train_file,
 )

@@ -23,14 +23,16 @@ from simcse_hub.evaluation import (
     evaluate_alignment_uniformity,
     evaluate_model,
     evaluate_sts,
-    format_results_table,
     load_sts_task,
-    plot_alignment_uniformity,
     read_sts_file,
-    results_to_markdown,
-    save_results,
     spearman,
     uniformity,
+)
+from simcse_hub.reporting import (
+    format_results_table,
+    plot_alignment_uniformity,
+    results_to_markdown,
+    save_results,
 )
 from simcse_hub.whitening import WHITENING_FILE, Whitening, fit_whitening, read_corpus
 

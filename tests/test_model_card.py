@@ -17,11 +17,11 @@ from conftest import make_model
 from hub_server import validate_model_index
 from huggingface_hub import ModelCard
 
+from simcse_hub.card_values import hub_id
 from simcse_hub.export import save_model
 from simcse_hub.model_card import (
     STS_TASKS,
     SimCSEModelCardData,
-    hub_id,
     render_model_card,
     template_path,
     write_model_card,
