@@ -354,15 +354,16 @@ __all__ = [
 # ------------------------------------------------------------------------------------------------ what a run records
 
 
-def training_card_data(config: TrainConfig, examples: Examples, accelerator: Accelerator, state: TrainState) -> dict:
+def training_card_data(config: TrainConfig, sources: list[Examples], accelerator: Accelerator,
+                       state: TrainState) -> dict:
     """What the model card records of this run (the training fields of ``simcse_card.json``): public names only."""
-    if config.train_file is not None:
-        name = Path(config.train_file.removeprefix("package:")).name.removesuffix(".gz").rsplit(".", 1)[0]
-        dataset = {"name": name, "hub_id": None, "examples": len(examples.rows)}
-    else:
-        files = config.dataset_data_files
-        name = Path(files).name.rsplit(".", 1)[0] if files else config.dataset_name
-        dataset = {"name": name, "hub_id": hub_id(config.dataset_name), "examples": len(examples.rows)}
+    datasets = [{"name": Path(path.removeprefix("package:")).name.removesuffix(".gz").rsplit(".", 1)[0],
+                 "hub_id": None} for path in config.train_files()]
+    datasets += [{"name": Path(files).name.rsplit(".", 1)[0] if files else name, "hub_id": hub_id(name)}
+                 for name, files in config.hub_datasets()]
+    for dataset, examples in zip(datasets, sources):
+        dataset["examples"] = len(examples.rows)
+    kinds = {examples.supervised for examples in sources}
     device = torch.cuda.get_device_name(accelerator.device) if accelerator.device.type == "cuda" else "CPU"
     precision = "fp32" if accelerator.mixed_precision == "no" else accelerator.mixed_precision
     hyperparameters = config.public_dict()
@@ -372,8 +373,8 @@ def training_card_data(config: TrainConfig, examples: Examples, accelerator: Acc
     return {
         "base_model": hub_id(base_model),
         "base_model_name": base_model,
-        "objective": "supervised" if examples.supervised else "unsupervised",
-        "datasets": [dataset],
+        "objective": "mixed" if len(kinds) > 1 else "supervised" if kinds == {True} else "unsupervised",
+        "datasets": datasets,
         "hyperparameters": hyperparameters,
         "hardware": f"{accelerator.num_processes} x {device} ({precision})",
         "train_runtime_seconds": round(state.runtime, 2),

@@ -77,6 +77,11 @@ OBJECTIVES = {
         "Supervised SimCSE: each premise is pulled towards its entailment hypothesis and pushed away from the other "
         "sentences of the batch (and from its contradiction hypothesis, as a hard negative, where the data has one)"
     ),
+    "mixed": (
+        "SimCSE on several sources, each batch drawn from one of them: unlabelled sentences are their own positives "
+        "under a second dropout mask, pairs and triplets bring their own positives (and hard negatives), and the "
+        "other sentences of the batch are the negatives"
+    ),
 }
 EXAMPLE_SENTENCES = ("A man is playing a guitar.", "A man is playing music.", "A woman is slicing an onion.")
 BOOKKEEPING_KEYS = {"save_steps", "save_total_limit", "keep_checkpoints", "logging_steps", "report_to",

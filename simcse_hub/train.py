@@ -20,6 +20,7 @@ import logging
 import math
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -75,7 +76,8 @@ class TrainingDiverged(RuntimeError):
     """The loss or the weights became NaN or infinite; the message names the update and the settings to look at."""
 
 
-def train(config: TrainConfig, resume: str | None = None) -> Path:
+def train(config: TrainConfig, resume: str | None = None,
+          on_evaluate: Callable[[int, dict[str, float]], None] | None = None) -> Path:
     """Train a SimCSE model as ``config`` says and export it to ``config.output_dir``.
 
     Every check (settings, output folder, encoder, tokenizer, data, evaluation data) comes before anything is
@@ -86,6 +88,9 @@ def train(config: TrainConfig, resume: str | None = None) -> Path:
         config (`TrainConfig`): the settings (validated here).
         resume (`str`, *optional*): ``"latest"`` or a checkpoint folder: continue an interrupted run exactly
             (model, optimizer, schedule, data order, RNG).
+        on_evaluate (`Callable[[int, dict], None]`, *optional*): called on every process after each periodic
+            evaluation with the update and its metrics (``stsb_dev_spearman``, ``alignment``, ``uniformity``,
+            ``mean_cosine``); an exception it raises stops the run (what ``simcse-hub tune`` prunes with).
 
     Returns:
         `Path`: the output folder, which loads with ``AutoModel``, ``SentenceTransformer`` and ``simcse_hub.SimCSE``.
@@ -107,7 +112,7 @@ def train(config: TrainConfig, resume: str | None = None) -> Path:
     # whole forward of a step
     model = load_encoder(config)
     tokenizer = model.tokenizer
-    examples, train_dataloader = load_data(config, tokenizer, accelerator)
+    sources, train_dataloader = load_data(config, tokenizer, accelerator)
     evaluating, eval_dir = find_eval_data(config, accelerator) if config.eval_steps else (False, None)
     optimizer = make_optimizer(model, config, accelerator)
     max_steps, num_epochs = schedule_length(config, accelerator, len(train_dataloader))
@@ -158,7 +163,9 @@ def train(config: TrainConfig, resume: str | None = None) -> Path:
                                lr_scheduler.get_last_lr()[0])
                 with meter.paused():  # evaluations and checkpoints are left out of the speed
                     if evaluating and (step % config.eval_steps == 0 or done):
-                        evaluate_and_keep_best(accelerator, model, tokenizer, config, eval_dir, state, log)
+                        metrics = evaluate_and_keep_best(accelerator, model, tokenizer, config, eval_dir, state, log)
+                        if on_evaluate is not None:
+                            on_evaluate(step, metrics)
                     if step % (config.save_steps or config.eval_steps or max_steps) == 0 and not done:
                         save_progress(accelerator, model, config, state, meter)
                 if done:
@@ -166,7 +173,7 @@ def train(config: TrainConfig, resume: str | None = None) -> Path:
             else:
                 state.epoch, state.batches_in_epoch = state.epoch + 1, 0
     progress.close()
-    finish(accelerator, accelerator.unwrap_model(model).model, tokenizer, config, examples, state, meter)
+    finish(accelerator, accelerator.unwrap_model(model).model, tokenizer, config, sources, state, meter)
     return output.path
 
 
@@ -207,14 +214,14 @@ def save_progress(accelerator: Accelerator, model, config: TrainConfig, state: T
     save_checkpoint(accelerator, Path(config.output_dir), state.global_step, config.save_total_limit, config)
 
 
-def finish(accelerator: Accelerator, model: SimCSEModel, tokenizer, config: TrainConfig, examples: Examples,
+def finish(accelerator: Accelerator, model: SimCSEModel, tokenizer, config: TrainConfig, sources: list[Examples],
            state: TrainState, meter: Meter) -> None:
     """Export the best model (or the last one, without evaluation) with its settings and card, on the main process;
     print what the run changed; close the trackers."""
     state.runtime = meter.runtime()
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        card = export(model, tokenizer, config, examples, accelerator, state)
+        card = export(model, tokenizer, config, sources, accelerator, state)
         if card.before_after:  # what the run changed, in the words of the paper
             accelerator.print(format_before_after(card.before_after))
     accelerator.wait_for_everyone()
@@ -274,7 +281,7 @@ def open_output(output: OutputFolder, accelerator: Accelerator, config: TrainCon
 
 
 def evaluate_and_keep_best(accelerator: Accelerator, model, tokenizer, config: TrainConfig, eval_dir: Path | None,
-                           state: TrainState, log: TrainingLog) -> None:
+                           state: TrainState, log: TrainingLog) -> dict[str, float]:
     """STS-B dev, alignment and uniformity now; the model is kept as ``checkpoints/best-model`` when it is the best."""
     step = state.global_step
     metrics = evaluate(accelerator, model, tokenizer, config, eval_dir)
@@ -286,6 +293,7 @@ def evaluate_and_keep_best(accelerator: Accelerator, model, tokenizer, config: T
             save_best_model(accelerator.unwrap_model(model).model, tokenizer, Path(config.output_dir), step)
     logger.info("update %d: %s (best STS-B dev %.2f at update %d)", step, format_metrics(metrics), state.best_score,
                 state.best_step)
+    return metrics
 
 
 def format_metrics(metrics: dict[str, float]) -> str:
@@ -318,7 +326,7 @@ def check_weights(model: SimCSEModel, step: int, config: TrainConfig, output_dir
         raise diverged(f"the weights became non-finite ({problem})", step, config, output_dir)
 
 
-def export(model: SimCSEModel, tokenizer, config: TrainConfig, examples: Examples, accelerator: Accelerator,
+def export(model: SimCSEModel, tokenizer, config: TrainConfig, sources: list[Examples], accelerator: Accelerator,
            state: TrainState) -> SimCSEModelCardData:
     """Write the final model (the best one by STS-B dev when evaluating, else the last), its public settings
     (``train_config.yaml``) and its card data and card (``simcse_card.json``, ``README.md``); then remove the
@@ -333,7 +341,7 @@ def export(model: SimCSEModel, tokenizer, config: TrainConfig, examples: Example
         save_model(final, output_dir, tokenizer)
     config.save_yaml(output_dir / SETTINGS_FILE, public=True)
     card = SimCSEModelCardData.from_folder(output_dir)
-    card.update(training_card_data(config, examples, accelerator, state), source="the training run")
+    card.update(training_card_data(config, sources, accelerator, state), source="the training run")
     card.save(output_dir)
     if not config.keep_checkpoints:
         remove_tree(output_dir / "checkpoints")

@@ -25,6 +25,7 @@ import yaml
 
 from simcse_hub.encoding import PRECISIONS
 from simcse_hub.modeling.configuration_simcse import POOLER_TYPES
+from simcse_hub.sources import SAMPLING
 
 # Settings that may change when a run is resumed (they do not change what is computed).
 RESUMABLE_CHANGES = frozenset({"output_dir", "overwrite_output_dir", "report_to", "logging_steps", "data_dir",
@@ -68,17 +69,27 @@ class TrainConfig:
     mlm_probability: float = field(default=0.15, metadata=_help("share of tokens masked for the MLM loss"))
     # data
     train_file: str | None = field(default=None, metadata=_help(
-        "local .txt (one sentence per line) or .csv/.tsv/.jsonl (2-3 columns), optionally .gz"))
+        "local .txt (one sentence per line) or .csv/.tsv/.jsonl (2-3 columns), optionally .gz; several: "
+        "comma-separated (a YAML list), each batch drawn from one of them"))
     dataset_name: str | None = field(default=None, metadata=_help(
-        "Hub dataset instead of train_file, e.g. princeton-nlp/datasets-for-simcse"))
+        "Hub dataset, e.g. princeton-nlp/datasets-for-simcse (several: comma-separated; with train_file, both are "
+        "sources)"))
     dataset_config_name: str | None = field(default=None, metadata=_help("configuration of dataset_name"))
     dataset_data_files: str | None = field(default=None, metadata=_help(
-        "file inside dataset_name, e.g. wiki1m_for_simcse.txt or nli_for_simcse.csv"))
+        "file inside dataset_name, e.g. wiki1m_for_simcse.txt or nli_for_simcse.csv (several datasets: one file "
+        "each, comma-separated)"))
     dataset_split: str = field(default="train", metadata=_help("split of dataset_name"))
     columns: list[str] | None = field(default=None, metadata=_help(
         "1-3 column names: sentence, or anchor,positive[,hard_negative] (default: all columns, when 1-3)"))
+    source_weights: list[float] | None = field(default=None, metadata=_help(
+        "with several sources: a weight per source (train files first, then Hub datasets) scaling its examples per "
+        "epoch, e.g. 1,0.5 (default: 1 each)"))
+    sampling: str = field(default="proportional", metadata=_help(
+        "with several sources: proportional (every batch of every source once per epoch, in a random order) or "
+        "round_robin (one batch of each source in turn, until the source with the fewest batches is used up)"))
     max_seq_length: int = field(default=32, metadata=_help("truncation length in tokens"))
-    max_train_samples: int | None = field(default=None, metadata=_help("use only the first N training examples"))
+    max_train_samples: int | None = field(default=None, metadata=_help(
+        "use only the first N training examples (of each source)"))
     # optimisation
     num_train_epochs: int = field(default=1, metadata=_help("passes over the training data"))
     max_steps: int | None = field(default=None, metadata=_help("stop after this many updates (overrides epochs)"))
@@ -129,11 +140,7 @@ class TrainConfig:
         for item in fields(self):
             if isinstance(getattr(self, item.name), os.PathLike):
                 setattr(self, item.name, os.fspath(getattr(self, item.name)))
-        if (self.train_file is None) == (self.dataset_name is None):
-            raise ConfigError(
-                "set exactly one data source: train_file=PATH (a local file) or dataset_name=HUB_ID (a Hub dataset); "
-                f"got train_file={self.train_file!r}, dataset_name={self.dataset_name!r}."
-            )
+        self._validate_sources()
         hints = typing.get_type_hints(type(self))
         for item in fields(self):  # NaN passes every comparison below and inf most: refuse both first
             value = getattr(self, item.name)
@@ -174,6 +181,48 @@ class TrainConfig:
             )
         return self
 
+    def _validate_sources(self) -> None:
+        if self.train_file is None and self.dataset_name is None:
+            raise ConfigError("set a data source: train_file=PATH (a local file; several: comma-separated) or "
+                              "dataset_name=HUB_ID (a Hub dataset).")
+        for name in ("train_file", "dataset_name", "dataset_data_files"):
+            value = getattr(self, name)
+            if value is not None and not all(item.strip() for item in value.split(",")):
+                raise ConfigError(f"{name}={value!r}: an empty name in the comma-separated list.")
+        datasets = _split(self.dataset_name)
+        files = _split(self.dataset_data_files)
+        if len(datasets) > 1 and files and len(files) != len(datasets):
+            raise ConfigError(f"dataset_data_files={self.dataset_data_files!r}: {len(files)} files for "
+                              f"{len(datasets)} datasets; give one file per dataset (comma-separated), or none.")
+        count = len(self.sources())
+        if self.source_weights is not None:
+            if len(self.source_weights) != count:
+                raise ConfigError(f"source_weights={self.source_weights}: {len(self.source_weights)} weights for "
+                                  f"{count} source(s) ({', '.join(self.sources())}); give one weight per source.")
+            if not all(math.isfinite(weight) and weight > 0 for weight in self.source_weights):
+                raise ConfigError(f"source_weights={self.source_weights}: every weight must be a number > 0.")
+        if self.sampling not in SAMPLING:
+            raise ConfigError(f"sampling={self.sampling!r}: expected one of {list(SAMPLING)}.")
+
+    def sources(self) -> list[str]:
+        """The training sources in order: the train files, then the Hub datasets.
+
+        >>> TrainConfig(train_file="nli.tsv,wiki.txt", dataset_name="me/domain").sources()
+        ['nli.tsv', 'wiki.txt', 'me/domain']
+        """
+        return _split(self.train_file) + _split(self.dataset_name)
+
+    def train_files(self) -> list[str]:
+        """The local training files, in order."""
+        return _split(self.train_file)
+
+    def hub_datasets(self) -> list[tuple[str, str | None]]:
+        """``(dataset name, data file or None)`` for each Hub dataset source."""
+        datasets, files = _split(self.dataset_name), _split(self.dataset_data_files)
+        if len(files) == len(datasets):
+            return list(zip(datasets, files))
+        return [(name, self.dataset_data_files) for name in datasets]
+
     # ------------------------------------------------------------------------------------------------ I/O
 
     def to_dict(self) -> dict[str, Any]:
@@ -190,10 +239,11 @@ class TrainConfig:
 
         values = self.to_dict()
         values["model_name_or_path"] = public_model_name(self.model_name_or_path)
-        for name in ("train_file", "output_dir", "data_dir"):
-            value = values[name]
-            if value is not None and not value.startswith("package:"):
-                values[name] = Path(os.path.abspath(os.path.expanduser(value))).name
+        for name in ("output_dir", "data_dir"):
+            if values[name] is not None:
+                values[name] = _public_file(values[name])
+        if values["train_file"] is not None:
+            values["train_file"] = ",".join(_public_file(item) for item in _split(values["train_file"]))
         return values
 
     def save_yaml(self, path: str | os.PathLike, public: bool = False) -> None:
@@ -210,7 +260,8 @@ class TrainConfig:
     def update(self, values: dict[str, Any], source: str) -> TrainConfig:
         """Set ``values`` (names and raw values, e.g. strings from the command line) coerced to each field's type.
 
-        A layer that sets one data source (``train_file`` or ``dataset_name``) clears the other.
+        A layer that sets one kind of data source (``train_file`` or ``dataset_name``) and not the other clears the
+        other (``--preset X --train-file my.txt`` replaces the preset's data); set both in one layer to mix them.
         """
         hints = typing.get_type_hints(type(self))
         known = [f.name for f in fields(self)]
@@ -219,11 +270,22 @@ class TrainConfig:
                 close = difflib.get_close_matches(name, known, n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else "; see `simcse-hub train --help`."
                 raise ConfigError(f"{source}: unknown setting {name!r}{hint}")
+            if name in ("train_file", "dataset_name", "dataset_data_files") and isinstance(raw, (list, tuple)):
+                raw = ",".join(str(item) for item in raw)  # a YAML list of sources
             setattr(self, name, coerce(name, raw, hints[name], source))
         for given, other in (("train_file", "dataset_name"), ("dataset_name", "train_file")):
             if values.get(given) is not None and other not in values:
                 setattr(self, other, None)
         return self
+
+
+def _split(value: str | None) -> list[str]:
+    return [item.strip() for item in value.split(",")] if value else []
+
+
+def _public_file(value: str) -> str:
+    """A file or folder setting as a model folder shows it: its name (``package:`` files as they are)."""
+    return value if value.startswith("package:") else Path(os.path.abspath(os.path.expanduser(value))).name
 
 
 def coerce(name: str, value: Any, kind: Any, source: str = "") -> Any:
@@ -261,7 +323,13 @@ def coerce(name: str, value: Any, kind: Any, source: str = "") -> Any:
     elif typing.get_origin(base) is list:
         items = value.split(",") if isinstance(value, str) else value
         if isinstance(items, (list, tuple)) and all(isinstance(item, (str, int, float)) for item in items):
-            return [str(item).strip() for item in items if str(item).strip()]
+            items = [str(item).strip() for item in items if str(item).strip()]
+            if typing.get_args(base) != (float,):
+                return items
+            try:
+                return [float(item) for item in items]
+            except ValueError:
+                pass
     elif base is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):
         return str(value)
     raise ConfigError(f"{where}{name}={value!r}: expected {_describe(base)}.")
@@ -274,6 +342,8 @@ def _describe(kind: Any) -> str:
         return "an integer (e.g. 64)"
     if kind is float:
         return "a number (e.g. 3e-5)"
+    if typing.get_origin(kind) is list and typing.get_args(kind) == (float,):
+        return "a list of numbers (YAML list, or comma-separated: 1,0.5)"
     if typing.get_origin(kind) is list:
         return "a list of names (YAML list, or comma-separated: sent0,sent1,hard_neg)"
     return "a string"
@@ -340,7 +410,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
         flag = "--" + spec.name.replace("_", "-")
         kind = hints[spec.name]
         base = next((arg for arg in typing.get_args(kind) if arg is not type(None)), kind)
-        metavar = {bool: "BOOL", int: "N", float: "X"}.get(base, "NAMES" if typing.get_origin(base) is list else "STR")
+        metavar = {bool: "BOOL", int: "N", float: "X"}.get(base, "STR")
+        if typing.get_origin(base) is list:
+            metavar = "X,Y" if typing.get_args(base) == (float,) else "NAMES"
         extra = {"nargs": "?", "const": "true"} if base is bool else {}
         text = spec.metadata["help"]
         if "(default" not in text:  # each default said once: the help text's own words, else the value

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.utils import broadcast_object_list
-from torch.utils.data import DataLoader
+from torch.utils.data import ConcatDataset, DataLoader
 
 from simcse_hub.batching import SimCSECollator, TokenizedDataset
 from simcse_hub.data import (
@@ -25,6 +25,7 @@ from simcse_hub.data import (
 from simcse_hub.encoding import resolve_precision
 from simcse_hub.loading import ModelNotFoundError, public_model_name, resolve_model
 from simcse_hub.modeling.modeling_simcse import SimCSEModel, public_name
+from simcse_hub.sources import SourceBatchSampler
 from simcse_hub.train_config import ConfigError, TrainConfig
 
 logger = logging.getLogger("simcse_hub.train")
@@ -93,19 +94,36 @@ def load_encoder(config: TrainConfig) -> SimCSEModel:
     return model
 
 
-def load_data(config: TrainConfig, tokenizer, accelerator: Accelerator) -> tuple[Examples, DataLoader]:
-    """The examples, tokenized once, and their shuffled loader: each process takes ``batch_size / num_processes``
-    examples per batch, in an order of its own seed (the global RNG, which draws dropout, is kept out of it)."""
+def load_data(config: TrainConfig, tokenizer, accelerator: Accelerator) -> tuple[list[Examples], DataLoader]:
+    """The examples of every source, tokenized once, and their shuffled loader: each process takes
+    ``batch_size / num_processes`` examples per batch, in an order of its own seed (the global RNG, which draws
+    dropout, is kept out of it). With several sources (or a source weight), every batch comes from one source, as
+    :class:`~simcse_hub.sources.SourceBatchSampler` draws them."""
     with accelerator.main_process_first():
-        examples = load_examples(config)
-    dataset = TokenizedDataset(examples, tokenizer, config.max_seq_length)
+        sources = load_examples(config)
+    datasets = [TokenizedDataset(examples, tokenizer, config.max_seq_length) for examples in sources]
     collator = SimCSECollator(tokenizer.pad_token_id, token_type_ids="token_type_ids" in tokenizer.model_input_names)
-    loader = DataLoader(dataset, batch_size=config.batch_size // accelerator.num_processes, shuffle=True,
-                        collate_fn=collator, generator=torch.Generator().manual_seed(config.seed))
-    logger.info("%d %s examples from %s (%d skipped: empty sentence)", len(dataset),
-                "supervised" if examples.supervised else "unsupervised", public_name(examples.source),
-                examples.skipped)
-    return examples, loader
+    local_batch = config.batch_size // accelerator.num_processes
+    if len(datasets) == 1 and config.source_weights is None:
+        loader = DataLoader(datasets[0], batch_size=local_batch, shuffle=True, collate_fn=collator,
+                            generator=torch.Generator().manual_seed(config.seed))
+    else:
+        try:
+            sampler = SourceBatchSampler([len(dataset) for dataset in datasets], local_batch,
+                                         accelerator.num_processes, config.source_weights, config.sampling,
+                                         config.seed)
+        except ValueError as error:
+            raise ConfigError(f"{error} (sources, in order: {', '.join(map(public_name, config.sources()))})") \
+                from None
+        loader = DataLoader(ConcatDataset(datasets), batch_sampler=sampler, collate_fn=collator,
+                            generator=torch.Generator().manual_seed(config.seed))  # the iterator's seed, not dropout's
+        logger.info("%d sources, %s sampling: %s batches per epoch", len(datasets), config.sampling,
+                    " + ".join(str(count) for count in sampler.batches_per_source()))
+    for examples in sources:
+        logger.info("%d %s examples from %s (%d skipped: empty sentence)", len(examples.rows),
+                    "supervised" if examples.supervised else "unsupervised", public_name(examples.source),
+                    examples.skipped)
+    return sources, loader
 
 
 def make_optimizer(model: SimCSEModel, config: TrainConfig, accelerator: Accelerator) -> torch.optim.Optimizer:
@@ -121,11 +139,13 @@ def make_optimizer(model: SimCSEModel, config: TrainConfig, accelerator: Acceler
     )
 
 
-def load_examples(config: TrainConfig) -> Examples:
-    if config.train_file is not None:
-        return read_examples(resolve_train_file(config.train_file), config.columns, config.max_train_samples)
-    return load_hub_examples(config.dataset_name, config.dataset_split, config.dataset_config_name,
-                             config.dataset_data_files, config.columns, config.max_train_samples)
+def load_examples(config: TrainConfig) -> list[Examples]:
+    """The examples of every source: the train files, then the Hub datasets."""
+    sources = [read_examples(resolve_train_file(path), config.columns, config.max_train_samples)
+               for path in config.train_files()]
+    return sources + [load_hub_examples(name, config.dataset_split, config.dataset_config_name, data_files,
+                                        config.columns, config.max_train_samples)
+                      for name, data_files in config.hub_datasets()]
 
 
 def find_eval_data(config: TrainConfig, accelerator: Accelerator) -> tuple[bool, Path | None]:
@@ -172,5 +192,5 @@ def tracker_config(config: TrainConfig) -> dict[str, str | int | float | bool]:
     """The settings as flat scalars (TensorBoard's hparams take no lists or None)."""
     flat = {}
     for key, value in config.to_dict().items():
-        flat[key] = ",".join(value) if isinstance(value, list) else ("none" if value is None else value)
+        flat[key] = ",".join(map(str, value)) if isinstance(value, list) else ("none" if value is None else value)
     return flat

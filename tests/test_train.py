@@ -348,6 +348,66 @@ def interrupt_at_update(monkeypatch, update: int) -> None:
 
     monkeypatch.setattr(train_module, "training_step", step)
 
+def test_two_sources_draw_each_batch_from_one_source_in_proportion_and_resume_exactly(
+        tmp_path, encoder_dir, unsup_file, sup_file, monkeypatch):
+    """200 sentences and 96 triplets with weight 2: 13 batches of sentences (the sentence twice: num_sent 2) and 12
+    of triplets (num_sent 3, two passes), never mixed in one batch; interrupted mid-epoch, the run resumes to the
+    same weights; the card lists both sources."""
+    both = f"{unsup_file},{sup_file}"
+    settings = {"source_weights": [1.0, 2.0], "num_train_epochs": 1, "save_steps": 4}
+    shapes, real_step = [], train_module.training_step
+
+    def recording(accelerator, model, batch, config, tokenizer=None):
+        shapes.append(tuple(batch["input_ids"].shape[:2]))
+        return real_step(accelerator, model, batch, config, tokenizer)
+
+    monkeypatch.setattr(train_module, "training_step", recording)
+    uninterrupted = train(make_config(tmp_path / "a", encoder_dir, both, **settings))
+    monkeypatch.undo()
+    assert sorted(shapes) == sorted([(16, 2)] * 12 + [(8, 2)] + [(16, 3)] * 12)
+    assert len({num_sent for _, num_sent in shapes[:8]}) == 2  # proportional: the sources interleave
+    card = card_data(uninterrupted)
+    assert card["objective"] == "mixed"
+    assert [(d["name"], d["examples"]) for d in card["datasets"]] == [("sentences", 200), ("triplets", 96)]
+    assert card["hyperparameters"]["train_file"] == "sentences.txt,triplets.tsv.gz"
+
+    config = make_config(tmp_path / "b", encoder_dir, both, **settings)
+    interrupt_at_update(monkeypatch, 11)
+    with pytest.raises(KeyboardInterrupt):
+        train(config)
+    monkeypatch.undo()
+    train(config, resume="latest")
+    assert losses(config.output_dir) == pytest.approx(losses(uninterrupted), abs=1e-6)
+    expected, resumed = weights(uninterrupted), weights(config.output_dir)
+    for name in expected:
+        assert torch.allclose(resumed[name], expected[name], atol=1e-6), name
+
+
+def test_round_robin_alternates_the_sources(tmp_path, encoder_dir, unsup_file, sup_file, monkeypatch):
+    shapes, real_step = [], train_module.training_step
+
+    def recording(accelerator, model, batch, config, tokenizer=None):
+        shapes.append(batch["input_ids"].shape[1])
+        return real_step(accelerator, model, batch, config, tokenizer)
+
+    monkeypatch.setattr(train_module, "training_step", recording)
+    train(make_config(tmp_path, encoder_dir, f"{sup_file},{unsup_file}", sampling="round_robin", num_train_epochs=1))
+    assert shapes == [3, 2] * 6  # 6 batches of triplets, the fewest: then the epoch ends
+
+
+@pytest.mark.parametrize(("settings", "message"), [
+    ({"source_weights": [1.0]}, r"source_weights=\[1\.0\]: 1 weights for 2 source\(s\)"),
+    ({"source_weights": [1.0, -1.0]}, r"every weight must be a number > 0"),
+    ({"sampling": "shuffled"}, r"sampling='shuffled': expected one of \['proportional', 'round_robin'\]"),
+    ({"source_weights": [1.0, 0.005]}, r"source 2 gives no batch of 16 examples"),
+])
+def test_bad_source_settings_fail_before_anything_is_written(tmp_path, encoder_dir, unsup_file, sup_file, settings,
+                                                             message):
+    config = make_config(tmp_path, encoder_dir, f"{unsup_file},{sup_file}", **({"num_train_epochs": 1} | settings))
+    with pytest.raises(ConfigError, match=message):
+        train(config)
+    assert not (tmp_path / "out").exists()
+
 
 def test_resume_refuses_changed_settings_and_missing_checkpoints(tmp_path, encoder_dir, unsup_file, monkeypatch):
     config = make_config(tmp_path, encoder_dir, unsup_file, max_steps=4, save_steps=2)
@@ -544,6 +604,26 @@ def test_evaluation_during_training_keeps_and_exports_the_best_model(tmp_path, e
     assert not all(torch.equal(exported[name], tensor) for name, tensor in weights(last).items())
 
 
+def test_on_evaluate_sees_every_periodic_evaluation_and_can_stop_the_run(tmp_path, encoder_dir, unsup_file,
+                                                                         tiny_sts_dir):
+    """What ``simcse-hub tune`` prunes with: a callback after each evaluation, whose exception stops the run."""
+    seen = []
+
+    class Pruned(Exception):
+        pass
+
+    def callback(step: int, metrics: dict) -> None:
+        seen.append((step, sorted(metrics)))
+        if step == 4:
+            raise Pruned
+
+    config = make_config(tmp_path, encoder_dir, unsup_file, data_dir=str(tiny_sts_dir), eval_steps=2, max_steps=8)
+    with pytest.raises(Pruned):
+        train(config, on_evaluate=callback)
+    keys = ["alignment", "mean_cosine", "stsb_dev_spearman", "uniformity"]
+    assert seen == [(2, keys), (4, keys)]  # the starting encoder's evaluation (update 0) is not a training step
+    assert not (tmp_path / "out" / "model.safetensors").exists()  # stopped: nothing exported
+
 def test_evaluation_is_skipped_with_a_message_when_there_is_no_sts_b(tmp_path, encoder_dir, unsup_file, caplog,
                                                                    monkeypatch):
     monkeypatch.delenv("SIMCSE_DATA_DIR", raising=False)
@@ -664,7 +744,8 @@ def test_layers_override_in_order(tmp_path):
         (["--columns", "a,b,c,d"], r"columns=\['a', 'b', 'c', 'd'\]: expected 1 to 3 names"),
         (["--batch-size", "0"], r"batch_size=0: expected an integer >= 1"),
         (["--warmup-ratio", "1.5"], r"warmup_ratio=1\.5: expected a number in \[0, 1\)"),
-        (["--set", "train_file=null"], r"set exactly one data source"),
+        (["--set", "train_file=null"], r"set a data source"),
+        (["--source-weights", "1,x"], r"source_weights='1,x': expected a list of numbers"),
         (["--preset", "unsup-bert-huge"], r"--preset 'unsup-bert-huge': no such preset; expected one of"),
         (["--config", "missing.yaml"], r"missing\.yaml: no such configuration file"),
     ],
@@ -676,8 +757,10 @@ def test_bad_settings_name_the_setting_and_the_expected_form(argv, message):
 
 def test_yaml_errors_name_the_file(tmp_path):
     both = tmp_path / "both.yaml"
-    both.write_text("train_file: a.txt\ndataset_name: b/c\n")
-    with pytest.raises(ConfigError, match=r"set exactly one data source"):
+    both.write_text("train_file: [a.txt, b.tsv]\ndataset_name: b/c\nsource_weights: [1, 0.5, 2]\n")
+    assert TrainConfig.from_yaml(both).sources() == ["a.txt", "b.tsv", "b/c"]  # three sources, mixed
+    both.write_text("train_file: [a.txt, b.tsv]\nsource_weights: [1, 0.5, 2]\n")
+    with pytest.raises(ConfigError, match=r"3 weights for 2 source\(s\) \(a\.txt, b\.tsv\)"):
         TrainConfig.from_yaml(both)
     listing = tmp_path / "list.yaml"
     listing.write_text("- batch_size\n")
