@@ -693,6 +693,24 @@ def test_two_processes_train_with_the_mlm_loss_and_length_buckets(tmp_path, enco
     assert len(curve) == 4 and all(map(math.isfinite, curve))
 
 
+
+@pytest.mark.distributed
+def test_two_processes_draw_each_step_from_one_source(tmp_path, encoder_dir, unsup_file, sup_file):
+    """Sentences (the sentence twice per example) and triplets have different shapes; negatives are gathered across
+    processes, so at every step both processes must hold batches of the same source: 12 + 6 global batches of 16."""
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "simcse_hub.train", "--model-name-or-path", str(encoder_dir),
+               "--train-file", f"{unsup_file},{sup_file}", "--output-dir", str(out), "--batch-size", "16",
+               "--num-train-epochs", "1", "--eval-steps", "0", "--report-to", "none", "--logging-steps", "1",
+               "--max-seq-length", "16", "--mixed-precision", "no"]
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, check=False, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    curve = losses(out)
+    assert len(curve) == 18 and all(map(math.isfinite, curve))
+    assert [d["examples"] for d in card_data(out)["datasets"]] == [200, 96]
+
 # ---------------------------------------------------------------------------------------------------- configuration
 
 
