@@ -54,16 +54,11 @@ def tune_arguments(parser: argparse.ArgumentParser) -> None:
 
 def options_from_args(args: argparse.Namespace) -> tuple[Any, Any]:
     """The base settings (as ``simcse-hub train`` builds them) and the search options of parsed arguments."""
-    from simcse_hub.train_config import config_from_args
+    from simcse_hub.train_config import config_from_args, key_values
     from simcse_hub.tuning import SPACE, TuneOptions
 
     base = config_from_args(args)
-    trial_settings = {}
-    for item in args.trial_set:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise CLIError(f"--trial-set {item!r}: expected KEY=VALUE, e.g. --trial-set max_train_samples=1920.")
-        trial_settings[key.strip()] = value
+    trial_settings = key_values(args.trial_set, "--trial-set", "max_train_samples=1920")
     search = None
     if args.search is not None:
         search = list(SPACE) if args.search.strip() == "all" else [n.strip() for n in args.search.split(",") if n]

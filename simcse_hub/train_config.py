@@ -422,6 +422,17 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     return parser
 
 
+def key_values(items: list[str], option: str, example: str) -> dict[str, str]:
+    """``KEY=VALUE`` items of ``option`` as a mapping; `ConfigError` naming the item that is not one."""
+    values = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{option} {item!r}: expected KEY=VALUE, e.g. {option} {example}.")
+        values[key.strip()] = value
+    return values
+
+
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """Build and validate the configuration from parsed arguments: preset, ``--config``, ``--set``, flags."""
     config = TrainConfig()
@@ -429,13 +440,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         config.update(read_yaml(preset_path(args.preset)), source=f"preset {args.preset!r}")
     if args.config:
         config.update(read_yaml(args.config), source=args.config)
-    overrides = {}
-    for item in args.overrides:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set learning_rate=3e-5.")
-        overrides[key.strip()] = value
-    config.update(overrides, source="--set")
+    config.update(key_values(args.overrides, "--set", "learning_rate=3e-5"), source="--set")
     hints = typing.get_type_hints(TrainConfig)
     flags = {
         key[len("setting_"):]: coerce(key[len("setting_"):], value, hints[key[len("setting_"):]],
@@ -453,6 +458,7 @@ __all__ = [
     "add_train_arguments",
     "coerce",
     "config_from_args",
+    "key_values",
     "list_presets",
     "preset_path",
     "read_yaml",
