@@ -113,6 +113,35 @@ def sts_sentences(folder: Path, count: int) -> list[str]:
     return list(sentences)[:count]
 
 
+def wiki_sentences(folder: Path, count: int, seed: int = 0, pool: int = 200_000) -> list[str]:
+    """``count`` wiki sentences drawn (seeded) from the first ``max(pool, count)`` lines of the 1M-sentence file
+    (sentences there are in document order; drawing spreads them over many articles)."""
+    lines = read_lines(require_file(folder, WIKI_FILE), max(pool, count))
+    return sample(lines, count, seed)
+
+
+def stsb_pairs(folder: Path, split: str = "dev") -> tuple[list[str], list[str], list[float]]:
+    """The STS-B pairs of ``split``: first sentences, second sentences, gold scores."""
+    rows = [line.split("\t") for line in read_lines(require_file(folder, Path("stsb") / f"{split}.tsv.gz"))[1:]]
+    return [row[0] for row in rows], [row[1] for row in rows], [float(row[2]) for row in rows]
+
+
+def stsb_spearman(encode, folder: Path, split: str = "dev") -> float:
+    """Spearman x100 of the cosine of ``encode``'s vectors (unit rows) with the STS-B gold scores, each distinct
+    sentence encoded once."""
+    import numpy as np
+    from scipy.stats import spearmanr
+
+    first, second, gold = stsb_pairs(folder, split)
+    unique = list(dict.fromkeys(first + second))
+    vectors = np.asarray(encode(unique), dtype=np.float32)  # (n, dim)
+    position = {sentence: i for i, sentence in enumerate(unique)}
+    a = vectors[[position[s] for s in first]]
+    b = vectors[[position[s] for s in second]]
+    cosine = np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    return float(spearmanr(cosine, gold).statistic * 100)
+
+
 # ---------------------------------------------------------------------------------------------------- workers
 
 
@@ -254,5 +283,8 @@ __all__ = [
     "sample",
     "set_threads",
     "sts_sentences",
+    "stsb_pairs",
+    "stsb_spearman",
     "table",
+    "wiki_sentences",
 ]

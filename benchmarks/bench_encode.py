@@ -1,16 +1,23 @@
-"""Encoding: ``simcse_hub.SimCSE.encode`` against ``SentenceTransformer.encode`` on the same 10,000 STS sentences.
+"""Encoding: ``simcse_hub.SimCSE.encode`` against ``SentenceTransformer.encode`` on the same 10,000 sentences.
 
     python benchmarks/bench_encode.py
+    python benchmarks/bench_encode.py --corpus wiki --num-sentences 3000 --token-budgets 2048,4096
     python benchmarks/bench_encode.py --num-sentences 2000 --repeats 2 --precisions fp32
 
 Both sides: all-MiniLM-L6-v2 (the same folder: ``SimCSE`` loads a sentence-transformers model as such), the same
-sentences (the first N distinct sentences of STS-B train/dev/test and SICK-R train/trial/test), batch size, max
-length and precision, unit-length float32 numpy output, no progress bar. Precisions: fp32 (both sides' default), and
-bf16 autocast (``SimCSE(..., precision="bf16")``, our opt-in reduced-precision mode; the peer's ``encode`` inside
-``torch.autocast("cpu", dtype=torch.bfloat16)``). Each side runs in its own process, warms up on 128 sentences, then
-encodes all N once per repeat (repeats alternate the order: peer, ours, ours, peer, ...; the best time of each side
-is kept, which is the figure least disturbed by other work on the machine). The agreement is the row-wise cosine
-with the peer's fp32 embeddings (mean and min).
+sentences (``--corpus sts``: the first N distinct sentences of STS-B train/dev/test and SICK-R train/trial/test;
+``--corpus wiki``: N wiki sentences drawn with a seed), batch size, max length and precision, unit-length float32
+numpy output, no progress bar. Precisions: fp32 (both sides' default), bf16 autocast (``SimCSE(...,
+precision="bf16")``; the peer's ``encode`` inside ``torch.autocast("cpu", dtype=torch.bfloat16)``) and int8
+(``SimCSE(..., precision="int8")``, our opt-in dynamic quantization; the peer has no such mode and is compared at
+fp32). ``--token-budgets`` adds our fp32 encoding with batches formed by a padded-token budget
+(``max_tokens_per_batch``) instead of ``--batch-size`` sentences.
+
+Each variant runs in its own process, warms up on 128 sentences, then encodes all N once per repeat (repeats
+alternate the order: peer, ours, ..., then backwards; the best time of each variant is kept, the figure least
+disturbed by other work on the machine). The agreement is the row-wise cosine with the peer's fp32 embeddings (mean
+and min); the quality is the STS-B dev Spearman of each variant's embeddings (encoded once, untimed, after the first
+timed pass).
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ import _common as common
 
 
 def worker(args: argparse.Namespace) -> dict:
-    """Encode the sentences once with one side (after a warm-up); save the embeddings; report the times."""
+    """Encode the sentences once with one variant (after a warm-up); save the embeddings; report the times."""
     import numpy as np
     import torch
 
@@ -51,17 +58,22 @@ def worker(args: argparse.Namespace) -> dict:
 
         options = {} if args.precision == "fp32" else {"precision": args.precision}
         tool = SimCSE(args.model, device="cpu", max_length=args.max_length, **options)
+        batching = ({"max_tokens_per_batch": args.token_budget} if args.token_budget
+                    else {"batch_size": args.batch_size})
 
         def encode(batch: list[str]):
-            return tool.encode(batch, batch_size=args.batch_size, return_numpy=True, show_progress_bar=False)
+            return tool.encode(batch, return_numpy=True, show_progress_bar=False, **batching)
     load_seconds = time.perf_counter() - start
     encode(sentences[:128])  # warm-up: first-call allocations and kernel selection
     start, cpu_start = time.perf_counter(), time.process_time()
     embeddings = encode(sentences)
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     np.save(args.output, np.asarray(embeddings, dtype=np.float32))
-    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "load_seconds": load_seconds,
-            "peak_rss": common.peak_rss_bytes()}
+    result = {"seconds": seconds, "cpu_seconds": cpu_seconds, "load_seconds": load_seconds,
+              "peak_rss": common.peak_rss_bytes()}
+    if args.stsb:
+        result["stsb_dev"] = common.stsb_spearman(encode, Path(args.stsb))
+    return result
 
 
 def cosine_agreement(embeddings, reference) -> str:
@@ -73,20 +85,34 @@ def cosine_agreement(embeddings, reference) -> str:
     return f"{cosine.mean():.7f} / {cosine.min():.7f}"
 
 
+def variant_name(side: str, precision: str, budget: int | None) -> str:
+    return f"{side}-{precision}" + (f"-tokens{budget}" if budget else "")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = common.add_common_arguments(argparse.ArgumentParser(description=__doc__.split("\n\n")[0]))
-    parser.add_argument("--num-sentences", type=int, default=10_000, help="STS sentences to encode (default: 10000)")
+    parser.add_argument("--corpus", choices=["sts", "wiki"], default="sts",
+                        help="sts: distinct STS-B and SICK-R sentences (short); wiki: wiki sentences (longer) "
+                             "(default: sts)")
+    parser.add_argument("--num-sentences", type=int, default=10_000, help="sentences to encode (default: 10000)")
     parser.add_argument("--batch-size", type=int, default=64, help="sentences per forward pass (default: 64)")
     parser.add_argument("--max-length", type=int, default=128, help="truncation in tokens (default: 128)")
     parser.add_argument("--repeats", type=int, default=2,
-                        help="timed passes per side, interleaved between the sides; the best is kept (default: 2)")
+                        help="timed passes per variant, interleaved; the best is kept (default: 2)")
     parser.add_argument("--precisions", default=None,
-                        help="fp32 and/or bf16 (autocast), comma-separated, each measured on both sides (default: "
-                             "both where the CPU computes bfloat16 natively, else fp32)")
+                        help="fp32, bf16 (autocast, both sides) and/or int8 (ours), comma-separated (default: fp32 "
+                             "and int8, plus bf16 where the CPU computes bfloat16 natively)")
+    parser.add_argument("--token-budgets", default="",
+                        help="padded tokens per batch (comma-separated) of extra fp32 variants of ours with "
+                             "max_tokens_per_batch instead of --batch-size (default: none)")
+    parser.add_argument("--no-stsb", action="store_true", help="skip the STS-B dev Spearman of each variant")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the wiki sample (default: 0)")
     parser.add_argument("--worker", choices=["peer", "ours"], help=argparse.SUPPRESS)
     parser.add_argument("--sentences", help=argparse.SUPPRESS)
     parser.add_argument("--output", help=argparse.SUPPRESS)
     parser.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
+    parser.add_argument("--token-budget", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--stsb", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.worker:
@@ -98,51 +124,100 @@ def main(argv: list[str] | None = None) -> int:
 
     folder = common.data_dir(args.data_dir)
     model = common.model_path(args.model)
-    precisions = common.precisions(args.precisions, parser)
-    sentences = common.sts_sentences(folder, args.num_sentences)
+    asked = [item.strip() for item in args.precisions.split(",") if item.strip()] if args.precisions else None
+    with_int8 = asked is None or "int8" in asked
+    float_asked = [item for item in asked if item != "int8"] if asked else None
+    precisions = common.precisions(",".join(float_asked) if float_asked else None, parser)
+    if "fp32" not in precisions:
+        precisions.insert(0, "fp32")  # int8 and the token budgets are read against fp32
+    try:
+        budgets = [int(item) for item in args.token_budgets.split(",") if item.strip()]
+    except ValueError:
+        parser.error(f"--token-budgets {args.token_budgets!r}: expected positive integers, comma-separated.")
+    if any(budget < 1 for budget in budgets):
+        parser.error(f"--token-budgets {args.token_budgets!r}: expected positive integers.")
+    if args.corpus == "sts":
+        sentences = common.sts_sentences(folder, args.num_sentences)
+    else:
+        sentences = common.wiki_sentences(folder, args.num_sentences, args.seed)
     print(common.machine_line(args.threads))
-    print(f"encoder: {model}\nsettings: {len(sentences)} STS sentences, batch {args.batch_size}, max length "
-          f"{args.max_length}, unit vectors as float32 numpy, {args.repeats} timed pass(es) per side", flush=True)
-    sides = [("peer", "fp32")] + [(side, precision) for precision in precisions for side in ("peer", "ours")
-                                  if (side, precision) != ("peer", "fp32")]
-    best: dict[tuple[str, str], dict] = {}
+    print(f"encoder: {model}\nsettings: {len(sentences)} {args.corpus} sentences, batch {args.batch_size}, max "
+          f"length {args.max_length}, unit vectors as float32 numpy, {args.repeats} timed pass(es) per variant",
+          flush=True)
+    variants = [("peer", precision, None) for precision in precisions]
+    variants += [("ours", precision, None) for precision in precisions]
+    variants += [("ours", "int8", None)] if with_int8 else []
+    variants += [("ours", "fp32", budget) for budget in budgets]
+    best: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="bench_encode_") as work_dir:
         work = Path(work_dir)
         (work / "sentences.json").write_text(json.dumps(sentences), encoding="utf-8")
-        for repeat in range(args.repeats):  # alternate the order so that slow spells hit both sides alike
-            for side, precision in (sides if repeat % 2 == 0 else sides[::-1]):
+        for repeat in range(args.repeats):  # alternate the order so that slow spells hit every variant alike
+            for side, precision, budget in (variants if repeat % 2 == 0 else variants[::-1]):
+                name = variant_name(side, precision, budget)
                 worker_args = [side, "--sentences", str(work / "sentences.json"), "--model", model,
-                               "--output", str(work / f"{side}-{precision}.npy"), "--precision", precision,
+                               "--output", str(work / f"{name}.npy"), "--precision", precision,
                                "--batch-size", str(args.batch_size), "--max-length", str(args.max_length)]
+                if budget:
+                    worker_args += ["--token-budget", str(budget)]
                 if args.threads:
                     worker_args += ["--threads", str(args.threads)]
+                if repeat == 0 and not args.no_stsb:
+                    worker_args += ["--stsb", str(folder)]
                 result = common.run_worker(Path(__file__), worker_args)
+                record = best.setdefault(name, {})
                 for key in ("seconds", "cpu_seconds"):
-                    best.setdefault((side, precision), {})[key] = min(
-                        best.get((side, precision), {}).get(key, float("inf")), result[key])
-                print(f"  pass {repeat + 1} {side} {precision}: {result['seconds']:.2f} s, CPU "
-                      f"{result['cpu_seconds']:.2f} s ({len(sentences) / result['seconds']:.1f} sentences/s; load "
-                      f"{result['load_seconds']:.1f} s, peak RSS {result['peak_rss'] / 2**20:.0f} MiB)", flush=True)
+                    record[key] = min(record.get(key, float("inf")), result[key])
+                if "stsb_dev" in result:
+                    record["stsb_dev"] = result["stsb_dev"]
+                print(f"  pass {repeat + 1} {name}: {result['seconds']:.2f} s, CPU {result['cpu_seconds']:.2f} s "
+                      f"({len(sentences) / result['seconds']:.1f} sentences/s; load {result['load_seconds']:.1f} s, "
+                      f"peak RSS {result['peak_rss'] / 2**20:.0f} MiB)", flush=True)
         reference = np.load(work / "peer-fp32.npy")  # (n, dim), unit rows
+
+        def agreement(name: str) -> str:
+            return cosine_agreement(np.load(work / f"{name}.npy"), reference)
+
+        def stsb(name: str) -> str:
+            return common.fmt(best[name].get("stsb_dev"), 2)
+
         rows = []
-        comparisons = [(precision, precision) for precision in precisions]
+        comparisons = [(precision, "peer-" + precision, "ours-" + precision) for precision in precisions]
         if "bf16" in precisions:  # our opt-in bf16 against the peer as it runs by default
-            comparisons.append(("bf16", "fp32"))
-        for precision, peer_precision in comparisons:
-            peer, ours = best["peer", peer_precision], best["ours", precision]
-            label = precision if precision == peer_precision else f"ours {precision}, peer {peer_precision}"
-            for name, key in (("sentences/s (wall clock, best pass)", "seconds"),
-                              ("sentences per CPU-second (best pass)", "cpu_seconds")):
+            comparisons.append(("ours bf16, peer fp32", "peer-fp32", "ours-bf16"))
+        if with_int8:
+            comparisons.append(("ours int8, peer fp32", "peer-fp32", "ours-int8"))
+        comparisons += [(f"fp32, ours {budget} tokens per batch", "peer-fp32", variant_name("ours", "fp32", budget))
+                        for budget in budgets]
+        for label, peer_name, ours_name in comparisons:
+            peer, ours = best[peer_name], best[ours_name]
+            for figure, key in (("sentences/s (wall clock, best pass)", "seconds"),
+                                ("sentences per CPU-second (best pass)", "cpu_seconds")):
                 rate_peer, rate_ours = len(sentences) / peer[key], len(sentences) / ours[key]
-                rows.append([label, name, common.fmt(rate_peer), common.fmt(rate_ours),
+                rows.append([label, figure, common.fmt(rate_peer), common.fmt(rate_ours),
                              common.ratio(rate_ours, rate_peer)])
-            if precision == peer_precision:  # agreement of each side with the peer's fp32 embeddings
-                peer_agreement = ("-" if precision == "fp32" else
-                                  cosine_agreement(np.load(work / f"peer-{precision}.npy"), reference))
-                rows.append([label, "cosine with the peer's fp32 embeddings, mean / min", peer_agreement,
-                             cosine_agreement(np.load(work / f"ours-{precision}.npy"), reference), "-"])
+            peer_agreement = "-" if peer_name == "peer-fp32" else agreement(peer_name)
+            rows.append([label, "cosine with the peer's fp32 embeddings, mean / min", peer_agreement,
+                         agreement(ours_name), "-"])
+            if not args.no_stsb:
+                rows.append([label, "STS-B dev Spearman", stsb(peer_name), stsb(ours_name), "-"])
+        own = [variant_name("ours", "fp32", None)] + [variant_name("ours", p, None) for p in precisions if p != "fp32"]
+        own += [variant_name("ours", "int8", None)] if with_int8 else []
+        own += [variant_name("ours", "fp32", budget) for budget in budgets]
+        base = best["ours-fp32"]
+        own_rows = []
+        for name in own:
+            rate = len(sentences) / best[name]["seconds"]
+            own_rows.append([name.removeprefix("ours-"), common.fmt(rate),
+                             common.ratio(rate, len(sentences) / base["seconds"]),
+                             common.ratio(base["cpu_seconds"], best[name]["cpu_seconds"]), agreement(name),
+                             "-" if args.no_stsb else stsb(name),
+                             "-" if args.no_stsb else f"{best[name]['stsb_dev'] - base['stsb_dev']:+.2f}"])
     print()
     print(common.table(rows, ["precision", "figure", "sentence-transformers", "simcse_hub", "ours/peer"]))
+    print()
+    print(common.table(own_rows, ["simcse_hub variant", "sentences/s", "vs ours fp32 (wall)", "vs ours fp32 (CPU)",
+                                  "cosine with the peer's fp32, mean / min", "STS-B dev", "vs ours fp32"]))
     print(common.machine_line(args.threads))
     return 0
 

@@ -95,7 +95,7 @@ def _encode_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="a model folder or Hub id")
     parser.add_argument("--input", default="-", help="a UTF-8 text file, one sentence per line ('-': standard input)")
     parser.add_argument("--output", help="FILE.npy or FILE.jsonl (default: JSON lines on standard output)")
-    model_options(parser, batch_size=64)
+    model_options(parser)
     parser.add_argument("--no-normalize", action="store_true", help="keep the raw lengths (default: unit vectors)")
 
 
@@ -159,7 +159,7 @@ def _mine_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of --sampling random (default: 0)")
     parser.add_argument("--max-pairs", type=int, help="read only the first N pairs")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
-    model_options(parser, batch_size=64)
+    model_options(parser)
 
 
 def _run_mine(args: argparse.Namespace) -> int:

@@ -18,13 +18,13 @@ def one_line(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
 
 
-def model_options(parser: argparse.ArgumentParser, batch_size: int, what: str = "model") -> None:
+def model_options(parser: argparse.ArgumentParser, what: str = "model") -> None:
     """The options of every command that encodes with ``simcse_hub.SimCSE``."""
     parser.add_argument("--pooler", help=f"pooler of a plain encoder, or an override of the {what}'s: {POOLERS}")
     parser.add_argument("--max-length", type=int, help="truncate sentences to this many tokens (default: the "
                         "model's maximum)")
-    parser.add_argument("--batch-size", type=int, default=batch_size, help=f"sentences per forward pass (default: "
-                        f"{batch_size})")
+    parser.add_argument("--batch-size", type=int, default=None, help="sentences per forward pass (default: as many "
+                        "as fit in 8,192 padded tokens, the same embeddings as fixed batches, faster)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
 
 

@@ -30,7 +30,7 @@ def evaluate_arguments(parser: argparse.ArgumentParser) -> None:
                         "their sub-tasks (default: all, the SimCSE paper's)")
     parser.add_argument("--split", choices=("test", "dev"), default="test", help="STS-B / SICK-R split (default: "
                         "test; STS12-16 have only test)")
-    model_options(parser, batch_size=128)
+    model_options(parser)
     parser.add_argument("--whiten", metavar="CORPUS_FILE", help="fit BERT-whitening on this corpus (one sentence "
                         "per line, or an STS .tsv[.gz]) and evaluate the whitened embeddings")
     parser.add_argument("--whiten-k", type=int, metavar="K", help="keep K whitened dimensions (default: all)")

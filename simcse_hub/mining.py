@@ -130,7 +130,7 @@ def mine_hard_negatives(
     include_anchors: bool = False,
     sampling: str = "top",
     seed: int = 0,
-    batch_size: int = 64,
+    batch_size: int | None = None,
     overwrite: bool = False,
 ) -> MiningResult:
     """Add a hard negative, mined with ``model``, to each (anchor, positive) pair and write the triplets.
@@ -148,7 +148,7 @@ def mine_hard_negatives(
         sampling (`str`, *optional*, defaults to `"top"`): ``"top"`` (the most similar candidate kept) or
             ``"random"`` (any kept candidate).
         seed (`int`, *optional*, defaults to 0): the seed of ``"random"`` sampling.
-        batch_size (`int`, *optional*, defaults to 64): sentences per forward pass.
+        batch_size (`int`, *optional*): sentences per forward pass (default: ``SimCSE.encode``'s token budget).
         overwrite (`bool`, *optional*, defaults to `False`): replace an existing ``output_file``.
 
     Returns:

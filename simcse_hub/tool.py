@@ -40,7 +40,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from simcse_hub.encoding import autocast, encode_in_batches, pad, resolve_precision
+from simcse_hub.encoding import (
+    DEFAULT_MAX_TOKENS_PER_BATCH,
+    autocast,
+    check_batching,
+    encode_in_batches,
+    pad,
+    quantize_int8,
+    resolve_precision,
+)
 from simcse_hub.loading import load_model, model_file
 
 logger = logging.getLogger(__name__)
@@ -67,6 +75,52 @@ def _check_sentences(sentences: Any) -> tuple[list[str], bool]:
     return items, False
 
 
+SEARCH_SCORES_PER_CHUNK = 1 << 24  # query-by-sentence scores computed at a time in exact search (64 MiB)
+
+
+def _as_vectors(value: Any) -> tuple[torch.Tensor, bool] | None:
+    """``(float32 CPU tensor (q, dim), whether one (dim,) vector was given)`` for a float array or tensor of one or
+    two dimensions; ``None`` for anything else."""
+    if isinstance(value, np.ndarray) and value.dtype.kind == "f":
+        value = torch.from_numpy(value)
+    if not isinstance(value, torch.Tensor) or not value.is_floating_point() or value.dim() not in (1, 2):
+        return None
+    single = value.dim() == 1
+    return value.detach().to("cpu", torch.float32).reshape(-1, value.shape[-1]), single
+
+
+def exact_search(queries: torch.Tensor, corpus: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` largest inner products of each query with the corpus, best first.
+
+    One matrix product and one ``torch.topk`` per chunk of queries (chunks of at most
+    ``SEARCH_SCORES_PER_CHUNK`` scores); with unit rows the scores are cosines.
+
+    Args:
+        queries (`torch.Tensor`): ``(q, dim)`` float32.
+        corpus (`torch.Tensor`): ``(n, dim)`` float32, ``n >= k``.
+        k (`int`): results per query.
+
+    Returns:
+        `tuple[torch.Tensor, torch.Tensor]`: scores ``(q, k)`` float32 and corpus indices ``(q, k)`` int64, each
+        row in decreasing order of score.
+
+    >>> exact_search(torch.eye(2), torch.tensor([[0.0, 1.0], [1.0, 0.0], [0.6, 0.8]]), k=2)[1]
+    tensor([[1, 2],
+            [0, 2]])
+    """
+    chunk = max(1, SEARCH_SCORES_PER_CHUNK // max(len(corpus), 1))
+    scores, ids = [], []
+    with torch.inference_mode():
+        for start in range(0, len(queries), chunk):
+            block = (corpus @ queries[start:start + chunk].T).T.contiguous()  # (chunk, n): faster than q @ c.T
+            top = torch.topk(block, k, dim=1)
+            scores.append(top.values)
+            ids.append(top.indices)
+    if not scores:
+        return torch.empty(0, k), torch.empty(0, k, dtype=torch.long)
+    return torch.cat(scores), torch.cat(ids)  # (q, k) each
+
+
 class SimCSE:
     r"""Encode, compare and search sentences with a SimCSE, sentence-transformers or plain transformers model.
 
@@ -85,8 +139,11 @@ class SimCSE:
         precision (`str`, *optional*, defaults to ``"fp32"``): ``"fp32"``; ``"bf16"``, an opt-in reduced-precision
             mode (bfloat16 autocast) whose embeddings differ slightly from fp32, faster on GPUs and on CPUs that
             compute bfloat16 natively (AVX-512 BF16 or AMX) and several times slower on other CPUs (a warning says
-            so); ``"auto"``, bf16 where the CPU computes it natively, else fp32 (benchmarks/README.md has the
-            measured agreement and speed).
+            so); ``"int8"``, an opt-in CPU-only mode: dynamic int8 quantization of the linear layers
+            (``simcse_hub.encoding.quantize_int8``), whose embeddings differ more from fp32 than bf16's and depend
+            a little on the other sentences of their batch (the activations' int8 scale is taken per batch); ``"auto"``,
+            bf16 where the CPU computes it natively, else fp32 (never int8). benchmarks/README.md has the measured
+            agreement, speed and STS-B change of each mode.
 
     >>> from simcse_hub import SimCSE
     >>> model = SimCSE("sentence-transformers/all-MiniLM-L6-v2")  # doctest: +SKIP
@@ -109,7 +166,7 @@ class SimCSE:
     ) -> None:
         self.model_name_or_path = str(model_name_or_path)
         self.device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.precision = resolve_precision(precision, self.device)
+        self.precision = resolve_precision(precision, self.device, inference=True)
         self.num_cells, self.num_cells_in_search = num_cells, num_cells_in_search
         self.index: dict[str, Any] | None = None
         self._lock = threading.Lock()  # fast tokenizers must not be used by two threads at once
@@ -125,8 +182,19 @@ class SimCSE:
                              f"({loaded.max_length} tokens).")
         self.max_length = max_length or loaded.max_length
         self.whitening, self.flow = self._load_postprocessing(loaded.location)
-        logger.info("Loaded %s (%s, pooler %s, max_length %d) on %s", self.model_name_or_path, self.kind, self.pooler,
-                    self.max_length, self.device)
+        if self.precision == "int8":
+            self._quantize()
+        logger.info("Loaded %s (%s, pooler %s, max_length %d, precision %s) on %s", self.model_name_or_path, self.kind,
+                    self.pooler, self.max_length, self.precision, self.device)
+
+    def _quantize(self) -> None:
+        """Replace the model by its int8 copy (``precision="int8"``) and say so in the log."""
+        if self.sentence_transformer is not None:
+            self.sentence_transformer, count = quantize_int8(self.sentence_transformer)
+        else:
+            self.model, count = quantize_int8(self.model)
+        logger.info("precision='int8': %d linear layers of %s compute in int8 (dynamic quantization; the "
+                    "down-projections stay fp32); embeddings differ from fp32.", count, self.model_name_or_path)
 
     def _load_postprocessing(self, location: str) -> tuple[Any, Any]:
         """The folder's BERT-whitening (``whitening.safetensors``) and BERT-flow (``flow.safetensors``), each or
@@ -177,23 +245,25 @@ class SimCSE:
     def encode(
         self,
         sentences: str | Sequence[str],
-        batch_size: int = 64,
+        batch_size: int | None = None,
         normalize_to_unit: bool = True,
         return_numpy: bool = False,
         max_length: int | None = None,
         show_progress_bar: bool | None = None,
         keepdim: bool = False,
+        max_tokens_per_batch: int | None = None,
     ) -> torch.Tensor | np.ndarray:
         r"""Embed one sentence or a list of sentences.
 
         Every sentence is tokenized once; batches are formed longest first *by token count* (so a batch pads
         little: ordering by characters, as sentence-transformers does, pads 40% more on STS sentences), and the
-        vectors are returned in the order given.
+        vectors are returned in the order given. By default a batch holds as many sentences as fit in
+        ``DEFAULT_MAX_TOKENS_PER_BATCH`` (8192) padded tokens: many short sentences, few long ones.
 
         Args:
             sentences (`str` or `list[str]`): a sentence gives a ``(dim,)`` vector, a list an ``(n, dim)`` matrix;
                 an empty list gives ``(0, dim)``. An empty string is the empty sentence (special tokens only).
-            batch_size (`int`, *optional*, defaults to 64): sentences per forward pass.
+            batch_size (`int`, *optional*): a fixed number of sentences per forward pass instead of a token budget.
             normalize_to_unit (`bool`, *optional*, defaults to `True`): scale every vector to unit length.
             return_numpy (`bool`, *optional*, defaults to `False`): a float32 ``numpy.ndarray`` instead of a CPU
                 ``torch.Tensor``.
@@ -201,6 +271,10 @@ class SimCSE:
                 tokens (special tokens included).
             show_progress_bar (`bool`, *optional*): defaults to showing one for more than 1000 sentences.
             keepdim (`bool`, *optional*, defaults to `False`): return ``(1, dim)`` for a single sentence.
+            max_tokens_per_batch (`int`, *optional*, defaults to ``DEFAULT_MAX_TOKENS_PER_BATCH`` when no
+                ``batch_size`` is given): as many sentences per forward pass as fit in this many padded tokens (at
+                least one); given with ``batch_size``, it decides. The embeddings are the same either way (up to
+                float rounding; in ``int8`` mode, close but not equal).
 
         Raises:
             TypeError: ``sentences`` is not a str or a list of str (the message names the first bad index).
@@ -209,15 +283,17 @@ class SimCSE:
         torch.Size([2, 384])
         """
         items, single = _check_sentences(sentences)
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}.")
+        if batch_size is None and max_tokens_per_batch is None:
+            max_tokens_per_batch = DEFAULT_MAX_TOKENS_PER_BATCH
+        check_batching(64 if batch_size is None else batch_size, max_tokens_per_batch)
         max_length = self.max_length if max_length is None else max_length
         if not isinstance(max_length, int) or not 2 <= max_length <= max(self.max_length, 2):
             raise ValueError(f"max_length must be an integer in [2, {self.max_length}]; got {max_length!r}.")
         tokenizer = self.tokenizer if callable(self.tokenizer) else _CharacterLengths()
         embed = functools.partial(self._embed_batch, max_length=max_length)
-        embeddings = encode_in_batches(items, tokenizer, embed, batch_size=batch_size,
-                                       max_length=max_length, show_progress_bar=show_progress_bar, lock=self._lock)
+        embeddings = encode_in_batches(items, tokenizer, embed, batch_size=batch_size or 64,
+                                       max_tokens_per_batch=max_tokens_per_batch, max_length=max_length,
+                                       show_progress_bar=show_progress_bar, lock=self._lock)
         if embeddings is None:
             embeddings = torch.empty(0, self.embedding_dim)  # (0, dim)
         else:
@@ -230,7 +306,7 @@ class SimCSE:
         return embeddings.numpy() if return_numpy else embeddings
 
     def similarity(
-        self, queries: str | Sequence[str], keys: str | Sequence[str] | np.ndarray, batch_size: int = 64
+        self, queries: str | Sequence[str], keys: str | Sequence[str] | np.ndarray, batch_size: int | None = None
     ) -> float | np.ndarray:
         r"""Cosine similarities of ``queries`` with ``keys``.
 
@@ -274,18 +350,24 @@ class SimCSE:
         sentences_or_file_path: str | os.PathLike | Sequence[str],
         use_faiss: bool | None = None,
         faiss_fast: bool = False,
-        batch_size: int = 64,
+        batch_size: int | None = None,
+        embeddings: np.ndarray | torch.Tensor | None = None,
     ) -> None:
         r"""Index sentences for ``search`` (replacing any previous index). Repeated sentences are indexed once.
 
         Args:
             sentences_or_file_path (`list[str]`, or `str` / `os.PathLike`): the sentences, or the path of a UTF-8
                 text file with one sentence per line (blank lines skipped), as in the original tool.
-            use_faiss (`bool`, *optional*): ``None`` uses faiss (inner product on unit vectors) when it is installed
-                and exact numpy search otherwise; ``True`` requires faiss; ``False`` always uses numpy.
-            faiss_fast (`bool`, *optional*, defaults to `False`): an approximate IVF index (``num_cells`` cells,
-                ``num_cells_in_search`` visited per query) instead of the exact ``IndexFlatIP``.
-            batch_size (`int`, *optional*, defaults to 64): encoding batch size.
+            use_faiss (`bool`, *optional*): ``None`` searches exactly in torch (one matrix product and top-k per
+                chunk of queries: faster on a CPU than faiss's exact ``IndexFlatIP``, benchmarks/README.md), or with
+                ``faiss_fast=True`` uses faiss when it is installed; ``True`` requires faiss (inner product on unit
+                vectors); ``False`` always searches exactly in torch.
+            faiss_fast (`bool`, *optional*, defaults to `False`): an approximate faiss IVF index (``num_cells``
+                cells, ``num_cells_in_search`` visited per query) instead of an exact search: much faster on large
+                indexes, at a recall below 1.
+            batch_size (`int`, *optional*): encoding batch size (as in ``encode``).
+            embeddings (`numpy.ndarray` or `torch.Tensor`, *optional*): the sentences' vectors from ``encode``,
+                ``(n, dim)`` in the order of the sentences (repeats included), to index without encoding again.
 
         >>> model.build_index(["A man is eating food.", "A man is riding a horse."])  # doctest: +SKIP
         """
@@ -300,10 +382,18 @@ class SimCSE:
             sentences = [line for line in lines if line.strip()]
         else:
             sentences, _ = _check_sentences(sentences_or_file_path)
-        sentences = list(dict.fromkeys(sentences))  # de-duplicated, first occurrence order
+        if embeddings is not None:
+            given = _as_vectors(embeddings)
+            if given is None or given[0].shape[0] != len(sentences) or given[1]:
+                raise ValueError(f"embeddings must be a float array of shape ({len(sentences)}, dim), one row per "
+                                 f"sentence; got {getattr(embeddings, 'shape', type(embeddings).__name__)}.")
+        first: dict[str, int] = {}  # each sentence -> the index of its first occurrence
+        for i, sentence in enumerate(sentences):
+            first.setdefault(sentence, i)
+        sentences = list(first)  # de-duplicated, first occurrence order
         if not sentences:
             raise ValueError("build_index needs at least one sentence.")
-        if use_faiss is None or use_faiss:
+        if use_faiss or (use_faiss is None and faiss_fast):
             try:
                 import faiss
             except ImportError as error:
@@ -313,26 +403,31 @@ class SimCSE:
         else:
             faiss = None
         if faiss_fast and faiss is None:
-            logger.warning("faiss_fast=True ignored: faiss is not used; searching exactly with numpy.")
-        vectors = self.encode(sentences, batch_size=batch_size, return_numpy=True).astype(np.float32)  # (n, dim)
-        if faiss is None:
-            index: Any = vectors
-        elif faiss_fast:
-            cells = min(self.num_cells, len(sentences))
-            index = faiss.IndexIVFFlat(faiss.IndexFlatIP(vectors.shape[1]), vectors.shape[1], cells,
-                                       faiss.METRIC_INNER_PRODUCT)
-            index.train(vectors)
-            index.nprobe = min(self.num_cells_in_search, cells)
-            index.add(vectors)
+            logger.warning("faiss_fast=True ignored: faiss is not used; searching exactly in torch.")
+        if embeddings is None:
+            vectors = self.encode(sentences, batch_size=batch_size)  # (n, dim), unit rows
         else:
-            index = faiss.IndexFlatIP(vectors.shape[1])
+            rows = given[0] if len(first) == len(given[0]) else given[0][list(first.values())]  # (n, dim)
+            vectors = F.normalize(rows, dim=-1)  # (n, dim), unit rows
+        if faiss is None:
+            index: Any = vectors.contiguous()
+        else:
+            vectors = np.ascontiguousarray(vectors.numpy(), dtype=np.float32)
+            if faiss_fast:
+                cells = min(self.num_cells, len(sentences))
+                index = faiss.IndexIVFFlat(faiss.IndexFlatIP(vectors.shape[1]), vectors.shape[1], cells,
+                                           faiss.METRIC_INNER_PRODUCT)
+                index.train(vectors)
+                index.nprobe = min(self.num_cells_in_search, cells)
+            else:
+                index = faiss.IndexFlatIP(vectors.shape[1])
             index.add(vectors)
         self.index = {"sentences": sentences, "ids": {s: i for i, s in enumerate(sentences)}, "index": index,
                       "faiss": faiss is not None}
         logger.info("Indexed %d sentences (%s)", len(sentences),
-                    "numpy" if faiss is None else ("faiss IVF" if faiss_fast else "faiss flat"))
+                    "exact, torch" if faiss is None else ("faiss IVF" if faiss_fast else "faiss flat"))
 
-    def add_to_index(self, sentences: Sequence[str], batch_size: int = 64) -> None:
+    def add_to_index(self, sentences: Sequence[str], batch_size: int | None = None) -> None:
         """Add sentences to the index ``build_index`` made; sentences already in it are skipped."""
         if self.index is None:
             raise RuntimeError("add_to_index needs an index: call build_index(sentences) first.")
@@ -340,28 +435,29 @@ class SimCSE:
         new = [s for s in dict.fromkeys(new) if s not in self.index["ids"]]
         if not new:
             return
-        vectors = self.encode(new, batch_size=batch_size, return_numpy=True).astype(np.float32)  # (k, dim)
+        vectors = self.encode(new, batch_size=batch_size)  # (k, dim), unit rows
         if self.index["faiss"]:
-            self.index["index"].add(vectors)
+            self.index["index"].add(np.ascontiguousarray(vectors.numpy(), dtype=np.float32))
         else:
-            self.index["index"] = np.concatenate([self.index["index"], vectors])  # (n + k, dim)
+            self.index["index"] = torch.cat([self.index["index"], vectors])  # (n + k, dim)
         for sentence in new:
             self.index["ids"][sentence] = len(self.index["sentences"])
             self.index["sentences"].append(sentence)
 
     def search(
-        self, queries: str | Sequence[str], threshold: float = 0.6, top_k: int = 5
+        self, queries: str | Sequence[str] | np.ndarray | torch.Tensor, threshold: float = 0.6, top_k: int = 5
     ) -> list[tuple[str, float]] | list[list[tuple[str, float]]]:
         r"""The indexed sentences most similar (cosine) to each query.
 
         Args:
-            queries (`str` or `list[str]`).
+            queries (`str`, `list[str]`, or a float `numpy.ndarray` / `torch.Tensor`): sentences, or query vectors
+                from ``encode`` (``(dim,)`` for one query, ``(q, dim)`` for several; scaled to unit length here).
             threshold (`float`, *optional*, defaults to 0.6): only results with a score at least this.
             top_k (`int`, *optional*, defaults to 5): at most this many results per query.
 
         Returns:
-            for a str, a list of ``(sentence, score)`` sorted by decreasing score; for a list, one such list per
-            query.
+            for a str (or a ``(dim,)`` vector), a list of ``(sentence, score)`` sorted by decreasing score; for a
+            list (or a ``(q, dim)`` matrix), one such list per query.
 
         >>> model.search("A man eats.", threshold=0.3, top_k=2)  # doctest: +SKIP
         [('A man is eating food.', 0.8...)]
@@ -370,18 +466,23 @@ class SimCSE:
             raise RuntimeError("search needs an index: call build_index(sentences) first.")
         if not isinstance(top_k, int) or top_k < 1:
             raise ValueError(f"top_k must be a positive integer; got {top_k!r}.")
-        items, single = _check_sentences(queries)
-        if not items:
-            return []
-        query_vecs = self.encode(items, return_numpy=True, keepdim=True).astype(np.float32)  # (q, dim)
+        given = _as_vectors(queries)
+        if given is not None:
+            query_vecs, single = F.normalize(given[0], dim=-1), given[1]  # (q, dim)
+        else:
+            items, single = _check_sentences(queries)
+            if not items:
+                return []
+            query_vecs = self.encode(items, keepdim=True)  # (q, dim), unit rows
         sentences = self.index["sentences"]
+        dim = self.index["index"].d if self.index["faiss"] else self.index["index"].shape[1]
+        if query_vecs.shape[1] != dim:
+            raise ValueError(f"query vectors have dimension {query_vecs.shape[1]}, the index's is {dim}.")
         k = min(top_k, len(sentences))
         if self.index["faiss"]:
-            scores, ids = self.index["index"].search(query_vecs, k)  # (q, k) each
+            scores, ids = self.index["index"].search(np.ascontiguousarray(query_vecs.numpy(), dtype=np.float32), k)
         else:
-            all_scores = query_vecs @ self.index["index"].T  # (q, n)
-            ids = np.argsort(-all_scores, axis=1, kind="stable")[:, :k]  # (q, k)
-            scores = np.take_along_axis(all_scores, ids, axis=1)  # (q, k)
+            scores, ids = exact_search(query_vecs, self.index["index"], k)  # (q, k) each
         results = [
             [(sentences[i], float(s)) for i, s in zip(row_ids, row_scores) if i >= 0 and s >= threshold]
             for row_ids, row_scores in zip(ids.tolist(), scores.tolist())
@@ -390,7 +491,7 @@ class SimCSE:
 
     def __repr__(self) -> str:
         return (f"SimCSE({self.model_name_or_path!r}, kind={self.kind!r}, pooler={self.pooler!r}, "
-                f"max_length={self.max_length}, device={str(self.device)!r})")
+                f"max_length={self.max_length}, device={str(self.device)!r}, precision={self.precision!r})")
 
 
-__all__ = ["SimCSE"]
+__all__ = ["SimCSE", "exact_search"]
