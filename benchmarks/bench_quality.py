@@ -1,7 +1,7 @@
 """Quality: the model simcse_hub trains against the one sentence-transformers trains, from the same encoder and data,
 over several seeds (mean and spread).
 
-    python benchmarks/bench_quality.py                                   # 3 seeds, the table of the README
+    python benchmarks/bench_quality.py                                   # 3 seeds: base, peer, ours
     python benchmarks/bench_quality.py --seeds 42 --variants ours --candidate lr3e5 learning_rate=3e-5
 
 The peer's setting (issue 17): all-MiniLM-L6-v2 with mean pooling, the 6,339 SNLI triplets of ``../shared/data/nli``,
@@ -119,7 +119,7 @@ def summary(values: list[float]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = common.add_common_arguments(argparse.ArgumentParser(description=__doc__.split("\n\n")[0]))
     parser.add_argument("--seeds", default="42,43,44", help="comma-separated training seeds (default: 42,43,44)")
-    parser.add_argument("--variants", default="base,peer,ours,preset:minilm-sup",
+    parser.add_argument("--variants", default="base,peer,ours",
                         help="comma-separated: base, peer, ours, preset:NAME (default: %(default)s)")
     parser.add_argument("--candidate", nargs="+", action="append", default=[], metavar=("NAME", "KEY=VALUE"),
                         help="also train the peer's setting with these changes, e.g. --candidate lr2 "
