@@ -42,10 +42,10 @@ from accelerate import Accelerator
 from simcse_hub.card_values import format_memory, hub_id
 from simcse_hub.export import save_model
 from simcse_hub.loading import public_model_name
+from simcse_hub.train_config import RESUMABLE_CHANGES, ConfigError, TrainConfig
 
 if TYPE_CHECKING:
     from simcse_hub.data import Examples
-from simcse_hub.train_config import RESUMABLE_CHANGES, ConfigError, TrainConfig
 
 logger = logging.getLogger(__name__)
 

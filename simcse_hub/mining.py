@@ -38,7 +38,6 @@ logger = logging.getLogger(__name__)
 TRIPLET_COLUMNS = ("sent0", "sent1", "hard_neg")
 OUTPUT_SUFFIXES = (".tsv", ".jsonl", ".tsv.gz", ".jsonl.gz")
 SAMPLING = ("top", "random")
-_CHUNK_CELLS = 1 << 24  # similarities computed at once (64 MB of float32)
 
 
 class MiningError(ValueError):
@@ -227,22 +226,16 @@ def _excluded(rows: list[tuple[str, str]], anchors: list[str], corpus: list[str]
 
 def _nearest(embeddings: np.ndarray, anchor_rows: list[int], corpus_rows: list[int], excluded: list[list[int]],
              k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Exact cosine search: the ``k`` corpus positions most similar to each anchor and their similarities, the
-    excluded positions never among them (``-inf`` pads a row when the corpus is smaller)."""
-    corpus = embeddings[corpus_rows]  # (n_corpus, dim)
-    k = min(k, len(corpus_rows))
-    chunk = max(1, _CHUNK_CELLS // max(1, len(corpus_rows)))
-    all_scores, all_indices = [], []
-    for start in range(0, len(anchor_rows), chunk):
-        sims = embeddings[anchor_rows[start:start + chunk]] @ corpus.T  # (chunk, n_corpus)
-        for offset, positions in enumerate(excluded[start:start + chunk]):
-            sims[offset, positions] = -np.inf
-        top = np.argpartition(-sims, k - 1, axis=1)[:, :k]  # (chunk, k), unordered
-        top_scores = np.take_along_axis(sims, top, axis=1)
-        order = np.argsort(-top_scores, axis=1, kind="stable")
-        all_indices.append(np.take_along_axis(top, order, axis=1))
-        all_scores.append(np.take_along_axis(top_scores, order, axis=1))
-    return np.concatenate(all_scores), np.concatenate(all_indices)
+    """Exact cosine search (:func:`simcse_hub.tool.exact_search`): the ``k`` corpus positions most similar to each
+    anchor and their similarities, the excluded positions never among them (``-inf`` pads a row when the corpus is
+    smaller)."""
+    import torch
+
+    from simcse_hub.tool import exact_search
+
+    scores, indices = exact_search(torch.from_numpy(embeddings[anchor_rows]), torch.from_numpy(embeddings[corpus_rows]),
+                                   min(k, len(corpus_rows)), excluded)
+    return scores.numpy(), indices.numpy()
 
 
 def _choose(kept: np.ndarray, sampling: str, seed: int) -> np.ndarray:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import os
 import threading
 from collections.abc import Iterable, Sequence
@@ -89,7 +90,8 @@ def _as_vectors(value: Any) -> tuple[torch.Tensor, bool] | None:
     return value.detach().to("cpu", torch.float32).reshape(-1, value.shape[-1]), single
 
 
-def exact_search(queries: torch.Tensor, corpus: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+def exact_search(queries: torch.Tensor, corpus: torch.Tensor, k: int,
+                 excluded: Sequence[Sequence[int]] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``k`` largest inner products of each query with the corpus, best first.
 
     One matrix product and one ``torch.topk`` per chunk of queries (chunks of at most
@@ -99,6 +101,8 @@ def exact_search(queries: torch.Tensor, corpus: torch.Tensor, k: int) -> tuple[t
         queries (`torch.Tensor`): ``(q, dim)`` float32.
         corpus (`torch.Tensor`): ``(n, dim)`` float32, ``n >= k``.
         k (`int`): results per query.
+        excluded (`Sequence[Sequence[int]]`, *optional*): per query, corpus indices it may never return (their
+            score is ``-inf``, so they come last when fewer than ``k`` others remain).
 
     Returns:
         `tuple[torch.Tensor, torch.Tensor]`: scores ``(q, k)`` float32 and corpus indices ``(q, k)`` int64, each
@@ -113,6 +117,8 @@ def exact_search(queries: torch.Tensor, corpus: torch.Tensor, k: int) -> tuple[t
     with torch.inference_mode():
         for start in range(0, len(queries), chunk):
             block = (corpus @ queries[start:start + chunk].T).T.contiguous()  # (chunk, n): faster than q @ c.T
+            for offset, positions in enumerate(excluded[start:start + chunk] if excluded is not None else ()):
+                block[offset, list(positions)] = -math.inf
             top = torch.topk(block, k, dim=1)
             scores.append(top.values)
             ids.append(top.indices)
@@ -285,13 +291,14 @@ class SimCSE:
         items, single = _check_sentences(sentences)
         if batch_size is None and max_tokens_per_batch is None:
             max_tokens_per_batch = DEFAULT_MAX_TOKENS_PER_BATCH
-        check_batching(64 if batch_size is None else batch_size, max_tokens_per_batch)
+        batch_size = 64 if batch_size is None else batch_size  # used only without a token budget
+        check_batching(batch_size, max_tokens_per_batch)
         max_length = self.max_length if max_length is None else max_length
         if not isinstance(max_length, int) or not 2 <= max_length <= max(self.max_length, 2):
             raise ValueError(f"max_length must be an integer in [2, {self.max_length}]; got {max_length!r}.")
         tokenizer = self.tokenizer if callable(self.tokenizer) else _CharacterLengths()
         embed = functools.partial(self._embed_batch, max_length=max_length)
-        embeddings = encode_in_batches(items, tokenizer, embed, batch_size=batch_size or 64,
+        embeddings = encode_in_batches(items, tokenizer, embed, batch_size=batch_size,
                                        max_tokens_per_batch=max_tokens_per_batch, max_length=max_length,
                                        show_progress_bar=show_progress_bar, lock=self._lock)
         if embeddings is None:
