@@ -226,12 +226,12 @@ def _excluded(rows: list[tuple[str, str]], anchors: list[str], corpus: list[str]
 
 def _nearest(embeddings: np.ndarray, anchor_rows: list[int], corpus_rows: list[int], excluded: list[list[int]],
              k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Exact cosine search (:func:`simcse_hub.tool.exact_search`): the ``k`` corpus positions most similar to each
+    """Exact cosine search (:func:`simcse_hub.search.exact_search`): the ``k`` corpus positions most similar to each
     anchor and their similarities, the excluded positions never among them (``-inf`` pads a row when the corpus is
     smaller)."""
     import torch
 
-    from simcse_hub.tool import exact_search
+    from simcse_hub.search import exact_search
 
     scores, indices = exact_search(torch.from_numpy(embeddings[anchor_rows]), torch.from_numpy(embeddings[corpus_rows]),
                                    min(k, len(corpus_rows)), excluded)

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 import os
 import threading
 from collections.abc import Iterable, Sequence
@@ -51,6 +50,7 @@ from simcse_hub.encoding import (
     resolve_precision,
 )
 from simcse_hub.loading import load_model, model_file
+from simcse_hub.search import add_to_index, as_vectors, import_faiss, make_index, search_index
 
 logger = logging.getLogger(__name__)
 
@@ -74,57 +74,6 @@ def _check_sentences(sentences: Any) -> tuple[list[str], bool]:
         if not isinstance(item, str):
             raise TypeError(f"sentences[{index}] is a {type(item).__name__}, not a str: {item!r:.80}")
     return items, False
-
-
-SEARCH_SCORES_PER_CHUNK = 1 << 24  # query-by-sentence scores computed at a time in exact search (64 MiB)
-
-
-def _as_vectors(value: Any) -> tuple[torch.Tensor, bool] | None:
-    """``(float32 CPU tensor (q, dim), whether one (dim,) vector was given)`` for a float array or tensor of one or
-    two dimensions; ``None`` for anything else."""
-    if isinstance(value, np.ndarray) and value.dtype.kind == "f":
-        value = torch.from_numpy(value)
-    if not isinstance(value, torch.Tensor) or not value.is_floating_point() or value.dim() not in (1, 2):
-        return None
-    single = value.dim() == 1
-    return value.detach().to("cpu", torch.float32).reshape(-1, value.shape[-1]), single
-
-
-def exact_search(queries: torch.Tensor, corpus: torch.Tensor, k: int,
-                 excluded: Sequence[Sequence[int]] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The ``k`` largest inner products of each query with the corpus, best first.
-
-    One matrix product and one ``torch.topk`` per chunk of queries (chunks of at most
-    ``SEARCH_SCORES_PER_CHUNK`` scores); with unit rows the scores are cosines.
-
-    Args:
-        queries (`torch.Tensor`): ``(q, dim)`` float32.
-        corpus (`torch.Tensor`): ``(n, dim)`` float32, ``n >= k``.
-        k (`int`): results per query.
-        excluded (`Sequence[Sequence[int]]`, *optional*): per query, corpus indices it may never return (their
-            score is ``-inf``, so they come last when fewer than ``k`` others remain).
-
-    Returns:
-        `tuple[torch.Tensor, torch.Tensor]`: scores ``(q, k)`` float32 and corpus indices ``(q, k)`` int64, each
-        row in decreasing order of score.
-
-    >>> exact_search(torch.eye(2), torch.tensor([[0.0, 1.0], [1.0, 0.0], [0.6, 0.8]]), k=2)[1]
-    tensor([[1, 2],
-            [0, 2]])
-    """
-    chunk = max(1, SEARCH_SCORES_PER_CHUNK // max(len(corpus), 1))
-    scores, ids = [], []
-    with torch.inference_mode():
-        for start in range(0, len(queries), chunk):
-            block = (corpus @ queries[start:start + chunk].T).T.contiguous()  # (chunk, n): faster than q @ c.T
-            for offset, positions in enumerate(excluded[start:start + chunk] if excluded is not None else ()):
-                block[offset, list(positions)] = -math.inf
-            top = torch.topk(block, k, dim=1)
-            scores.append(top.values)
-            ids.append(top.indices)
-    if not scores:
-        return torch.empty(0, k), torch.empty(0, k, dtype=torch.long)
-    return torch.cat(scores), torch.cat(ids)  # (q, k) each
 
 
 class SimCSE:
@@ -390,7 +339,7 @@ class SimCSE:
         else:
             sentences, _ = _check_sentences(sentences_or_file_path)
         if embeddings is not None:
-            given = _as_vectors(embeddings)
+            given = as_vectors(embeddings)
             if given is None or given[0].shape[0] != len(sentences) or given[1]:
                 raise ValueError(f"embeddings must be a float array of shape ({len(sentences)}, dim), one row per "
                                  f"sentence; got {getattr(embeddings, 'shape', type(embeddings).__name__)}.")
@@ -400,39 +349,13 @@ class SimCSE:
         sentences = list(first)  # de-duplicated, first occurrence order
         if not sentences:
             raise ValueError("build_index needs at least one sentence.")
-        if use_faiss or (use_faiss is None and faiss_fast):
-            try:
-                import faiss
-            except ImportError as error:
-                if use_faiss:
-                    raise ImportError("use_faiss=True needs faiss: pip install faiss-cpu") from error
-                faiss = None
-        else:
-            faiss = None
-        if faiss_fast and faiss is None:
-            logger.warning("faiss_fast=True ignored: faiss is not used; searching exactly in torch.")
+        faiss = import_faiss(use_faiss, faiss_fast)
         if embeddings is None:
             vectors = self.encode(sentences, batch_size=batch_size)  # (n, dim), unit rows
         else:
             rows = given[0] if len(first) == len(given[0]) else given[0][list(first.values())]  # (n, dim)
             vectors = F.normalize(rows, dim=-1)  # (n, dim), unit rows
-        if faiss is None:
-            index: Any = vectors.contiguous()
-        else:
-            vectors = np.ascontiguousarray(vectors.numpy(), dtype=np.float32)
-            if faiss_fast:
-                cells = min(self.num_cells, len(sentences))
-                index = faiss.IndexIVFFlat(faiss.IndexFlatIP(vectors.shape[1]), vectors.shape[1], cells,
-                                           faiss.METRIC_INNER_PRODUCT)
-                index.train(vectors)
-                index.nprobe = min(self.num_cells_in_search, cells)
-            else:
-                index = faiss.IndexFlatIP(vectors.shape[1])
-            index.add(vectors)
-        self.index = {"sentences": sentences, "ids": {s: i for i, s in enumerate(sentences)}, "index": index,
-                      "faiss": faiss is not None}
-        logger.info("Indexed %d sentences (%s)", len(sentences),
-                    "exact, torch" if faiss is None else ("faiss IVF" if faiss_fast else "faiss flat"))
+        self.index = make_index(sentences, vectors, faiss, faiss_fast, self.num_cells, self.num_cells_in_search)
 
     def add_to_index(self, sentences: Sequence[str], batch_size: int | None = None) -> None:
         """Add sentences to the index ``build_index`` made; sentences already in it are skipped."""
@@ -442,14 +365,7 @@ class SimCSE:
         new = [s for s in dict.fromkeys(new) if s not in self.index["ids"]]
         if not new:
             return
-        vectors = self.encode(new, batch_size=batch_size)  # (k, dim), unit rows
-        if self.index["faiss"]:
-            self.index["index"].add(np.ascontiguousarray(vectors.numpy(), dtype=np.float32))
-        else:
-            self.index["index"] = torch.cat([self.index["index"], vectors])  # (n + k, dim)
-        for sentence in new:
-            self.index["ids"][sentence] = len(self.index["sentences"])
-            self.index["sentences"].append(sentence)
+        add_to_index(self.index, new, self.encode(new, batch_size=batch_size))  # (k, dim), unit rows
 
     def search(
         self, queries: str | Sequence[str] | np.ndarray | torch.Tensor, threshold: float = 0.6, top_k: int = 5
@@ -473,7 +389,7 @@ class SimCSE:
             raise RuntimeError("search needs an index: call build_index(sentences) first.")
         if not isinstance(top_k, int) or top_k < 1:
             raise ValueError(f"top_k must be a positive integer; got {top_k!r}.")
-        given = _as_vectors(queries)
+        given = as_vectors(queries)
         if given is not None:
             query_vecs, single = F.normalize(given[0], dim=-1), given[1]  # (q, dim)
         else:
@@ -481,19 +397,7 @@ class SimCSE:
             if not items:
                 return []
             query_vecs = self.encode(items, keepdim=True)  # (q, dim), unit rows
-        sentences = self.index["sentences"]
-        dim = self.index["index"].d if self.index["faiss"] else self.index["index"].shape[1]
-        if query_vecs.shape[1] != dim:
-            raise ValueError(f"query vectors have dimension {query_vecs.shape[1]}, the index's is {dim}.")
-        k = min(top_k, len(sentences))
-        if self.index["faiss"]:
-            scores, ids = self.index["index"].search(np.ascontiguousarray(query_vecs.numpy(), dtype=np.float32), k)
-        else:
-            scores, ids = exact_search(query_vecs, self.index["index"], k)  # (q, k) each
-        results = [
-            [(sentences[i], float(s)) for i, s in zip(row_ids, row_scores) if i >= 0 and s >= threshold]
-            for row_ids, row_scores in zip(ids.tolist(), scores.tolist())
-        ]
+        results = search_index(self.index, query_vecs, top_k, threshold)
         return results[0] if single else results
 
     def __repr__(self) -> str:
@@ -501,4 +405,4 @@ class SimCSE:
                 f"max_length={self.max_length}, device={str(self.device)!r}, precision={self.precision!r})")
 
 
-__all__ = ["SimCSE", "exact_search"]
+__all__ = ["SimCSE"]

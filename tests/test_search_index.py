@@ -10,9 +10,9 @@ import pytest
 import torch
 from conftest import make_model
 
-import simcse_hub.tool as tool_module
+import simcse_hub.search as search_module
 from simcse_hub import SimCSE, save_model
-from simcse_hub.tool import exact_search
+from simcse_hub.search import exact_search
 
 HAS_FAISS = importlib.util.find_spec("faiss") is not None
 CORPUS = [
@@ -47,7 +47,7 @@ def brute_force(queries: np.ndarray, corpus: np.ndarray, k: int) -> tuple[np.nda
 @pytest.mark.parametrize("chunk", [None, 1, 700])
 def test_exact_search_equals_brute_force(monkeypatch, chunk):
     if chunk is not None:  # scores computed a few queries at a time
-        monkeypatch.setattr(tool_module, "SEARCH_SCORES_PER_CHUNK", chunk)
+        monkeypatch.setattr(search_module, "SEARCH_SCORES_PER_CHUNK", chunk)
     rng = np.random.RandomState(0)
     corpus, queries = unit(rng, 300, 16), unit(rng, 37, 16)
     for k in (1, 10, 300):
