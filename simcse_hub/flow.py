@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from simcse_hub.flow_model import Batches, FlowModel, mean_nll
+from simcse_hub.flow_model import Batches, FlowModel, mean_nll, standardization
 
 logger = logging.getLogger(__name__)
 
@@ -148,14 +148,11 @@ class Flow:
             show_progress_bar (`bool`, *optional*): defaults to showing one when this module logs at INFO level.
 
         Returns:
-            `Flow`: ``self``; ``log_history`` holds one ``{"step", "nll", "val_nll"}`` per measurement (``nll``: the
-            mean training NLL since the previous one; ``val_nll``: the held-out NLL, absent when nothing is held
-            out) and ``best_step`` the step whose parameters were kept.
+            `Flow`: ``self``, with ``log_history`` (one ``{"step", "nll", "val_nll"}`` per measurement; ``nll`` the
+            mean training NLL since the last) and ``best_step`` (the step whose parameters were kept).
 
         >>> flow = Flow().fit(corpus_embeddings, corpus="wiki.txt")  # doctest: +SKIP
         """
-        from tqdm.auto import tqdm
-
         x = _check_embeddings(embeddings, "Flow.fit")  # (n, dim) float64
         n, dim = x.shape
         if n < 2:
@@ -166,39 +163,51 @@ class Flow:
                                                          validation_fraction)
         device = torch.device(device or "cpu")
         generator = torch.Generator().manual_seed(seed)
-
         n_val = min(max(1, round(n * validation_fraction)), n - 2) if validation_fraction > 0 else 0
         shuffled = torch.randperm(n, generator=generator).numpy()
         x, x_val = x[shuffled[n_val:]], x[shuffled[:n_val]]  # (n_train, dim), (n_val, dim)
-        n_train = n - n_val
-        batch_size = min(_positive_int(batch_size, "Flow.fit: batch_size"), n_train)
-        mean, std = _standardization(x, n)  # (dim,) each
+        mean, std = standardization(x, n)  # (dim,) each
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = FlowModel(dim, self.num_steps, self.hidden_size, self.log_scale_bound)
         model.input_mean.copy_(torch.from_numpy(mean))
         model.input_std.copy_(torch.from_numpy(std))
         model.to(device)
-        data = torch.from_numpy(x).float().to(device)  # (n_train, dim)
-        data_val = torch.from_numpy(x_val).float().to(device)  # (n_val, dim)
-        next_batch = Batches(data, batch_size, generator)
+        batch_size = min(_positive_int(batch_size, "Flow.fit: batch_size"), n - n_val)
+        next_batch = Batches(torch.from_numpy(x).float().to(device), batch_size, generator)
+        start = time.perf_counter()
+        model.initialize(next_batch())
+        show = logger.getEffectiveLevel() <= logging.INFO if show_progress_bar is None else show_progress_bar
+        best_nll = self._optimize(model, next_batch, torch.from_numpy(x_val).float().to(device), steps, log_every,
+                                  patience, learning_rate, max_grad_norm, show)
+        self.model = model.eval().to("cpu").requires_grad_(False)
+        self.corpus = corpus if corpus is not None else self.corpus
+        if n_val and steps and self.best_step == 0:
+            logger.warning("Flow.fit: no step improved the held-out NLL of the initialised flow, which is kept. Try a "
+                           "lower learning_rate or a larger corpus.")
+        logger.info("Fitted flow (%d steps, hidden %d) on %d embeddings of size %d (%d held out) in %.1f s; kept "
+                    "step %d%s", self.num_steps, self.hidden_size, n - n_val, dim, n_val, time.perf_counter() - start,
+                    self.best_step, f" (held-out NLL {best_nll:.4f} nats/dim)" if n_val else "")
+        return self
 
-        def validation_nll() -> float:
-            return mean_nll(model, data_val, _CHUNK)
+    def _optimize(self, model: FlowModel, next_batch: Batches, data_val: torch.Tensor, steps: int, log_every: int,
+                  patience: int | None, learning_rate: float, max_grad_norm: float | None, show: bool) -> float:
+        """The optimisation loop of :meth:`fit`: Adam on the mean NLL per dimension, a record every ``log_every``
+        steps into ``log_history``, early stopping on the held-out NLL (``data_val``, `(n_val, dim)`, may be
+        empty). Leaves ``model`` with the kept parameters and returns their held-out NLL (``inf`` without one)."""
+        from tqdm.auto import tqdm
 
         def snapshot() -> dict[str, torch.Tensor]:
             return {key: value.detach().clone() for key, value in model.state_dict().items()}
 
-        start = time.perf_counter()
-        model.initialize(next_batch())
         optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
         self.log_history, self.best_step, stale, window = [], 0, 0, []
-        best_nll, best_state = (validation_nll(), snapshot()) if n_val else (math.inf, None)
+        held_out = len(data_val) > 0
+        best_nll, best_state = (mean_nll(model, data_val, _CHUNK), snapshot()) if held_out else (math.inf, None)
         model.train()
-        show = logger.getEffectiveLevel() <= logging.INFO if show_progress_bar is None else show_progress_bar
         progress = tqdm(range(1, steps + 1), desc="Fitting flow", unit="step", disable=not show)
         for step in progress:
-            loss = -model.log_prob(next_batch()).mean() / dim  # nats per dimension
+            loss = -model.log_prob(next_batch()).mean() / model.dim  # nats per dimension
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if max_grad_norm is not None:
@@ -209,14 +218,14 @@ class Flow:
                 continue
             record = {"step": step, "nll": float(torch.stack(window).mean())}
             window = []
-            if n_val:
-                record["val_nll"] = validation_nll()
+            if held_out:
+                record["val_nll"] = mean_nll(model, data_val, _CHUNK)
             if not all(math.isfinite(value) for value in record.values()):
                 raise RuntimeError(f"Flow.fit diverged at step {step} ({record}); lower learning_rate (now "
                                    f"{learning_rate}) or max_grad_norm, or fit on more embeddings.")
             self.log_history.append(record)
             progress.set_postfix({key: f"{value:.4f}" for key, value in record.items() if key != "step"})
-            if not n_val:
+            if not held_out:
                 self.best_step = step
             elif record["val_nll"] < best_nll:
                 best_nll, best_state, self.best_step, stale = record["val_nll"], snapshot(), step, 0
@@ -229,15 +238,7 @@ class Flow:
         progress.close()
         if best_state is not None:
             model.load_state_dict(best_state)
-        self.model = model.eval().to("cpu").requires_grad_(False)
-        self.corpus = corpus if corpus is not None else self.corpus
-        if n_val and steps and self.best_step == 0:
-            logger.warning("Flow.fit: no step improved the held-out NLL of the initialised flow, which is kept. Try a "
-                           "lower learning_rate or a larger corpus.")
-        logger.info("Fitted flow (%d steps, hidden %d) on %d embeddings of size %d (%d held out) in %.1f s; kept "
-                    "step %d%s", self.num_steps, self.hidden_size, n_train, dim, n_val, time.perf_counter() - start,
-                    self.best_step, f" (held-out NLL {best_nll:.4f} nats/dim)" if n_val else "")
-        return self
+        return best_nll
 
     def _run(self, embeddings: Any, function: Callable[[torch.Tensor], torch.Tensor], name: str) -> Any:
         """Apply ``function`` `(n, dim) -> (n, ...)` in chunks to embeddings of shape `(n, dim)` or `(dim,)`."""
@@ -409,21 +410,6 @@ def _check_fit_settings(steps: Any, log_every: Any, patience: Any, learning_rate
     if not (isinstance(validation_fraction, (int, float)) and 0 <= validation_fraction < 1):
         raise ValueError(f"Flow.fit: validation_fraction must be in [0, 1); got {validation_fraction!r}.")
     return steps, log_every, patience
-
-
-def _standardization(x: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """The per-dimension mean and spread of the training embeddings `(n_train, dim)`; a (nearly) constant dimension
-    is centred, not scaled (its spread is 1), with a warning; all constant is a `ValueError`."""
-    mean, std = x.mean(axis=0), x.std(axis=0)  # (dim,) each
-    constant = std <= 1e-6 * max(float(std.max()), 1e-300)  # float32 rounding noise at best
-    if constant.all():
-        raise ValueError(f"Flow.fit: all {n} embeddings are the same vector; there is no distribution to fit.")
-    if constant.any():
-        logger.warning("Flow.fit: %d of %d dimensions are (nearly) constant on the corpus (first: %d); they are "
-                       "centred, not scaled, and carry no information.", constant.sum(), x.shape[1],
-                       np.flatnonzero(constant)[0])
-        std = np.where(constant, 1.0, std)
-    return mean, std
 
 
 def fit_flow(

@@ -9,10 +9,14 @@ References: Kingma & Dhariwal, "Glow: Generative Flow with Invertible 1x1 Convol
 
 from __future__ import annotations
 
+import logging
 import math
 
+import numpy as np
 import torch
 from torch import nn
+
+logger = logging.getLogger(__name__)
 
 _LOG_2PI = math.log(2 * math.pi)
 
@@ -222,4 +226,20 @@ def mean_nll(model: FlowModel, data: torch.Tensor, rows: int) -> float:
     return -total / data.numel()
 
 
-__all__ = ["ActNorm", "AffineCoupling", "Batches", "FlowModel", "FlowStep", "InvertibleLinear", "mean_nll"]
+def standardization(x: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The per-dimension mean and spread of the training embeddings `(n_train, dim)`; a (nearly) constant dimension
+    is centred, not scaled (its spread is 1), with a warning; all constant is a `ValueError`."""
+    mean, std = x.mean(axis=0), x.std(axis=0)  # (dim,) each
+    constant = std <= 1e-6 * max(float(std.max()), 1e-300)  # float32 rounding noise at best
+    if constant.all():
+        raise ValueError(f"Flow.fit: all {n} embeddings are the same vector; there is no distribution to fit.")
+    if constant.any():
+        logger.warning("Flow.fit: %d of %d dimensions are (nearly) constant on the corpus (first: %d); they are "
+                       "centred, not scaled, and carry no information.", constant.sum(), x.shape[1],
+                       np.flatnonzero(constant)[0])
+        std = np.where(constant, 1.0, std)
+    return mean, std
+
+
+__all__ = ["ActNorm", "AffineCoupling", "Batches", "FlowModel", "FlowStep", "InvertibleLinear", "mean_nll",
+           "standardization"]
