@@ -2,7 +2,9 @@
 
 This file is *remote code*: it is copied next to the weights of every saved model so that
 ``AutoModel.from_pretrained(path, trust_remote_code=True)`` works without simcse_hub installed. It imports only
-``torch``, ``transformers`` and its sibling ``configuration_simcse``; it must never import ``simcse_hub``.
+``torch``, ``transformers`` and its siblings, which ``save_pretrained`` copies with it: ``configuration_simcse``
+(the config), ``heads_simcse`` (the poolers, the MLP head, the InfoNCE loss) and ``formats_simcse`` (the files other
+libraries read, official releases, public names). It must never import ``simcse_hub``.
 
 Reference: Gao, Yao & Chen, "SimCSE: Simple Contrastive Learning of Sentence Embeddings", EMNLP 2021
 (https://arxiv.org/abs/2104.08821), and the authors' code (princeton-nlp/SimCSE, ``simcse/models.py``).
@@ -10,183 +12,31 @@ Reference: Gao, Yao & Chen, "SimCSE: Simple Contrastive Learning of Sentence Emb
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-import transformers
 from torch import nn
-from transformers import AutoModel, AutoModelForMaskedLM, AutoTokenizer, PreTrainedModel
+from transformers import AutoModel, AutoModelForMaskedLM, PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
-from .configuration_simcse import POOLER_TYPES, SimCSEConfig
+from .configuration_simcse import SimCSEConfig
+from .formats_simcse import (
+    load_tokenizer,
+    non_finite_weights,
+    official_is_supervised,
+    public_name,
+    sentence_transformer_pooler,
+    write_sentence_transformers_files,
+)
+from .heads_simcse import SimCSEMLP, info_nce, pool
 
 logger = logging.getLogger(__name__)
-
-
-def info_nce(
-    anchors: torch.Tensor,
-    positives: torch.Tensor,
-    hard_negatives: torch.Tensor | None = None,
-    temperature: float = 0.05,
-    hard_negative_weight: float = 0.0,
-    symmetric: bool = False,
-    labels: torch.Tensor | None = None,
-) -> torch.Tensor:
-    r"""The InfoNCE loss of SimCSE on sentence embeddings: the single definition used by the whole package.
-
-    Row ``i`` of the logits holds the cosine similarities of ``anchors[i]`` with every positive (and every hard
-    negative, as extra columns), divided by ``temperature``; the target of row ``i`` is the positive ``labels[i]``.
-    As in the original code, ``hard_negative_weight`` is added to the logit of each anchor's *own* hard negative
-    (column ``len(positives) + labels[i]``), so it is the log of a weight.
-
-    Args:
-        anchors (`torch.Tensor` of shape `(n, dim)`): the anchor embeddings.
-        positives (`torch.Tensor` of shape `(m, dim)`, m >= n): the candidates; ``positives[labels[i]]`` is the
-            positive of ``anchors[i]`` and all other rows are in-batch negatives.
-        hard_negatives (`torch.Tensor` of shape `(m, dim)`, *optional*): one hard negative per positive.
-        temperature (`float`, *optional*, defaults to 0.05): the softmax temperature.
-        hard_negative_weight (`float`, *optional*, defaults to 0.0): logit offset of each anchor's own hard negative.
-        symmetric (`bool`, *optional*, defaults to `False`): also score each positive against the anchors
-            (positive -> anchor direction) and average the two cross-entropies. Needs ``n == m``.
-        labels (`torch.Tensor` of shape `(n,)`, *optional*, defaults to `arange(n)`): index of each anchor's
-            positive; set it when ``positives`` was gathered across processes.
-
-    Returns:
-        `torch.Tensor`: the scalar mean cross-entropy.
-
-    >>> import torch
-    >>> a, p = torch.eye(2), torch.eye(2)
-    >>> round(info_nce(a, p, temperature=1.0).item(), 4)  # log(1 + e^-1)
-    0.3133
-    """
-    if anchors.dim() != 2 or positives.dim() != 2 or anchors.size(-1) != positives.size(-1):
-        raise ValueError(
-            f"anchors and positives must be (batch, dim) matrices of equal dim; got {tuple(anchors.shape)} and "
-            f"{tuple(positives.shape)}."
-        )
-    if labels is None:
-        if positives.size(0) < anchors.size(0):
-            raise ValueError(f"need at least one positive per anchor; got {positives.size(0)} for {anchors.size(0)}.")
-        labels = torch.arange(anchors.size(0), device=anchors.device)
-    anchors_n = F.normalize(anchors, dim=-1)
-    positives_n = F.normalize(positives, dim=-1)
-    logits = anchors_n @ positives_n.T / temperature  # (n, m)
-    if hard_negatives is not None:
-        hard_logits = anchors_n @ F.normalize(hard_negatives, dim=-1).T / temperature  # (n, m)
-        if hard_negative_weight:
-            own = F.one_hot(labels, num_classes=hard_logits.size(1)).to(hard_logits.dtype)
-            hard_logits = hard_logits + hard_negative_weight * own
-        logits = torch.cat([logits, hard_logits], dim=1)  # (n, 2m)
-    loss = F.cross_entropy(logits.float(), labels)
-    if symmetric:
-        if anchors.size(0) != positives.size(0):
-            raise ValueError("symmetric=True needs as many anchors as positives (call it per direction otherwise).")
-        reverse = positives_n @ anchors_n.T / temperature  # (m, n)
-        loss = (loss + F.cross_entropy(reverse.float(), labels)) / 2
-    return loss
-
-# ---------------------------------------------------------------------------------------------------- saving helpers
-
-ST_TRANSFORMER_MODULE = "sentence_transformers.base.modules.transformer.Transformer"
-ST_POOLING_MODULE = "sentence_transformers.sentence_transformer.modules.pooling.Pooling"
-# Poolers that sentence-transformers' own Pooling module computes exactly, and its mode for each.
-ST_POOLING_MODES = {"cls_before_pooler": "cls", "avg": "mean"}
-# Keyword arguments of `from_pretrained` that say where files come from; the tokenizer is loaded with the same ones.
-HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder")
-
-
-def public_name(name_or_path: Any) -> Any:
-    """How a saved model names where it came from, without a path of this machine: a Hub id stays as it is; a
-    folder of the Hugging Face cache (``.../models--org--name/snapshots/<hash>``) becomes ``org/name``; any other
-    local folder becomes its folder name. Anything that is not a string is returned unchanged.
-
-    >>> public_name("/home/me/.cache/huggingface/hub/models--google-bert--bert-base-uncased/snapshots/abc")
-    'google-bert/bert-base-uncased'
-    >>> public_name("/home/me/encoders/my-bert"), public_name("google-bert/bert-base-uncased")
-    ('my-bert', 'google-bert/bert-base-uncased')
-    """
-    if not isinstance(name_or_path, str) or not name_or_path:
-        return name_or_path
-    expanded = os.path.expanduser(name_or_path)
-    local = (os.path.isabs(expanded) or name_or_path.startswith((".", "~")) or "\\" in name_or_path
-             or name_or_path.count("/") > 1 or os.path.exists(expanded))
-    if not local:
-        return name_or_path
-    parts = Path(expanded).parts
-    for part in reversed(parts):
-        if part.startswith("models--") and "--" in part[len("models--"):]:
-            return part[len("models--"):].replace("--", "/")
-    return Path(os.path.abspath(expanded)).name or name_or_path
-
-
-def standard_pooling_mode(config: SimCSEConfig) -> str | None:
-    """The sentence-transformers ``Pooling`` mode equal to this config's inference embedding, or ``None``."""
-    if config.pooler_type == "cls" and config.mlp_only_train:
-        return "cls"
-    return ST_POOLING_MODES.get(config.pooler_type)
-
-
-def sentence_transformers_files(config: SimCSEConfig, max_seq_length: int | None = None) -> dict[str, Any]:
-    r"""The sentence-transformers files of a saved model, ``{relative path: JSON content}``.
-
-    The first module is sentence-transformers' standard ``Transformer``, which loads this ``SimCSEModel`` through
-    ``AutoModel``. ``cls_before_pooler``, ``avg`` and ``cls`` with ``mlp_only_train`` are exactly its standard
-    ``Pooling`` (``cls`` / ``mean``) over ``last_hidden_state``, written as the usual ``1_Pooling`` module. ``cls``
-    with the MLP at inference, ``avg_top2`` and ``avg_first_last`` are not expressible by ``Pooling``: there the
-    ``Transformer`` module reads ``pooler_output`` (its ``modality_config``), which ``forward`` computes with the
-    code every other loader runs, so no custom module is needed.
-
-    Args:
-        config (`SimCSEConfig`): the model's configuration.
-        max_seq_length (`int`, *optional*): the truncation length sentence-transformers uses.
-    """
-    mode = standard_pooling_mode(config)
-    output = "last_hidden_state" if mode else "pooler_output"
-    transformer_config: dict[str, Any] = {
-        "transformer_task": "feature-extraction",
-        "modality_config": {"text": {"method": "forward", "method_output_name": output}},
-        "module_output_name": "token_embeddings" if mode else "sentence_embedding",
-    }
-    if max_seq_length is not None:
-        transformer_config["max_seq_length"] = int(max_seq_length)
-    modules = [{"idx": 0, "name": "0", "path": "", "type": ST_TRANSFORMER_MODULE}]
-    files: dict[str, Any] = {"sentence_bert_config.json": transformer_config}
-    if mode is not None:
-        modules.append({"idx": 1, "name": "1", "path": "1_Pooling", "type": ST_POOLING_MODULE})
-        files["1_Pooling/config.json"] = {"embedding_dimension": config.hidden_size, "pooling_mode": mode,
-                                          "include_prompt": True}
-    files["modules.json"] = modules
-    versions = {"transformers": transformers.__version__, "pytorch": torch.__version__}
-    try:
-        import sentence_transformers
-
-        versions = {"sentence_transformers": sentence_transformers.__version__, **versions}
-    except ImportError:
-        pass
-    files["config_sentence_transformers.json"] = {"__version__": versions, "model_type": "SentenceTransformer",
-                                                  "prompts": {}, "default_prompt_name": None,
-                                                  "similarity_fn_name": "cosine"}
-    return files
-
-
-def non_finite_weights(model: nn.Module) -> str | None:
-    """``None`` when every floating-point weight of ``model`` is finite, else a sentence naming the first tensor that
-    holds NaN or inf and how many of its values do."""
-    for name, tensor in model.state_dict().items():
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            bad = int((~torch.isfinite(tensor)).sum())
-            nan = int(torch.isnan(tensor).sum())
-            return (f"{name} holds {bad:,} non-finite value(s) of {tensor.numel():,} ({nan:,} NaN, {bad - nan:,} "
-                    "inf)")
-    return None
 
 
 @dataclass
@@ -206,24 +56,6 @@ class SimCSEModelOutput(ModelOutput):
     loss: torch.Tensor | None = None
     hidden_states: tuple[torch.Tensor, ...] | None = None
     attentions: tuple[torch.Tensor, ...] | None = None
-
-
-class SimCSEMLP(nn.Module):
-    """The SimCSE head over the ``cls`` representation: Linear + Tanh, as ``MLPLayer`` in the original code."""
-
-    def __init__(self, hidden_size: int) -> None:
-        super().__init__()
-        self.dense = nn.Linear(hidden_size, hidden_size)
-        self.activation = nn.Tanh()
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.activation(self.dense(features))
-
-
-def masked_mean(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """Mean of ``hidden`` (batch, seq_len, dim) over the positions where ``attention_mask`` is 1."""
-    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (batch, seq_len, 1)
-    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
 
 
 class SimCSEModel(PreTrainedModel):
@@ -317,7 +149,8 @@ class SimCSEModel(PreTrainedModel):
         missing, unexpected = self.encoder.load_state_dict(encoder.state_dict(), strict=False)
         unexpected = [key for key in unexpected if not key.startswith("pooler.")]
         if missing or unexpected:
-            raise ValueError(f"encoder weights of {source} do not fit: missing {missing[:5]}, unexpected {unexpected[:5]}.")
+            raise ValueError(f"encoder weights of {source} do not fit: missing {missing[:5]}, unexpected "
+                             f"{unexpected[:5]}.")
 
     def get_input_embeddings(self) -> nn.Module:
         return self.encoder.get_input_embeddings()
@@ -347,7 +180,7 @@ class SimCSEModel(PreTrainedModel):
             from_pretrained_kwargs: passed to ``AutoModel.from_pretrained`` (``revision``, ``token``,
                 ``local_files_only``, ...).
 
-        >>> model = SimCSEModel.from_encoder("bert-base-uncased", pooler_type="cls", mlp_only_train=True)  # doctest: +SKIP
+        >>> model = SimCSEModel.from_encoder("bert-base-uncased", pooler_type="cls")  # doctest: +SKIP
         """
         encoder = AutoModel.from_pretrained(encoder_name_or_path, **from_pretrained_kwargs)
         encoder.config._name_or_path = public_name(str(encoder_name_or_path))
@@ -367,7 +200,7 @@ class SimCSEModel(PreTrainedModel):
             head_name = next(name for name in ("cls", "lm_head") if hasattr(mlm_model, name))
             model.lm_head.load_state_dict(getattr(mlm_model, head_name).state_dict())
         model.config.base_model_name_or_path = public_name(str(encoder_name_or_path))
-        model.tokenizer = cls._load_tokenizer(encoder_name_or_path, encoder.config, from_pretrained_kwargs)
+        model.tokenizer = load_tokenizer(encoder_name_or_path, encoder.config, from_pretrained_kwargs)
         return model
 
     @classmethod
@@ -379,10 +212,11 @@ class SimCSEModel(PreTrainedModel):
     ) -> SimCSEModel:
         r"""Import an original SimCSE release (a plain ``BertModel``/``RobertaModel`` checkpoint) with its pooler.
 
-        The releases of princeton-nlp store the trained SimCSE MLP as the encoder's ``pooler`` (``simcse_to_huggingface.py``
-        renamed ``mlp`` to ``pooler``). Unsupervised releases were trained with ``--mlp_only_train`` and are evaluated
-        with ``cls_before_pooler`` (the first token, no MLP); supervised releases are evaluated with ``cls`` (the
-        first token through the MLP, i.e. BERT's ``pooler_output``). Both keep the MLP weights here.
+        The releases of princeton-nlp store the trained SimCSE MLP as the encoder's ``pooler``
+        (``simcse_to_huggingface.py`` renamed ``mlp`` to ``pooler``). Unsupervised releases were trained with
+        ``--mlp_only_train`` and are evaluated with ``cls_before_pooler`` (the first token, no MLP); supervised
+        releases are evaluated with ``cls`` (the first token through the MLP, i.e. BERT's ``pooler_output``). Both
+        keep the MLP weights here.
 
         Args:
             path_or_repo (`str` or `os.PathLike`): e.g. ``princeton-nlp/sup-simcse-bert-base-uncased`` or a folder.
@@ -394,17 +228,7 @@ class SimCSEModel(PreTrainedModel):
         >>> model = SimCSEModel.from_official("princeton-nlp/sup-simcse-bert-base-uncased")  # doctest: +SKIP
         """
         if supervised is None:
-            name = os.path.basename(os.path.normpath(str(path_or_repo))).lower()
-            if re.search(r"(^|[-_/])unsup[-_]simcse", name):
-                supervised = False
-            elif re.search(r"(^|[-_/])sup[-_]simcse", name):
-                supervised = True
-            else:
-                raise ValueError(
-                    f"supervised: cannot tell from the name {str(path_or_repo)!r} whether this SimCSE release is "
-                    "supervised; pass supervised=True (evaluated with 'cls', the MLP applied) or supervised=False "
-                    "(evaluated with 'cls_before_pooler')."
-                )
+            supervised = official_is_supervised(path_or_repo)
         encoder = AutoModel.from_pretrained(path_or_repo, **from_pretrained_kwargs)
         encoder.config._name_or_path = public_name(str(path_or_repo))
         pooler = getattr(encoder, "pooler", None)
@@ -421,7 +245,7 @@ class SimCSEModel(PreTrainedModel):
         model._copy_encoder_weights(encoder, source=str(path_or_repo))
         model.mlp.dense.load_state_dict(pooler.dense.state_dict())
         model.config.base_model_name_or_path = public_name(str(path_or_repo))
-        model.tokenizer = cls._load_tokenizer(path_or_repo, encoder.config, from_pretrained_kwargs)
+        model.tokenizer = load_tokenizer(path_or_repo, encoder.config, from_pretrained_kwargs)
         return model
 
     @classmethod
@@ -454,28 +278,7 @@ class SimCSEModel(PreTrainedModel):
         if isinstance(encoder, SimCSEModel):
             encoder.tokenizer = encoder.tokenizer or getattr(st_model, "tokenizer", None)
             return encoder
-        pooler_type = None
-        for module in modules[1:]:
-            kind = type(module).__name__
-            if kind == "Normalize":
-                continue
-            if kind != "Pooling" or pooler_type is not None:
-                raise ValueError(f"from_sentence_transformer: module {kind} has no SimCSE equivalent.")
-            settings = module.get_config_dict()
-            mode = settings.get("pooling_mode")
-            mode = mode[0] if isinstance(mode, (list, tuple)) and len(mode) == 1 else mode
-            if mode is None:  # sentence-transformers < 6 stored one flag per mode
-                flags = [name for name, on in settings.items() if name.startswith("pooling_mode_") and on]
-                mode = {"pooling_mode_cls_token": "cls", "pooling_mode_mean_tokens": "mean"}.get(
-                    flags[0] if len(flags) == 1 else ""
-                )
-            pooler_type = {"cls": "cls_before_pooler", "mean": "avg"}.get(mode)
-            if pooler_type is None:
-                raise ValueError(
-                    f"from_sentence_transformer: pooling mode {mode!r} has no SimCSE pooler (cls or mean are)."
-                )
-        if pooler_type is None:
-            raise ValueError("from_sentence_transformer: no Pooling module found after the Transformer module.")
+        pooler_type = sentence_transformer_pooler(modules[1:])
         model = cls(SimCSEConfig(encoder_config=encoder.config, pooler_type=pooler_type))
         model._copy_encoder_weights(encoder, source="the sentence-transformers model")
         name = str(st_model_or_path) if isinstance(st_model_or_path, (str, os.PathLike)) else encoder.name_or_path
@@ -492,26 +295,8 @@ class SimCSEModel(PreTrainedModel):
         >>> model = SimCSEModel.from_pretrained("outputs/quickstart")  # doctest: +SKIP
         """
         model = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
-        model.tokenizer = cls._load_tokenizer(pretrained_model_name_or_path, model.config, kwargs)
+        model.tokenizer = load_tokenizer(pretrained_model_name_or_path, model.config, kwargs)
         return model
-
-    @staticmethod
-    def _load_tokenizer(name_or_path: str | os.PathLike, config: Any, kwargs: dict[str, Any]) -> Any:
-        """The tokenizer stored with ``name_or_path``, or ``None`` when it has none. The model's config is passed
-        along, so no second configuration (and no remote-code question) is read."""
-        from transformers.models.auto.tokenization_auto import get_tokenizer_config
-
-        hub_kwargs = {key: kwargs[key] for key in HUB_KWARGS if key in kwargs}
-        try:
-            if not get_tokenizer_config(str(name_or_path), **hub_kwargs):
-                logger.info("%s has no tokenizer_config.json: the model has no tokenizer to save with it.",
-                            public_name(str(name_or_path)))
-                return None
-            return AutoTokenizer.from_pretrained(str(name_or_path), config=config, **hub_kwargs)
-        except (OSError, ValueError) as error:
-            logger.warning("The tokenizer of %s could not be loaded (%s); pass one to save_pretrained(tokenizer=...).",
-                           public_name(str(name_or_path)), error)
-            return None
 
     # ------------------------------------------------------------------ saving
 
@@ -524,7 +309,7 @@ class SimCSEModel(PreTrainedModel):
         **kwargs,
     ) -> None:
         r"""Save the model so that every loader understands the folder: ``PreTrainedModel.save_pretrained`` (weights,
-        config with ``auto_map``, this file and ``configuration_simcse.py``), then the tokenizer and the
+        config with ``auto_map``, this file and the files it imports), then the tokenizer and the
         sentence-transformers files of its pooler, so that ``AutoModel.from_pretrained(folder,
         trust_remote_code=True)``, ``SentenceTransformer(folder, trust_remote_code=True)`` and
         ``simcse_hub.SimCSE(folder)`` give the same embeddings. ``push_to_hub`` saves through this method.
@@ -576,10 +361,7 @@ class SimCSEModel(PreTrainedModel):
             logger.warning("%s was saved without a tokenizer: it loads with AutoModel, but SentenceTransformer and "
                            "simcse_hub.SimCSE need one; pass save_pretrained(..., tokenizer=tokenizer).",
                            public_name(str(folder)))
-        for relative, content in sentence_transformers_files(config, max_seq_length).items():
-            path = folder / relative
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(content, indent=2) + "\n", encoding="utf-8")
+        write_sentence_transformers_files(folder, config, max_seq_length)
         if push_to_hub:
             self.push_to_hub(push_kwargs.pop("repo_id", folder.name), token=kwargs.get("token"), **push_kwargs)
 
@@ -605,18 +387,7 @@ class SimCSEModel(PreTrainedModel):
         hidden_states: tuple[torch.Tensor, ...] | None = None,
     ) -> torch.Tensor:
         """The configured pooler over token states (no MLP): ``(batch, seq_len, hidden) -> (batch, hidden)``."""
-        pooler_type = self.config.pooler_type
-        if pooler_type in ("cls", "cls_before_pooler"):
-            return last_hidden_state[:, 0]
-        if pooler_type == "avg":
-            return masked_mean(last_hidden_state, attention_mask)
-        if hidden_states is None:
-            raise ValueError(f"pooler_type={pooler_type!r} needs the encoder's hidden_states.")
-        if pooler_type == "avg_top2":
-            return masked_mean((hidden_states[-1] + hidden_states[-2]) / 2.0, attention_mask)
-        if pooler_type == "avg_first_last":
-            return masked_mean((hidden_states[1] + hidden_states[-1]) / 2.0, attention_mask)
-        raise ValueError(f"pooler_type={pooler_type!r} is not supported; expected one of {list(POOLER_TYPES)}.")
+        return pool(self.config.pooler_type, attention_mask, last_hidden_state, hidden_states)
 
     def _needs_hidden_states(self) -> bool:
         return self.config.pooler_type in ("avg_top2", "avg_first_last")
@@ -670,34 +441,23 @@ class SimCSEModel(PreTrainedModel):
                 f"input_ids of shape {tuple(reference.shape)}: grouped inputs are (batch, num_sent, seq_len) with "
                 "num_sent 2 (anchor, positive) or 3 (anchor, positive, hard negative)."
             )
-
-        def flat(tensor: torch.Tensor | None) -> torch.Tensor | None:
-            if tensor is None or not grouped:
-                return tensor
-            return tensor.reshape(batch_size * num_sent, *tensor.shape[2:])  # (batch * num_sent, seq_len[, dim])
-
-        input_ids, attention_mask = flat(input_ids), flat(attention_mask)
-        token_type_ids, position_ids, inputs_embeds = flat(token_type_ids), flat(position_ids), flat(inputs_embeds)
-        if attention_mask is None:
-            attention_mask = torch.ones(
-                (input_ids if input_ids is not None else inputs_embeds).shape[:2], dtype=torch.long,
-                device=reference.device,
-            )
-        encoder_kwargs = {"attention_mask": attention_mask}
-        if token_type_ids is not None:
-            encoder_kwargs["token_type_ids"] = token_type_ids
-        if position_ids is not None:
-            encoder_kwargs["position_ids"] = position_ids
-        if output_attentions:
-            encoder_kwargs["output_attentions"] = True
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids,
+                  "position_ids": position_ids, "inputs_embeds": inputs_embeds}
+        if grouped:  # (batch, num_sent, seq_len[, dim]) -> (batch * num_sent, seq_len[, dim])
+            inputs = {key: None if value is None else value.reshape(batch_size * num_sent, *value.shape[2:])
+                      for key, value in inputs.items()}
+        if inputs["attention_mask"] is None:
+            shape = (inputs["input_ids"] if input_ids is not None else inputs["inputs_embeds"]).shape[:2]
+            inputs["attention_mask"] = torch.ones(shape, dtype=torch.long, device=reference.device)
+        attention_mask = inputs["attention_mask"]
+        optional = ("token_type_ids", "position_ids")  # passed only when given: not every encoder takes them
         outputs = self.encoder(
-            input_ids=input_ids,
-            inputs_embeds=inputs_embeds,
+            **{key: value for key, value in inputs.items() if value is not None or key not in optional},
             output_hidden_states=output_hidden_states or self._needs_hidden_states(),
             return_dict=True,
-            **encoder_kwargs,
+            **({"output_attentions": True} if output_attentions else {}),
         )
-        pooled = self.pool(attention_mask, outputs.last_hidden_state, outputs.hidden_states)  # (batch * num_sent, hidden)
+        pooled = self.pool(attention_mask, outputs.last_hidden_state, outputs.hidden_states)  # (batch*num_sent, hidden)
         if self._uses_mlp():
             pooled = self.mlp(pooled)
 
@@ -741,9 +501,8 @@ class SimCSEModel(PreTrainedModel):
         return F.cross_entropy(scores.reshape(-1, scores.size(-1)).float(), mlm_labels.reshape(-1), ignore_index=-100)
 
 
-# `save_pretrained` writes `auto_map` and copies this file and its sibling next to the weights.
+# `save_pretrained` writes `auto_map` and copies this file and its siblings next to the weights.
 SimCSEConfig.register_for_auto_class()
 SimCSEModel.register_for_auto_class("AutoModel")
 
-__all__ = ["SimCSEMLP", "SimCSEModel", "SimCSEModelOutput", "info_nce", "masked_mean", "non_finite_weights",
-           "public_name", "sentence_transformers_files", "standard_pooling_mode"]
+__all__ = ["SimCSEModel", "SimCSEModelOutput"]

@@ -106,7 +106,7 @@ _LAZY = {
     "SimCSEConfig": "simcse_hub.modeling.configuration_simcse",
     "SimCSEModel": "simcse_hub.modeling.modeling_simcse",
     "SimCSEModelOutput": "simcse_hub.modeling.modeling_simcse",
-    "info_nce": "simcse_hub.modeling.modeling_simcse",
+    "info_nce": "simcse_hub.modeling.heads_simcse",
     "SimCSE": "simcse_hub.tool",
     "SimCSELoss": "simcse_hub.losses",
     "save_model": "simcse_hub.export",

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from simcse_hub.sts_data import SETTINGS, SPLITS
+from simcse_hub.sts_data import DISPLAY_NAMES, SETTINGS, SPLITS, STS_TASKS
 
 # Settings that describe the machine or the run's bookkeeping rather than the recipe, or could hold a secret.
 PRIVATE_KEY = re.compile(r"token|secret|password|credential|api_key|(^|_)(dir|path|file|files)$|^resume",
@@ -155,6 +155,38 @@ def evaluation_key(record: dict[str, Any]) -> tuple:
 
 
 BEFORE_AFTER = ("stsb_dev_spearman", "alignment", "uniformity", "mean_cosine")
+
+
+def evaluation_tables(shown: dict[str, Any] | None, evaluations: list[dict[str, Any]]) -> dict[str, Any]:
+    """The evaluation part of a card as the template reads it: the rows (task, Spearman, pairs) of the ``shown``
+    evaluation in the order of the STS tasks, the tasks it misses and why, their average, the other evaluations
+    recorded, the post-processing applied, and whether alignment and uniformity are known."""
+    rows, missing, others = [], [], []
+    if shown is not None:
+        for task in [*STS_TASKS, *(t for t in shown["tasks"] if t not in STS_TASKS)]:
+            entry = shown["tasks"].get(task)
+            if entry is not None:
+                score = "–" if entry["spearman"] is None else f"{entry['spearman']:.2f}"
+                pairs = "" if entry["n_pairs"] is None else f"{entry['n_pairs']:,}"
+                rows.append((DISPLAY_NAMES.get(task, task), score, pairs))
+            else:
+                missing.append((DISPLAY_NAMES.get(task, task), markdown_text(shown["missing"].get(task, ""))))
+        others = [f"{r['split']} split ({', '.join(DISPLAY_NAMES.get(t, t) for t in r['tasks'])})"
+                  for r in evaluations if r is not shown and r["tasks"]]
+    scored = [entry["spearman"] for entry in (shown or {"tasks": {}})["tasks"].values()
+              if entry["spearman"] is not None]
+    post = [f"{name.replace('whitening', 'BERT-whitening').replace('flow', 'BERT-flow')} ("
+            + markdown_text(", ".join(f"{k} = {v}" for k, v in values.items())) + ")"
+            for name, values in ((n, (shown or {}).get(n)) for n in ("whitening", "flow")) if values]
+    return {
+        "eval_rows": rows,
+        "eval_missing": missing,
+        "eval_average": f"{sum(scored) / len(scored):.2f}" if scored else None,
+        "eval_average_over": f"{len(scored)} task{'s' if len(scored) != 1 else ''}",
+        "eval_others": others,
+        "postprocessing": post,
+        "has_alignment": shown is not None and shown["alignment"] is not None and shown["uniformity"] is not None,
+    }
 
 
 def before_after_rows(record: dict[str, Any] | None) -> list[tuple[str, str]]:

@@ -57,7 +57,8 @@ LOG_FILE = "training_log.jsonl"
 RUN_FILES = frozenset({
     "checkpoints", "runs", LOG_FILE, SETTINGS_FILE, "simcse_card.json", "config.json", "model.safetensors",
     "model.safetensors.index.json", "modules.json", "sentence_bert_config.json", "config_sentence_transformers.json",
-    "1_Pooling", "modeling_simcse.py", "configuration_simcse.py", "tokenizer.json", "tokenizer_config.json",
+    "1_Pooling", "modeling_simcse.py", "configuration_simcse.py", "heads_simcse.py", "formats_simcse.py",
+    "tokenizer.json", "tokenizer_config.json",
     "special_tokens_map.json", "added_tokens.json", "vocab.txt", "vocab.json", "merges.txt", "spiece.model",
     "sentencepiece.bpe.model", "chat_template.jinja", "simcse_training.json", "eval_results.json",
     "align_uniform.png", "whitening.safetensors", "flow.safetensors", "README.md",

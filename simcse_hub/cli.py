@@ -67,13 +67,14 @@ def _run_info(args: argparse.Namespace) -> int:
 
 
 def _train_arguments(parser: argparse.ArgumentParser) -> None:
-    from simcse_hub.train_config import add_train_arguments
+    from simcse_hub.cli_common import add_train_arguments
 
     add_train_arguments(parser)
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from simcse_hub.train_config import config_from_args, list_presets
+    from simcse_hub.cli_common import config_from_args
+    from simcse_hub.train_config import list_presets
 
     if args.list_presets:
         for name, description in list_presets().items():

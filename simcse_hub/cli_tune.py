@@ -54,7 +54,7 @@ def tune_arguments(parser: argparse.ArgumentParser) -> None:
 
 def options_from_args(args: argparse.Namespace) -> tuple[Any, Any]:
     """The base settings (as ``simcse-hub train`` builds them) and the search options of parsed arguments."""
-    from simcse_hub.train_config import config_from_args, key_values
+    from simcse_hub.cli_common import config_from_args, key_values
     from simcse_hub.tuning import SPACE, TuneOptions
 
     base = config_from_args(args)

@@ -205,23 +205,7 @@ def evaluate_sts(
         raise FileNotFoundError(
             f"data_dir {str(data_dir)!r} is not a directory (expected the layout stsb/, sickr/, sts12/ ...)."
         )
-    loaded: dict[str, dict[str, STSPairs]] = {}
-    missing: dict[str, str] = {}
-    hub: bool | str = True
-    for task in dict.fromkeys(tasks):
-        try:
-            loaded[task] = load_sts_task(task, data_dir, split, hub=hub)
-        except TaskUnavailableError as error:
-            missing[task] = str(error)
-            if error.hub_unreachable:
-                hub = f"the Hub was unreachable when fetching {task}"
-            logger.info("%s not evaluated: %s", task, error)
-            continue
-        subtasks = STS_TASKS[task][1]
-        if subtasks and setting != "all" and set(loaded[task]) != set(subtasks):
-            source = next(iter(loaded.pop(task).values())).source
-            missing[task] = f"setting {setting!r} needs {task}'s sub-tasks, which {source} does not identify"
-            logger.info("%s not evaluated: %s", task, missing[task])
+    loaded, missing = _load_tasks(tasks, data_dir, split, setting)
     sentences = list(dict.fromkeys(s for subsets in loaded.values() for pairs in subsets.values()
                                    for s in pairs.sentences1 + pairs.sentences2))
     results_tasks: dict[str, dict] = {}
@@ -251,6 +235,30 @@ def evaluate_sts(
         "whitening": None,
         "flow": None,
     }
+
+
+def _load_tasks(tasks: list[str], data_dir: str | os.PathLike, split: str,
+                setting: str) -> tuple[dict[str, dict[str, STSPairs]], dict[str, str]]:
+    """``({task: {subtask: pairs}}, {task: why it is missing})``: the Hub is asked at most until it is found
+    unreachable, and a task whose sub-tasks ``setting`` needs but its file does not identify is missing."""
+    loaded: dict[str, dict[str, STSPairs]] = {}
+    missing: dict[str, str] = {}
+    hub: bool | str = True
+    for task in dict.fromkeys(tasks):
+        try:
+            loaded[task] = load_sts_task(task, data_dir, split, hub=hub)
+        except TaskUnavailableError as error:
+            missing[task] = str(error)
+            if error.hub_unreachable:
+                hub = f"the Hub was unreachable when fetching {task}"
+            logger.info("%s not evaluated: %s", task, error)
+            continue
+        subtasks = STS_TASKS[task][1]
+        if subtasks and setting != "all" and set(loaded[task]) != set(subtasks):
+            source = next(iter(loaded.pop(task).values())).source
+            missing[task] = f"setting {setting!r} needs {task}'s sub-tasks, which {source} does not identify"
+            logger.info("%s not evaluated: %s", task, missing[task])
+    return loaded, missing
 
 
 def evaluate_alignment_uniformity(

@@ -4,10 +4,10 @@ A folder written by ``save_model`` (or ``model.save_pretrained``, or ``model.pus
 same embeddings:
 
 * ``AutoModel.from_pretrained(path, trust_remote_code=True)`` (simcse_hub not needed: the config carries ``auto_map``
-  and the two files of ``modeling/`` are copied beside the safetensors weights);
+  and the remote code of ``modeling/`` is copied beside the safetensors weights);
 * ``SentenceTransformer(path, trust_remote_code=True)`` (``modules.json``, ``sentence_bert_config.json``,
   ``config_sentence_transformers.json`` and, where it applies, ``1_Pooling/``; see
-  ``simcse_hub.modeling.modeling_simcse.sentence_transformers_files``);
+  ``simcse_hub.modeling.formats_simcse.sentence_transformers_files``);
 * ``simcse_hub.SimCSE(path)``.
 """
 
@@ -18,12 +18,8 @@ from pathlib import Path
 
 from transformers import PreTrainedTokenizerBase
 
-from simcse_hub.modeling.modeling_simcse import (
-    SimCSEModel,
-    non_finite_weights,
-    sentence_transformers_files,
-    standard_pooling_mode,
-)
+from simcse_hub.modeling.formats_simcse import non_finite_weights, sentence_transformers_files, standard_pooling_mode
+from simcse_hub.modeling.modeling_simcse import SimCSEModel
 
 
 def save_model(

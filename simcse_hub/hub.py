@@ -210,21 +210,7 @@ def push_model(
     CommitInfo(commit_url='https://huggingface.co/me/my-simcse/commit/...', ...)
     """
     folder = Path(folder)
-    if card not in ("auto", "render", "keep"):
-        raise ValueError(f"card={card!r}: expected 'auto', 'render' or 'keep'.")
-    validate_model_folder(folder)
-    ignore = IGNORE_PATTERNS + (() if include_logs else LOG_PATTERNS)
-    files: dict[str, Path | bytes] = dict(collect_files(folder, ignore))
-    readme = folder / CARD_FILE
-    if card == "keep" and not readme.is_file():
-        raise ModelFolderError(f"card='keep' but {readme} does not exist; render one with card='render'.")
-    hand_written = readme.is_file() and CARD_MARKER not in readme.read_text(encoding="utf-8", errors="replace")
-    render = card == "render" or (card == "auto" and not hand_written)
-    if render:
-        files[CARD_FILE] = str(render_model_card(folder, repo_id=repo_id)).encode("utf-8")
-    elif card == "auto":
-        logger.info("Keeping the hand-written %s (pass card='render' / --card render to replace it).", readme)
-
+    files, render = _model_files(folder, repo_id, card, include_logs)
     token = _resolve_token(token)
     check_weights_are_finite(folder)
     credentials = credential_files(folder)
@@ -257,6 +243,26 @@ def push_model(
         )
     logger.info("Pushed %d files to %s (%s)", len(files), repo_url, info.commit_url)
     return info
+
+
+def _model_files(folder: Path, repo_id: str, card: str, include_logs: bool) -> tuple[dict[str, Path | bytes], bool]:
+    """``({path in the repo: file or content}, whether the card is rendered)`` of a model push: the checked folder's
+    files (logs only with ``include_logs``) and, unless ``card`` keeps the folder's README.md, the rendered card."""
+    if card not in ("auto", "render", "keep"):
+        raise ValueError(f"card={card!r}: expected 'auto', 'render' or 'keep'.")
+    validate_model_folder(folder)
+    ignore = IGNORE_PATTERNS + (() if include_logs else LOG_PATTERNS)
+    files: dict[str, Path | bytes] = dict(collect_files(folder, ignore))
+    readme = folder / CARD_FILE
+    if card == "keep" and not readme.is_file():
+        raise ModelFolderError(f"card='keep' but {readme} does not exist; render one with card='render'.")
+    hand_written = readme.is_file() and CARD_MARKER not in readme.read_text(encoding="utf-8", errors="replace")
+    render = card == "render" or (card == "auto" and not hand_written)
+    if render:
+        files[CARD_FILE] = str(render_model_card(folder, repo_id=repo_id)).encode("utf-8")
+    elif card == "auto":
+        logger.info("Keeping the hand-written %s (pass card='render' / --card render to replace it).", readme)
+    return files, render
 
 
 # ---------------------------------------------------------------------------------------------------- space

@@ -79,7 +79,7 @@ def public_model_name(name_or_path: str | os.PathLike) -> str:
     >>> public_model_name("/home/me/encoders/my-bert")
     'my-bert'
     """
-    from simcse_hub.modeling.modeling_simcse import public_name
+    from simcse_hub.modeling.formats_simcse import public_name
 
     name = os.fspath(name_or_path)
     expanded = os.path.expanduser(name)

@@ -21,7 +21,7 @@ import torch.distributed as dist
 import torch.distributed.nn.functional as dist_fn
 from torch import Tensor, nn
 
-from simcse_hub.modeling.modeling_simcse import info_nce
+from simcse_hub.modeling.heads_simcse import info_nce
 
 logger = logging.getLogger(__name__)
 

@@ -31,6 +31,7 @@ from simcse_hub.card_values import (
     before_after_rows,
     check_evaluation,
     evaluation_key,
+    evaluation_tables,
     expect,
     format_duration,
     format_memory,
@@ -41,7 +42,7 @@ from simcse_hub.card_values import (
     read_json,
     scrub_paths,
 )
-from simcse_hub.sts_data import DISPLAY_NAMES, HUB_DATASETS, STS_TASKS
+from simcse_hub.sts_data import DISPLAY_NAMES, HUB_DATASETS
 
 logger = logging.getLogger(__name__)
 
@@ -349,23 +350,6 @@ class SimCSEModelCardData(CardData):
         if not self.model_id:
             raise ValueError("model_id is unknown: pass repo_id to render_model_card (or set model_id).")
         shown = self.shown_evaluation()
-        rows, missing, others = [], [], []
-        if shown is not None:
-            for task in [*STS_TASKS, *(t for t in shown["tasks"] if t not in STS_TASKS)]:
-                entry = shown["tasks"].get(task)
-                if entry is not None:
-                    score = "–" if entry["spearman"] is None else f"{entry['spearman']:.2f}"
-                    pairs = "" if entry["n_pairs"] is None else f"{entry['n_pairs']:,}"
-                    rows.append((DISPLAY_NAMES.get(task, task), score, pairs))
-                else:
-                    missing.append((DISPLAY_NAMES.get(task, task), markdown_text(shown["missing"].get(task, ""))))
-            others = [f"{r['split']} split ({', '.join(DISPLAY_NAMES.get(t, t) for t in r['tasks'])})"
-                      for r in self.evaluations if r is not shown and r["tasks"]]
-        scored = [entry["spearman"] for entry in (shown or {"tasks": {}})["tasks"].values()
-                  if entry["spearman"] is not None]
-        post = [f"{name.replace('whitening', 'BERT-whitening').replace('flow', 'BERT-flow')} ("
-                + markdown_text(", ".join(f"{k} = {v}" for k, v in values.items())) + ")"
-                for name, values in ((n, (shown or {}).get(n)) for n in ("whitening", "flow")) if values]
         pooler_key = "cls_mlp_only_train" if self.pooler_type == "cls" and self.mlp_only_train else self.pooler_type
         language = self.language if isinstance(self.language, str) else ", ".join(self.language or [])
         return {
@@ -389,13 +373,7 @@ class SimCSEModelCardData(CardData):
             "evaluation": shown,
             "eval_split_note": SPLIT_TEXT[shown["split"]][1] if shown else None,
             "eval_setting_text": SETTING_TEXT.get(shown["setting"], "") if shown else None,
-            "eval_rows": rows,
-            "eval_missing": missing,
-            "eval_average": f"{sum(scored) / len(scored):.2f}" if scored else None,
-            "eval_average_over": f"{len(scored)} task{'s' if len(scored) != 1 else ''}",
-            "eval_others": others,
-            "postprocessing": post,
-            "has_alignment": shown is not None and shown["alignment"] is not None and shown["uniformity"] is not None,
+            **evaluation_tables(shown, self.evaluations),
             "versions_list": sorted({**self.versions, "simcse_hub": simcse_hub.__version__}.items()),
             "before_after_rows": before_after_rows(self.before_after),
         }

@@ -64,6 +64,17 @@ def credential_files(folder: str | os.PathLike) -> dict[str, Path]:
             if _matches(relative, CREDENTIAL_PATTERNS)}
 
 
+def missing_remote_code(folder: Path, module: str, why: str) -> list[str]:
+    """The remote-code files ``module`` needs that ``folder`` lacks: itself, else the siblings it imports
+    relatively (``from .heads_simcse import ...``), which transformers downloads with it."""
+    if not (folder / module).is_file():
+        return [f"{module} ({why})"]
+    code = (folder / module).read_text(encoding="utf-8", errors="replace")
+    needed = dict.fromkeys(re.findall(r"^\s*from\s+\.(\w+)\s+import", code, flags=re.MULTILINE))
+    return [f"{name}.py (remote code imported by {module})" for name in needed
+            if not (folder / f"{name}.py").is_file()]
+
+
 def validate_model_folder(folder: str | os.PathLike) -> None:
     """Raise :class:`ModelFolderError` listing every file a pushed model needs that ``folder`` lacks: the SimCSE
     config (with ``auto_map``), the safetensors weights, the remote code, the tokenizer and the sentence-transformers
@@ -88,8 +99,7 @@ def validate_model_folder(folder: str | os.PathLike) -> None:
             missing.append("auto_map.AutoModel in config.json (AutoModel cannot load the model from the Hub)")
         for reference in sorted(set(auto_map.values())):
             module = str(reference).split("--")[-1].rsplit(".", 1)[0] + ".py"
-            if not (folder / module).is_file():
-                missing.append(f"{module} (remote code named by auto_map)")
+            missing += missing_remote_code(folder, module, "remote code named by auto_map")
     weights = folder / "model.safetensors"
     index = folder / "model.safetensors.index.json"
     if index.is_file():

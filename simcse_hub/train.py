@@ -54,10 +54,8 @@ from simcse_hub.export import save_model
 from simcse_hub.gradcache import cached_backward
 from simcse_hub.losses import SimCSELoss
 from simcse_hub.model_card import SimCSEModelCardData
-from simcse_hub.modeling.modeling_simcse import (
-    SimCSEModel,
-    non_finite_weights,
-)
+from simcse_hub.modeling.formats_simcse import non_finite_weights
+from simcse_hub.modeling.modeling_simcse import SimCSEModel
 from simcse_hub.train_config import TrainConfig
 from simcse_hub.train_setup import (
     check_setup,
@@ -86,11 +84,9 @@ def train(config: TrainConfig, resume: str | None = None,
 
     Args:
         config (`TrainConfig`): the settings (validated here).
-        resume (`str`, *optional*): ``"latest"`` or a checkpoint folder: continue an interrupted run exactly
-            (model, optimizer, schedule, data order, RNG).
+        resume (`str`, *optional*): ``"latest"`` or a checkpoint folder: continue an interrupted run exactly.
         on_evaluate (`Callable[[int, dict], None]`, *optional*): called on every process after each periodic
-            evaluation with the update and its metrics (``stsb_dev_spearman``, ``alignment``, ``uniformity``,
-            ``mean_cosine``); an exception it raises stops the run (what ``simcse-hub tune`` prunes with).
+            evaluation with the update and its metrics; an exception it raises stops the run (``tune`` prunes so).
 
     Returns:
         `Path`: the output folder, which loads with ``AutoModel``, ``SentenceTransformer`` and ``simcse_hub.SimCSE``.
@@ -134,11 +130,7 @@ def train(config: TrainConfig, resume: str | None = None,
     model.train()
     with logging_redirect_tqdm():
         while state.global_step < max_steps and state.epoch < num_epochs:
-            train_dataloader.set_epoch(state.epoch)
-            batches = train_dataloader
-            if state.batches_in_epoch:  # resumed in the middle of this epoch
-                batches = accelerator.skip_first_batches(train_dataloader, state.batches_in_epoch)
-            for batch in batches:
+            for batch in epoch_batches(accelerator, train_dataloader, state):
                 with accelerator.accumulate(model):
                     loss = training_step(accelerator, model, batch, config, tokenizer)
                     if accelerator.sync_gradients and config.max_grad_norm is not None:
@@ -151,8 +143,7 @@ def train(config: TrainConfig, resume: str | None = None,
                     continue
                 lr_scheduler.step()
                 state.global_step += 1
-                step, done = state.global_step, state.global_step >= max_steps
-                update_loss = meter.close_update()
+                step, done, update_loss = state.global_step, state.global_step >= max_steps, meter.close_update()
                 if not math.isfinite(update_loss):
                     raise diverged(f"the loss is {update_loss}", step, config, output.path)
                 if log is None:
@@ -163,9 +154,7 @@ def train(config: TrainConfig, resume: str | None = None,
                                lr_scheduler.get_last_lr()[0])
                 with meter.paused():  # evaluations and checkpoints are left out of the speed
                     if evaluating and (step % config.eval_steps == 0 or done):
-                        metrics = evaluate_and_keep_best(accelerator, model, tokenizer, config, eval_dir, state, log)
-                        if on_evaluate is not None:
-                            on_evaluate(step, metrics)
+                        evaluate_and_keep_best(accelerator, model, tokenizer, config, eval_dir, state, log, on_evaluate)
                     if step % (config.save_steps or config.eval_steps or max_steps) == 0 and not done:
                         save_progress(accelerator, model, config, state, meter)
                 if done:
@@ -196,6 +185,14 @@ def restore_state(accelerator: Accelerator, checkpoint: Path | None) -> TrainSta
         logger.info("Resumed from %s at update %d (epoch %d, batch %d)",
                     checkpoint, state.global_step, state.epoch, state.batches_in_epoch)
     return state
+
+
+def epoch_batches(accelerator: Accelerator, dataloader, state: TrainState):
+    """The batches of the current epoch, without those a resumed run already used."""
+    dataloader.set_epoch(state.epoch)
+    if state.batches_in_epoch:  # resumed in the middle of this epoch
+        return accelerator.skip_first_batches(dataloader, state.batches_in_epoch)
+    return dataloader
 
 
 def log_update(log: TrainingLog, meter: Meter, progress: tqdm, accelerator: Accelerator, state: TrainState,
@@ -281,8 +278,10 @@ def open_output(output: OutputFolder, accelerator: Accelerator, config: TrainCon
 
 
 def evaluate_and_keep_best(accelerator: Accelerator, model, tokenizer, config: TrainConfig, eval_dir: Path | None,
-                           state: TrainState, log: TrainingLog) -> dict[str, float]:
-    """STS-B dev, alignment and uniformity now; the model is kept as ``checkpoints/best-model`` when it is the best."""
+                           state: TrainState, log: TrainingLog,
+                           on_evaluate: Callable[[int, dict[str, float]], None] | None = None) -> dict[str, float]:
+    """STS-B dev, alignment and uniformity now; the model is kept as ``checkpoints/best-model`` when it is the best.
+    ``on_evaluate(update, metrics)`` is called last."""
     step = state.global_step
     metrics = evaluate(accelerator, model, tokenizer, config, eval_dir)
     log.write({"step": step, **metrics})
@@ -293,6 +292,8 @@ def evaluate_and_keep_best(accelerator: Accelerator, model, tokenizer, config: T
             save_best_model(accelerator.unwrap_model(model).model, tokenizer, Path(config.output_dir), step)
     logger.info("update %d: %s (best STS-B dev %.2f at update %d)", step, format_metrics(metrics), state.best_score,
                 state.best_step)
+    if on_evaluate is not None:
+        on_evaluate(step, metrics)
     return metrics
 
 
@@ -405,7 +406,8 @@ def training_step(
 # ---------------------------------------------------------------------------------------------------- evaluation
 
 
-def evaluate(accelerator: Accelerator, model, tokenizer, config: TrainConfig, data_dir: Path | None) -> dict[str, float]:
+def evaluate(accelerator: Accelerator, model, tokenizer, config: TrainConfig,
+             data_dir: Path | None) -> dict[str, float]:
     """STS-B dev Spearman (x100), alignment and uniformity of the model being trained, computed on the main process
     (in eval mode, with the one encoder of ``simcse_hub.encoding``) and shared with the others."""
     metrics = None

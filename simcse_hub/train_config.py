@@ -6,12 +6,12 @@ flags (``--learning-rate 3e-5``; every setting has one). Setting ``train_file`` 
 ``dataset_name`` (and the reverse), so ``--preset unsup-bert-base --train-file my.txt`` does what it says.
 
 Values are checked once all layers are applied; an error names the setting, the layer it came from and the expected
-form. The final configuration is saved as ``train_config.yaml`` in the output folder.
+form. The final configuration is saved as ``train_config.yaml`` in the output folder. The command line that reads
+the layers is :func:`simcse_hub.cli_common.config_from_args`.
 """
 
 from __future__ import annotations
 
-import argparse
 import difflib
 import math
 import os
@@ -390,75 +390,10 @@ def preset_path(name: str) -> Path:
     return Path(str(entry))
 
 
-# ---------------------------------------------------------------------------------------------------- command line
-
-
-def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Declare the arguments of ``simcse-hub train`` (and ``python -m simcse_hub.train``) on ``parser``."""
-    parser.add_argument("--preset", help="start from a preset (see --list-presets), e.g. quickstart, unsup-bert-base")
-    parser.add_argument("--config", metavar="FILE", help="YAML file of settings (over the preset)")
-    parser.add_argument("--set", metavar="KEY=VALUE", nargs="+", action="extend", default=[], dest="overrides",
-                        help="override settings, e.g. --set learning_rate=1e-5 batch_size=128")
-    parser.add_argument("--resume", nargs="?", const="latest", metavar="CHECKPOINT",
-                        help="continue an interrupted run from its latest whole checkpoint in output_dir (or the one "
-                        "given), with the settings it started with. A checkpoint holds Accelerate's state, which is "
-                        "pickled: resume only runs you made yourself")
-    parser.add_argument("--list-presets", action="store_true", help="print the presets and exit")
-    group = parser.add_argument_group("settings (each also accepted as --set name=value)")
-    hints = typing.get_type_hints(TrainConfig)
-    for spec in fields(TrainConfig):
-        flag = "--" + spec.name.replace("_", "-")
-        kind = hints[spec.name]
-        base = next((arg for arg in typing.get_args(kind) if arg is not type(None)), kind)
-        metavar = {bool: "BOOL", int: "N", float: "X"}.get(base, "STR")
-        if typing.get_origin(base) is list:
-            metavar = "X,Y" if typing.get_args(base) == (float,) else "NAMES"
-        extra = {"nargs": "?", "const": "true"} if base is bool else {}
-        text = spec.metadata["help"]
-        if "(default" not in text:  # each default said once: the help text's own words, else the value
-            text += f" (default: {'none' if spec.default is None else spec.default})"
-        group.add_argument(flag, dest=f"setting_{spec.name}", default=argparse.SUPPRESS, metavar=metavar, help=text,
-                           **extra)
-    return parser
-
-
-def key_values(items: list[str], option: str, example: str) -> dict[str, str]:
-    """``KEY=VALUE`` items of ``option`` as a mapping; `ConfigError` naming the item that is not one."""
-    values = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"{option} {item!r}: expected KEY=VALUE, e.g. {option} {example}.")
-        values[key.strip()] = value
-    return values
-
-
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """Build and validate the configuration from parsed arguments: preset, ``--config``, ``--set``, flags."""
-    config = TrainConfig()
-    if args.preset:
-        config.update(read_yaml(preset_path(args.preset)), source=f"preset {args.preset!r}")
-    if args.config:
-        config.update(read_yaml(args.config), source=args.config)
-    config.update(key_values(args.overrides, "--set", "learning_rate=3e-5"), source="--set")
-    hints = typing.get_type_hints(TrainConfig)
-    flags = {
-        key[len("setting_"):]: coerce(key[len("setting_"):], value, hints[key[len("setting_"):]],
-                                      source="--" + key[len("setting_"):].replace("_", "-"))
-        for key, value in vars(args).items()
-        if key.startswith("setting_")
-    }
-    config.update(flags, source="command line")
-    return config.validate()
-
-
 __all__ = [
     "ConfigError",
     "TrainConfig",
-    "add_train_arguments",
     "coerce",
-    "config_from_args",
-    "key_values",
     "list_presets",
     "preset_path",
     "read_yaml",

@@ -24,7 +24,8 @@ from simcse_hub.data import (
 )
 from simcse_hub.encoding import resolve_precision
 from simcse_hub.loading import ModelNotFoundError, public_model_name, resolve_model
-from simcse_hub.modeling.modeling_simcse import SimCSEModel, public_name
+from simcse_hub.modeling.formats_simcse import public_name
+from simcse_hub.modeling.modeling_simcse import SimCSEModel
 from simcse_hub.sources import SourceBatchSampler
 from simcse_hub.train_config import ConfigError, TrainConfig
 

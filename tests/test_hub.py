@@ -237,6 +237,13 @@ def test_missing_token_and_bad_folders_fail_before_any_request(hub, model_dir, m
     assert hub.requests == []
 
 
+def test_a_missing_sibling_of_the_remote_code_is_named_before_any_request(hub, model_dir):
+    (model_dir / "heads_simcse.py").unlink()  # modeling_simcse.py imports it: AutoModel could not load the model
+    with pytest.raises(ModelFolderError, match=r"heads_simcse\.py \(remote code imported by modeling_simcse\.py\)"):
+        push_model(model_dir, REPO_ID)
+    assert hub.requests == []
+
+
 @pytest.mark.parametrize("relative", ["train_config.json", "token", ".env", ".huggingface/token", "weights.bin",
                                       "notes/.git-credentials"])
 def test_a_token_in_any_file_is_refused_before_any_upload(hub, model_dir, relative):

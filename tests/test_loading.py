@@ -10,7 +10,7 @@ import pytest
 
 from simcse_hub import loading
 from simcse_hub.loading import ModelNotFoundError, looks_like_path, public_model_name, resolve_model
-from simcse_hub.modeling.modeling_simcse import public_name
+from simcse_hub.modeling.formats_simcse import public_name
 
 
 @pytest.fixture

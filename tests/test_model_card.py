@@ -19,13 +19,8 @@ from huggingface_hub import ModelCard
 
 from simcse_hub.card_values import hub_id
 from simcse_hub.export import save_model
-from simcse_hub.model_card import (
-    STS_TASKS,
-    SimCSEModelCardData,
-    render_model_card,
-    template_path,
-    write_model_card,
-)
+from simcse_hub.model_card import SimCSEModelCardData, render_model_card, template_path, write_model_card
+from simcse_hub.sts_data import STS_TASKS
 
 REPO_ID = "simcse-test/tiny-unsup-simcse"
 TOKEN_LIKE = "hf_" + "x" * 34

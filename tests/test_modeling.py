@@ -227,7 +227,8 @@ def test_save_load_round_trip_gives_identical_outputs(family, pooler_type, token
         "AutoModel": "modeling_simcse.SimCSEModel",
     }
     assert (tmp_path / "model.safetensors").exists()
-    assert (tmp_path / "modeling_simcse.py").exists() and (tmp_path / "configuration_simcse.py").exists()
+    for remote_code in ("modeling_simcse.py", "configuration_simcse.py", "heads_simcse.py", "formats_simcse.py"):
+        assert (tmp_path / remote_code).exists(), remote_code
 
 
 def test_remote_code_without_simcse_hub_gives_same_embeddings(tokenizer, sentences, tmp_path):

@@ -30,17 +30,12 @@ from transformers import AutoModel
 import simcse_hub.train as train_module
 from simcse_hub.batching import TrainingForward
 from simcse_hub.cli import main as cli_main
+from simcse_hub.cli_common import add_train_arguments, config_from_args
 from simcse_hub.dropout import attention_with_fast_dropout, use_fast_dropout
 from simcse_hub.gradcache import RandState
 from simcse_hub.losses import contrastive_loss
 from simcse_hub.train import train, training_step
-from simcse_hub.train_config import (
-    ConfigError,
-    TrainConfig,
-    add_train_arguments,
-    config_from_args,
-    list_presets,
-)
+from simcse_hub.train_config import ConfigError, TrainConfig, list_presets
 
 CARD_KEYS = {"base_model", "base_model_name", "objective", "datasets", "hyperparameters", "hardware",
              "train_runtime_seconds", "global_steps", "best_step", "best_stsb_dev_spearman", "language", "license",
