@@ -9,13 +9,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from simcse_hub.cli_common import (
-    CLIError,
-    load_tool,
-    model_options,
-    one_line,
-    writable_file,
-)
+from simcse_hub.cli_common import CLIError, load_tool, model_options, one_line, writable_file
 
 logger = logging.getLogger("simcse_hub")
 

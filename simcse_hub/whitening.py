@@ -151,13 +151,8 @@ class Whitening:
     __call__ = transform
 
     def save(self, folder: str | os.PathLike) -> Path:
-        r"""Write ``<folder>/whitening.safetensors`` (float32 tensors ``mean`` `(1, dim)` and ``W`` `(dim, k)`).
-
-        Args:
-            folder (`str` or `os.PathLike`): usually a saved model's folder; created if needed.
-
-        Returns:
-            `Path`: the file written.
+        r"""Write ``<folder>/whitening.safetensors`` (float32 tensors ``mean`` `(1, dim)` and ``W`` `(dim, k)`) into
+        ``folder`` (usually a saved model's, created if needed) and return its path.
 
         >>> whitening.save("outputs/my-simcse")  # doctest: +SKIP
         """
