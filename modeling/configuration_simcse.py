@@ -88,7 +88,8 @@ class SimCSEConfig(PreTrainedConfig):
     def validate_simcse(self) -> None:
         """Raise a `ValueError` naming the first invalid SimCSE field and the values it accepts."""
         if self.pooler_type not in POOLER_TYPES:
-            raise ValueError(f"pooler_type={self.pooler_type!r} is not supported; expected one of {list(POOLER_TYPES)}.")
+            raise ValueError(f"pooler_type={self.pooler_type!r} is not supported; expected one of "
+                             f"{list(POOLER_TYPES)}.")
         for name in ("mlp_only_train", "do_mlm"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}={getattr(self, name)!r} must be a bool (true or false).")

@@ -1,5 +1,5 @@
-"""What SimCSE computes on top of the encoder: the poolers, the MLP head and the InfoNCE loss. Remote code beside
-``modeling_simcse.py`` (imports only ``torch``).
+"""What SimCSE computes on top of the encoder: the poolers, the MLP head, the masked-LM head and the InfoNCE loss.
+Remote code beside ``modeling_simcse.py`` (imports only ``torch``, and ``transformers`` where used).
 
 Reference: Gao, Yao & Chen, "SimCSE: Simple Contrastive Learning of Sentence Embeddings", EMNLP 2021, eq. (1) and
 (5); the authors' ``cl_forward`` in ``simcse/models.py``.
@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .configuration_simcse import POOLER_TYPES
+from .configuration_simcse import POOLER_TYPES, SimCSEConfig
 
 
 def info_nce(
@@ -115,4 +115,33 @@ def pool(
     raise ValueError(f"pooler_type={pooler_type!r} is not supported; expected one of {list(POOLER_TYPES)}.")
 
 
-__all__ = ["SimCSEMLP", "info_nce", "masked_mean", "pool"]
+
+def build_lm_head(config: SimCSEConfig) -> nn.Module:
+    """The masked-LM head of the encoder's family (``do_mlm``), freshly built: its ``cls`` or ``lm_head`` module."""
+    # Imported here: importing transformers' auto classes registers SimCSEModel (simcse_hub's hook), whose module
+    # imports this one, so at the top of this file it would be a cycle when ``simcse_hub.losses`` comes first.
+    from transformers import AutoModelForMaskedLM
+
+    mlm_model = AutoModelForMaskedLM.from_config(config.encoder_config, dtype=torch.get_default_dtype())
+    for name in ("cls", "lm_head"):
+        if isinstance(getattr(mlm_model, name, None), nn.Module):
+            return getattr(mlm_model, name)
+    raise ValueError(
+        f"do_mlm=True needs a masked-LM head named 'cls' or 'lm_head' (BERT, RoBERTa, XLM-R, MPNet, ...); "
+        f"{type(mlm_model).__name__} has neither. Set do_mlm=False for this encoder."
+    )
+
+
+def shared_parameters(module: nn.Module, prefix: str) -> dict[str, str]:
+    """``{name: first name}`` for every parameter of ``module`` that is another of its parameters."""
+    first: dict[int, str] = {}
+    shared = {}
+    for name, parameter in module.named_parameters(remove_duplicate=False):
+        if id(parameter) in first:
+            shared[prefix + name] = first[id(parameter)]
+        else:
+            first[id(parameter)] = prefix + name
+    return shared
+
+
+__all__ = ["SimCSEMLP", "build_lm_head", "info_nce", "masked_mean", "pool", "shared_parameters"]

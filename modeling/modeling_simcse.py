@@ -34,7 +34,7 @@ from .formats_simcse import (
     sentence_transformer_pooler,
     write_sentence_transformers_files,
 )
-from .heads_simcse import SimCSEMLP, info_nce, pool
+from .heads_simcse import SimCSEMLP, build_lm_head, info_nce, pool, shared_parameters
 
 logger = logging.getLogger(__name__)
 
@@ -89,9 +89,9 @@ class SimCSEModel(PreTrainedModel):
         super().__init__(config)
         self.encoder = self._build_encoder(config)
         self.mlp = SimCSEMLP(config.hidden_size)
-        self.lm_head = self._build_lm_head(config) if config.do_mlm else None
+        self.lm_head = build_lm_head(config) if config.do_mlm else None
         if self.lm_head is not None:  # e.g. BERT's decoder.bias is its predictions.bias: declared, so saving works
-            self._tied_weights_keys = self._shared_parameters(self.lm_head, "lm_head.")
+            self._tied_weights_keys = shared_parameters(self.lm_head, "lm_head.")
         # The tokenizer, when the model knows it (`from_encoder`, `from_official`, `from_sentence_transformer` and
         # `from_pretrained` set it): `save_pretrained` writes it beside the weights.
         self.tokenizer = None
@@ -109,29 +109,6 @@ class SimCSEModel(PreTrainedModel):
         if isinstance(getattr(encoder, "pooler", None), nn.Module):
             encoder.pooler = None
         return encoder
-
-    @staticmethod
-    def _build_lm_head(config: SimCSEConfig) -> nn.Module:
-        mlm_model = AutoModelForMaskedLM.from_config(config.encoder_config, dtype=torch.get_default_dtype())
-        for name in ("cls", "lm_head"):
-            if isinstance(getattr(mlm_model, name, None), nn.Module):
-                return getattr(mlm_model, name)
-        raise ValueError(
-            f"do_mlm=True needs a masked-LM head named 'cls' or 'lm_head' (BERT, RoBERTa, XLM-R, MPNet, ...); "
-            f"{type(mlm_model).__name__} has neither. Set do_mlm=False for this encoder."
-        )
-
-    @staticmethod
-    def _shared_parameters(module: nn.Module, prefix: str) -> dict[str, str]:
-        """``{name: first name}`` for every parameter of ``module`` that is another of its parameters."""
-        first: dict[int, str] = {}
-        shared = {}
-        for name, parameter in module.named_parameters(remove_duplicate=False):
-            if id(parameter) in first:
-                shared[prefix + name] = first[id(parameter)]
-            else:
-                first[id(parameter)] = prefix + name
-        return shared
 
     def _init_weights(self, module: nn.Module) -> None:
         """Initialise the SimCSE head as BERT initialises its linear layers (the encoder keeps its own init)."""

@@ -45,3 +45,27 @@ def test_no_import_cycle():
     for name in MODULES:
         if name not in state:
             visit(name, [])
+
+
+# The modules whose first import goes through the remote code. Importing transformers' auto classes registers
+# SimCSEModel (simcse_hub's import hook), whose module imports its siblings: a module-level import of transformers'
+# auto classes in a sibling would be a cycle that only shows when that module is the first one imported.
+REMOTE_CODE = sorted(f"simcse_hub.modeling.{path.stem}" for path in (PACKAGE.parent / "modeling").glob("*_simcse.py"))
+FIRST_IMPORTS = REMOTE_CODE + sorted(
+    name for name in MODULES if "simcse_hub.modeling" in (PACKAGE / f"{name.split('.')[-1]}.py").read_text("utf-8")
+)
+
+
+def test_each_module_that_reaches_the_remote_code_imports_alone():
+    import subprocess
+    import sys
+
+    assert {"simcse_hub.modeling.heads_simcse", "simcse_hub.losses"} <= set(FIRST_IMPORTS)
+    processes = {name: subprocess.Popen([sys.executable, "-c", f"import {name}"], stdout=subprocess.PIPE,
+                                        stderr=subprocess.STDOUT, text=True) for name in FIRST_IMPORTS}
+    failures = {}
+    for name, process in processes.items():
+        output, _ = process.communicate(timeout=300)
+        if process.returncode:
+            failures[name] = output.strip().splitlines()[-1]
+    assert not failures, failures
