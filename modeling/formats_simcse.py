@@ -19,7 +19,6 @@ from typing import Any
 import torch
 import transformers
 from torch import nn
-from transformers import AutoTokenizer
 
 from .configuration_simcse import SimCSEConfig
 
@@ -129,6 +128,8 @@ def write_sentence_transformers_files(folder: Path, config: SimCSEConfig, max_se
 def load_tokenizer(name_or_path: str | os.PathLike, config: Any, kwargs: dict[str, Any]) -> Any:
     """The tokenizer stored with ``name_or_path``, or ``None`` when it has none. The model's config is passed
     along, so no second configuration (and no remote-code question) is read."""
+    # Imported here, as in heads_simcse: transformers' auto classes register SimCSEModel when simcse_hub is installed.
+    from transformers import AutoTokenizer
     from transformers.models.auto.tokenization_auto import get_tokenizer_config
 
     hub_kwargs = {key: kwargs[key] for key in HUB_KWARGS if key in kwargs}

@@ -20,8 +20,10 @@ __version__ = "0.1.0"
 # The modules whose loading registers: transformers' Auto modules, and our model's (it imports AutoModel itself).
 _CONFIG_AUTO = "transformers.models.auto.configuration_auto"
 _MODEL_AUTO = "transformers.models.auto.modeling_auto"
-_CONFIGURATION = "simcse_hub.modeling.configuration_simcse"
-_MODELING = "simcse_hub.modeling.modeling_simcse"
+# The remote code's modules (each ends with `__all__`): while one of them is being imported, registering would import
+# the model's module in the middle of it, so registration waits until it is done.
+_REMOTE_CODE = ("simcse_hub.modeling.configuration_simcse", "simcse_hub.modeling.modeling_simcse",
+                "simcse_hub.modeling.heads_simcse", "simcse_hub.modeling.formats_simcse")
 _registration = threading.RLock()
 _registered: set[str] = set()
 
@@ -39,24 +41,23 @@ def _being_imported(name: str, attribute: str) -> bool:
 def _register_loaded() -> None:
     """Register with whichever of AutoConfig and AutoModel transformers has loaded (each once; thread-safe)."""
     with _registration:
-        if _being_imported(_CONFIGURATION, "SimCSEConfig"):
+        if any(_being_imported(name, "__all__") for name in _REMOTE_CODE):
             return
         if "config" not in _registered and _loaded(_CONFIG_AUTO, "AutoConfig"):
-            _registered.add("config")
             from transformers.models.auto.configuration_auto import AutoConfig
 
             from simcse_hub.modeling.configuration_simcse import SimCSEConfig
 
             AutoConfig.register(SimCSEConfig.model_type, SimCSEConfig, exist_ok=True)
-        if ("model" not in _registered and _loaded(_MODEL_AUTO, "AutoModel")
-                and not _being_imported(_MODELING, "SimCSEModel")):
-            _registered.add("model")
+            _registered.add("config")
+        if "model" not in _registered and _loaded(_MODEL_AUTO, "AutoModel"):
             from transformers.models.auto.modeling_auto import AutoModel
 
             from simcse_hub.modeling.configuration_simcse import SimCSEConfig
             from simcse_hub.modeling.modeling_simcse import SimCSEModel
 
             AutoModel.register(SimCSEConfig, SimCSEModel, exist_ok=True)
+            _registered.add("model")
         if len(_registered) == 2:
             sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _RegisterWhenTransformersLoadsAuto)]
 
@@ -71,10 +72,11 @@ def register_auto_classes() -> None:
 
 
 class _RegisterWhenTransformersLoadsAuto(importlib.abc.MetaPathFinder):
-    """Registers right after transformers has loaded AutoConfig, AutoModel (or our model, which imports it)."""
+    """Registers right after transformers has loaded AutoConfig, AutoModel, or a module of our remote code (the
+    model's imports AutoModel; registration waits for the one being imported)."""
 
     def find_spec(self, name, path, target=None):
-        if name not in (_CONFIG_AUTO, _MODEL_AUTO, _CONFIGURATION, _MODELING):
+        if name not in (_CONFIG_AUTO, _MODEL_AUTO, *_REMOTE_CODE):
             return None
         for finder in sys.meta_path:
             if finder is self or not hasattr(finder, "find_spec"):

@@ -4,6 +4,7 @@ runs at import time; an import inside a function is deferred work)."""
 from __future__ import annotations
 
 import ast
+import os
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,13 @@ def module_imports(name: str) -> set[str]:
     return found
 
 
+def module_imports_all(name: str) -> set[str]:
+    """Every module ``name`` imports at module level (of any package)."""
+    tree = ast.parse((PACKAGE / f"{name.split('.')[-1]}.py").read_text(encoding="utf-8"))
+    return {node.module for node in tree.body if isinstance(node, ast.ImportFrom) and node.module} | {
+        alias.name for node in tree.body if isinstance(node, ast.Import) for alias in node.names}
+
+
 def test_no_import_cycle():
     graph = {name: module_imports(name) for name in MODULES}
     state: dict[str, str] = {}
@@ -47,25 +55,33 @@ def test_no_import_cycle():
             visit(name, [])
 
 
-# The modules whose first import goes through the remote code. Importing transformers' auto classes registers
-# SimCSEModel (simcse_hub's import hook), whose module imports its siblings: a module-level import of transformers'
-# auto classes in a sibling would be a cycle that only shows when that module is the first one imported.
+# Whichever module of simcse_hub a program imports first, AutoModel must know SimCSEModel afterwards: the package's
+# import hook registers it once transformers' auto classes are loaded, and the remote code's modules (which reach those
+# classes themselves) must not be mid-import then. A failure here is silent for users: transformers swallows the
+# ImportError of a registration cycle, and a saved model then asks for trust_remote_code.
 REMOTE_CODE = sorted(f"simcse_hub.modeling.{path.stem}" for path in (PACKAGE.parent / "modeling").glob("*_simcse.py"))
-FIRST_IMPORTS = REMOTE_CODE + sorted(
-    name for name in MODULES if "simcse_hub.modeling" in (PACKAGE / f"{name.split('.')[-1]}.py").read_text("utf-8")
-)
+# Those and the modules that import them at module level: the paths by which a first import reaches the remote code.
+FIRST_IMPORTS = REMOTE_CODE + [name for name in MODULES if "simcse_hub.modeling" in str(module_imports_all(name))]
+CHECK_REGISTRATION = """
+import importlib, sys
+importlib.import_module(sys.argv[1])
+from transformers.models.auto.modeling_auto import MODEL_MAPPING
+from simcse_hub.modeling.configuration_simcse import SimCSEConfig
+print(MODEL_MAPPING[SimCSEConfig].__name__)
+"""
 
 
-def test_each_module_that_reaches_the_remote_code_imports_alone():
+def test_whichever_module_is_imported_first_automodel_knows_simcse():
     import subprocess
     import sys
+    from concurrent.futures import ThreadPoolExecutor
 
-    assert {"simcse_hub.modeling.heads_simcse", "simcse_hub.losses"} <= set(FIRST_IMPORTS)
-    processes = {name: subprocess.Popen([sys.executable, "-c", f"import {name}"], stdout=subprocess.PIPE,
-                                        stderr=subprocess.STDOUT, text=True) for name in FIRST_IMPORTS}
-    failures = {}
-    for name, process in processes.items():
-        output, _ = process.communicate(timeout=300)
-        if process.returncode:
-            failures[name] = output.strip().splitlines()[-1]
-    assert not failures, failures
+    def first_import(name: str) -> tuple[str, str]:
+        run = subprocess.run([sys.executable, "-c", CHECK_REGISTRATION, name], capture_output=True, text=True,
+                             timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        return name, (run.stdout.strip() or run.stderr.strip()).splitlines()[-1]
+
+    assert {"simcse_hub.modeling.heads_simcse", "simcse_hub.train", "simcse_hub.losses"} <= set(FIRST_IMPORTS)
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        outcomes = dict(pool.map(first_import, FIRST_IMPORTS))
+    assert {name: last for name, last in outcomes.items() if last != "SimCSEModel"} == {}
