@@ -11,7 +11,8 @@ with scale 20 (InfoNCE at temperature 0.05) in ``SentenceTransformerTrainer``. V
 * ``base``: the encoder as it is (once; it has no seed);
 * ``peer``: sentence-transformers, the peer's setting;
 * ``ours``: ``simcse_hub.train`` with the same settings (mean pooling, temperature 0.05, no evaluation);
-* ``preset:NAME``: a preset of simcse_hub (``simcse_hub/presets/NAME.yaml``) with the seed of the run;
+* ``preset:NAME``: a preset of simcse_hub (``simcse_hub/presets/NAME.yaml``) on the same triplets, with the seed of
+  the run;
 * ``--candidate NAME KEY=VALUE ...``: the peer's setting in simcse_hub with these settings changed (for choosing a
   preset on the dev splits).
 
@@ -94,9 +95,10 @@ def worker_ours(args: argparse.Namespace) -> dict:
     from simcse_hub.train_config import TrainConfig, preset_path, read_yaml
 
     config = TrainConfig()
-    if args.variant.startswith("preset:"):
+    if args.variant.startswith("preset:"):  # the preset's recipe on the run's triplets (replacing its dataset)
         name = args.variant.removeprefix("preset:")
         config.update(read_yaml(preset_path(name)), source=f"preset {name!r}")
+        config.update({"train_file": args.train_file}, source="benchmark")
     else:
         config.update({"train_file": args.train_file, "pooler_type": "avg", "temperature": 0.05,
                        "warmup_ratio": 0.0, "weight_decay": 0.0, "max_grad_norm": 1.0, "eval_steps": 0,
