@@ -67,11 +67,11 @@ def credential_files(folder: str | os.PathLike) -> dict[str, Path]:
 def missing_remote_code(folder: Path, module: str, why: str) -> list[str]:
     """The remote-code files ``module`` needs that ``folder`` lacks: itself, else the siblings it imports
     relatively (``from .heads_simcse import ...``), which transformers downloads with it."""
+    from transformers.dynamic_module_utils import get_relative_imports  # the rule transformers downloads by
+
     if not (folder / module).is_file():
         return [f"{module} ({why})"]
-    code = (folder / module).read_text(encoding="utf-8", errors="replace")
-    needed = dict.fromkeys(re.findall(r"^\s*from\s+\.(\w+)\s+import", code, flags=re.MULTILINE))
-    return [f"{name}.py (remote code imported by {module})" for name in needed
+    return [f"{name}.py (remote code imported by {module})" for name in get_relative_imports(folder / module)
             if not (folder / f"{name}.py").is_file()]
 
 

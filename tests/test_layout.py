@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "simcse_hub"
 MODULES = sorted(f"simcse_hub.{path.stem}" for path in PACKAGE.glob("*.py") if path.stem != "__init__")
 
 
-def module_imports(name: str) -> set[str]:
+def module_imports(name: str, among: list[str] = MODULES) -> set[str]:
     """The simcse_hub modules that ``name`` imports at module level (imports inside functions are deferred work,
     not part of the import graph)."""
     tree = ast.parse((PACKAGE / f"{name.split('.')[-1]}.py").read_text(encoding="utf-8"))
@@ -26,15 +26,8 @@ def module_imports(name: str) -> set[str]:
             targets = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
         elif isinstance(node, ast.If):  # `if __name__ == "__main__":` blocks run only as a script
             continue
-        found |= {target for target in targets if target in MODULES}
+        found |= {target for target in targets if target in among}
     return found
-
-
-def module_imports_all(name: str) -> set[str]:
-    """Every module ``name`` imports at module level (of any package)."""
-    tree = ast.parse((PACKAGE / f"{name.split('.')[-1]}.py").read_text(encoding="utf-8"))
-    return {node.module for node in tree.body if isinstance(node, ast.ImportFrom) and node.module} | {
-        alias.name for node in tree.body if isinstance(node, ast.Import) for alias in node.names}
 
 
 def test_no_import_cycle():
@@ -61,7 +54,7 @@ def test_no_import_cycle():
 # ImportError of a registration cycle, and a saved model then asks for trust_remote_code.
 REMOTE_CODE = sorted(f"simcse_hub.modeling.{path.stem}" for path in (PACKAGE.parent / "modeling").glob("*_simcse.py"))
 # Those and the modules that import them at module level: the paths by which a first import reaches the remote code.
-FIRST_IMPORTS = REMOTE_CODE + [name for name in MODULES if "simcse_hub.modeling" in str(module_imports_all(name))]
+FIRST_IMPORTS = REMOTE_CODE + [name for name in MODULES if module_imports(name, REMOTE_CODE)]
 CHECK_REGISTRATION = """
 import importlib, sys
 importlib.import_module(sys.argv[1])
