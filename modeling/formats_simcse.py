@@ -13,6 +13,8 @@ import json
 import logging
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -117,12 +119,38 @@ def non_finite_weights(model: nn.Module) -> str | None:
                     "inf)")
     return None
 
-def write_sentence_transformers_files(folder: Path, config: SimCSEConfig, max_seq_length: int | None) -> None:
-    """Write :func:`sentence_transformers_files` into ``folder``."""
+def write_loader_files(folder: Path, config: SimCSEConfig, tokenizer: Any, max_seq_length: int | None) -> None:
+    """What the loaders besides ``AutoModel`` read, written into ``folder``: the tokenizer and
+    :func:`sentence_transformers_files`. ``max_seq_length`` defaults to the tokenizer's ``model_max_length``, at most
+    the encoder's position limit and 512. Without a tokenizer a warning says what will not load."""
+    if tokenizer is not None:
+        tokenizer.save_pretrained(folder)
+        if max_seq_length is None:
+            max_seq_length = min(limit for limit in (tokenizer.model_max_length, config.max_input_length, 512) if limit)
+    else:
+        logger.warning("%s was saved without a tokenizer: it loads with AutoModel, but SentenceTransformer and "
+                       "simcse_hub.SimCSE need one; pass save_pretrained(..., tokenizer=tokenizer).",
+                       public_name(str(folder)))
     for relative, content in sentence_transformers_files(config, max_seq_length).items():
         path = folder / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(content, indent=2) + "\n", encoding="utf-8")
+
+
+@contextmanager
+def public_names(config: SimCSEConfig) -> Iterator[None]:
+    """Within the block, the config names its encoder and base model by :func:`public_name` (a Hub id or a folder
+    name, never a path of this machine); afterwards, as before."""
+    saved = (getattr(config, "base_model_name_or_path", None), config.encoder_config._name_or_path)
+    config.encoder_config._name_or_path = public_name(saved[1])
+    if saved[0] is not None:
+        config.base_model_name_or_path = public_name(saved[0])
+    try:
+        yield
+    finally:
+        config.encoder_config._name_or_path = saved[1]
+        if saved[0] is not None:
+            config.base_model_name_or_path = saved[0]
 
 
 def load_tokenizer(name_or_path: str | os.PathLike, config: Any, kwargs: dict[str, Any]) -> Any:
@@ -191,5 +219,5 @@ def sentence_transformer_pooler(modules: list[Any]) -> str:
 
 
 __all__ = ["HUB_KWARGS", "load_tokenizer", "non_finite_weights", "official_is_supervised", "public_name",
-           "sentence_transformer_pooler", "sentence_transformers_files", "standard_pooling_mode",
-           "write_sentence_transformers_files"]
+           "public_names", "sentence_transformer_pooler", "sentence_transformers_files", "standard_pooling_mode",
+           "write_loader_files"]

@@ -1,4 +1,5 @@
-"""What SimCSE computes on top of the encoder: the poolers, the MLP head, the masked-LM head and the InfoNCE loss.
+"""What SimCSE computes around the encoder: grouped inputs flattened, the poolers, the MLP and masked-LM heads, and
+the InfoNCE loss.
 Remote code beside ``modeling_simcse.py`` (imports only ``torch``, and ``transformers`` where used).
 
 Reference: Gao, Yao & Chen, "SimCSE: Simple Contrastive Learning of Sentence Embeddings", EMNLP 2021, eq. (1) and
@@ -77,6 +78,30 @@ def info_nce(
     return loss
 
 
+def flatten_groups(inputs: dict[str, torch.Tensor | None]) -> tuple[dict[str, torch.Tensor | None], int]:
+    """The encoder's inputs for :meth:`SimCSEModel.forward`, and the sentences per group (0 for plain inputs).
+
+    Grouped inputs, ``(batch, num_sent, seq_len)`` ids (``(batch, num_sent, seq_len, dim)`` embeddings) with
+    ``num_sent`` 2 (anchor, positive) or 3 (and a hard negative), become ``(batch * num_sent, seq_len[, dim])``; an
+    attention mask of ones stands in for a missing one."""
+    embedded = inputs["input_ids"] is None
+    reference = inputs["inputs_embeds"] if embedded else inputs["input_ids"]
+    if reference is None:
+        raise ValueError("forward needs input_ids or inputs_embeds.")
+    num_sent = reference.size(1) if reference.dim() == (4 if embedded else 3) else 0
+    if num_sent:
+        if num_sent not in (2, 3):
+            raise ValueError(
+                f"input_ids of shape {tuple(reference.shape)}: grouped inputs are (batch, num_sent, seq_len) with "
+                "num_sent 2 (anchor, positive) or 3 (anchor, positive, hard negative)."
+            )
+        inputs = {key: None if value is None else value.flatten(0, 1) for key, value in inputs.items()}
+    if inputs["attention_mask"] is None:
+        shape = (inputs["inputs_embeds"] if embedded else inputs["input_ids"]).shape[:2]
+        inputs["attention_mask"] = torch.ones(shape, dtype=torch.long, device=reference.device)
+    return inputs, num_sent
+
+
 class SimCSEMLP(nn.Module):
     """The SimCSE head over the ``cls`` representation: Linear + Tanh, as ``MLPLayer`` in the original code."""
 
@@ -144,4 +169,4 @@ def shared_parameters(module: nn.Module, prefix: str) -> dict[str, str]:
     return shared
 
 
-__all__ = ["SimCSEMLP", "build_lm_head", "info_nce", "masked_mean", "pool", "shared_parameters"]
+__all__ = ["SimCSEMLP", "build_lm_head", "flatten_groups", "info_nce", "masked_mean", "pool", "shared_parameters"]

@@ -3,8 +3,8 @@
 This file is *remote code*: it is copied next to the weights of every saved model so that
 ``AutoModel.from_pretrained(path, trust_remote_code=True)`` works without simcse_hub installed. It imports only
 ``torch``, ``transformers`` and its siblings, which ``save_pretrained`` copies with it: ``configuration_simcse``
-(the config), ``heads_simcse`` (the poolers, the MLP head, the InfoNCE loss) and ``formats_simcse`` (the files other
-libraries read, official releases, public names). It must never import ``simcse_hub``.
+(the config), ``heads_simcse`` (grouped inputs, the poolers, the heads, the InfoNCE loss) and ``formats_simcse`` (the
+files other libraries read, official releases, public names). It must never import ``simcse_hub``.
 
 Reference: Gao, Yao & Chen, "SimCSE: Simple Contrastive Learning of Sentence Embeddings", EMNLP 2021
 (https://arxiv.org/abs/2104.08821), and the authors' code (princeton-nlp/SimCSE, ``simcse/models.py``).
@@ -31,10 +31,11 @@ from .formats_simcse import (
     non_finite_weights,
     official_is_supervised,
     public_name,
+    public_names,
     sentence_transformer_pooler,
-    write_sentence_transformers_files,
+    write_loader_files,
 )
-from .heads_simcse import SimCSEMLP, build_lm_head, info_nce, pool, shared_parameters
+from .heads_simcse import SimCSEMLP, build_lm_head, flatten_groups, info_nce, pool, shared_parameters
 
 logger = logging.getLogger(__name__)
 
@@ -313,34 +314,15 @@ class SimCSEModel(PreTrainedModel):
         push_kwargs = {key: kwargs.pop(key) for key in ("repo_id", "commit_message", "private", "create_pr")
                        if key in kwargs}
         is_main_process = kwargs.get("is_main_process", args[0] if args else True)
-        config = self.config
-        saved_names = (config.base_model_name_or_path if hasattr(config, "base_model_name_or_path") else None,
-                       config.encoder_config._name_or_path)
-        config.encoder_config._name_or_path = public_name(saved_names[1])
-        if saved_names[0] is not None:
-            config.base_model_name_or_path = public_name(saved_names[0])
-        try:
+        with public_names(self.config):
             super().save_pretrained(save_directory, *args, **kwargs)
-        finally:
-            config.encoder_config._name_or_path = saved_names[1]
-            if saved_names[0] is not None:
-                config.base_model_name_or_path = saved_names[0]
         if not is_main_process:
             return
-        folder = Path(save_directory)
         tokenizer = tokenizer if tokenizer is not None else self.tokenizer
-        if tokenizer is not None:
-            tokenizer.save_pretrained(folder)
-            if max_seq_length is None:
-                limits = (tokenizer.model_max_length, config.max_input_length, 512)
-                max_seq_length = min(limit for limit in limits if limit)
-        else:
-            logger.warning("%s was saved without a tokenizer: it loads with AutoModel, but SentenceTransformer and "
-                           "simcse_hub.SimCSE need one; pass save_pretrained(..., tokenizer=tokenizer).",
-                           public_name(str(folder)))
-        write_sentence_transformers_files(folder, config, max_seq_length)
+        write_loader_files(Path(save_directory), self.config, tokenizer, max_seq_length)
         if push_to_hub:
-            self.push_to_hub(push_kwargs.pop("repo_id", folder.name), token=kwargs.get("token"), **push_kwargs)
+            repo_id = push_kwargs.pop("repo_id", Path(save_directory).name)
+            self.push_to_hub(repo_id, token=kwargs.get("token"), **push_kwargs)
 
     def push_to_hub(self, repo_id: str, *args, tags: list[str] | None = None, **kwargs) -> Any:
         r"""``PreTrainedModel.push_to_hub`` through :meth:`save_pretrained` (the complete folder), tagged ``simcse``
@@ -407,25 +389,9 @@ class SimCSEModel(PreTrainedModel):
         output_hidden_states = (
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
-        reference = input_ids if input_ids is not None else inputs_embeds
-        if reference is None:
-            raise ValueError("forward needs input_ids or inputs_embeds.")
-        grouped = reference.dim() == (3 if input_ids is not None else 4)
-        batch_size = reference.size(0)
-        num_sent = reference.size(1) if grouped else 1
-        if grouped and num_sent not in (2, 3):
-            raise ValueError(
-                f"input_ids of shape {tuple(reference.shape)}: grouped inputs are (batch, num_sent, seq_len) with "
-                "num_sent 2 (anchor, positive) or 3 (anchor, positive, hard negative)."
-            )
-        inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids,
-                  "position_ids": position_ids, "inputs_embeds": inputs_embeds}
-        if grouped:  # (batch, num_sent, seq_len[, dim]) -> (batch * num_sent, seq_len[, dim])
-            inputs = {key: None if value is None else value.reshape(batch_size * num_sent, *value.shape[2:])
-                      for key, value in inputs.items()}
-        if inputs["attention_mask"] is None:
-            shape = (inputs["input_ids"] if input_ids is not None else inputs["inputs_embeds"]).shape[:2]
-            inputs["attention_mask"] = torch.ones(shape, dtype=torch.long, device=reference.device)
+        inputs, num_sent = flatten_groups({"input_ids": input_ids, "attention_mask": attention_mask,
+                                           "token_type_ids": token_type_ids, "position_ids": position_ids,
+                                           "inputs_embeds": inputs_embeds})
         attention_mask = inputs["attention_mask"]
         optional = ("token_type_ids", "position_ids")  # passed only when given: not every encoder takes them
         outputs = self.encoder(
@@ -439,16 +405,10 @@ class SimCSEModel(PreTrainedModel):
             pooled = self.mlp(pooled)
 
         loss = None
-        if grouped:
-            groups = pooled.view(batch_size, num_sent, -1)  # (batch, num_sent, hidden)
-            hard_negatives = groups[:, 2] if num_sent == 3 else None
-            loss = info_nce(
-                groups[:, 0],
-                groups[:, 1],
-                hard_negatives,
-                temperature=self.config.temperature,
-                hard_negative_weight=self.config.hard_negative_weight,
-            )
+        if num_sent:
+            groups = pooled.view(-1, num_sent, pooled.size(-1))  # (batch, num_sent, hidden)
+            loss = info_nce(groups[:, 0], groups[:, 1], groups[:, 2] if num_sent == 3 else None,
+                            temperature=self.config.temperature, hard_negative_weight=self.config.hard_negative_weight)
             if self.config.do_mlm and mlm_input_ids is not None:
                 loss = loss + self.config.mlm_weight * self.mlm_loss(mlm_input_ids, mlm_labels, attention_mask)
 
