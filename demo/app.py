@@ -17,11 +17,6 @@ embeddings; a plain encoder (no ``modules.json``) then needs simcse_hub, and the
 Run it: ``python demo/app.py [--model PATH] [--port 7860] [--host 127.0.0.1]`` or ``simcse-hub demo ...``. The
 model is loaded once; the endpoints (``/similarity``, ``/matrix``, ``/search``, ``/space``) serve several users at a
 time.
-
->>> import app  # doctest: +SKIP
->>> app.load_model("outputs/my-simcse")  # doctest: +SKIP
->>> app.similarity("Mandela's condition has improved.", "Mandela's condition has worsened.")  # doctest: +SKIP
-0.7...
 """
 
 from __future__ import annotations
@@ -59,22 +54,12 @@ PAIR_EXAMPLES = [
     ["A man is playing a guitar.", "A man plays the guitar."],
     ["A woman is slicing an onion.", "A dog runs on the beach."],
 ]
-MATRIX_SENTENCES = [
-    "A man is playing a guitar.",
-    "A man plays the guitar.",
-    "A woman is slicing an onion.",
-    "A woman cuts an onion.",
-    "The dog runs on the beach.",
-]
+MATRIX_SENTENCES = ["A man is playing a guitar.", "A man plays the guitar.", "A woman is slicing an onion.",
+                    "A woman cuts an onion.", "The dog runs on the beach."]
 CORPUS_SENTENCES = [
-    "A man is eating food.",
-    "A man is eating a piece of bread.",
-    "The girl is carrying a baby.",
-    "A man is riding a horse.",
-    "A woman is playing violin.",
-    "Two men pushed carts through the woods.",
-    "A man is riding a white horse on an enclosed ground.",
-    "A monkey is playing drums.",
+    "A man is eating food.", "A man is eating a piece of bread.", "The girl is carrying a baby.",
+    "A man is riding a horse.", "A woman is playing violin.", "Two men pushed carts through the woods.",
+    "A man is riding a white horse on an enclosed ground.", "A monkey is playing drums.",
     "A cheetah is running behind its prey.",
 ]
 
@@ -219,11 +204,6 @@ def verdict(score: float) -> str:
     return "Unrelated"
 
 
-def similarity_matrix(sentences: Sequence[str]) -> np.ndarray:
-    """Cosine similarities of every sentence with every other, ``(n, n)``."""
-    return get_model().similarity(sentences, sentences)
-
-
 @functools.lru_cache(maxsize=8)
 def _corpus_vectors(corpus: tuple[str, ...]) -> np.ndarray:
     return get_model().encode(corpus)  # (n, dim), cached: asking several queries of one corpus encodes it once
@@ -298,7 +278,7 @@ def compare_pair(sentence_a: str, sentence_b: str) -> tuple[float, str]:
 def compare_many(text: str) -> tuple[Any, pd.DataFrame]:
     """Endpoint ``/matrix``: the heatmap of the similarity matrix of the lines of ``text``, and its values."""
     lines = _lines(text, "Sentences", 2, MAX_MATRIX_SENTENCES)
-    matrix = similarity_matrix(lines)  # (n, n)
+    matrix = get_model().similarity(lines, lines)  # (n, n)
     table = pd.DataFrame(np.round(matrix.astype(np.float64), 4), columns=[str(i) for i in range(1, len(lines) + 1)])
     table.insert(0, "sentence", [f"{i}. {line}" for i, line in enumerate(lines, start=1)])
     return heatmap(matrix, lines), table

@@ -166,13 +166,7 @@ class Flow:
         n_val = min(max(1, round(n * validation_fraction)), n - 2) if validation_fraction > 0 else 0
         shuffled = torch.randperm(n, generator=generator).numpy()
         x, x_val = x[shuffled[n_val:]], x[shuffled[:n_val]]  # (n_train, dim), (n_val, dim)
-        mean, std = standardization(x, n)  # (dim,) each
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = FlowModel(dim, self.num_steps, self.hidden_size, self.log_scale_bound)
-        model.input_mean.copy_(torch.from_numpy(mean))
-        model.input_std.copy_(torch.from_numpy(std))
-        model.to(device)
+        model = self._new_network(x, n, seed).to(device)
         batch_size = min(_positive_int(batch_size, "Flow.fit: batch_size"), n - n_val)
         next_batch = Batches(torch.from_numpy(x).float().to(device), batch_size, generator)
         start = time.perf_counter()
@@ -189,6 +183,17 @@ class Flow:
                     "step %d%s", self.num_steps, self.hidden_size, n - n_val, dim, n_val, time.perf_counter() - start,
                     self.best_step, f" (held-out NLL {best_nll:.4f} nats/dim)" if n_val else "")
         return self
+
+    def _new_network(self, x: np.ndarray, n: int, seed: int) -> FlowModel:
+        """A network initialised from ``seed`` (the global random state untouched), standardising as ``x`` (the
+        training part, `(n_train, dim)`, of ``n`` embeddings) says."""
+        mean, std = standardization(x, n)  # (dim,) each
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = FlowModel(x.shape[1], self.num_steps, self.hidden_size, self.log_scale_bound)
+        model.input_mean.copy_(torch.from_numpy(mean))
+        model.input_std.copy_(torch.from_numpy(std))
+        return model
 
     def _optimize(self, model: FlowModel, next_batch: Batches, data_val: torch.Tensor, steps: int, log_every: int,
                   patience: int | None, learning_rate: float, max_grad_norm: float | None, show: bool) -> float:
