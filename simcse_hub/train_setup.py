@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration
+from accelerate.state import AcceleratorState, GradientState
 from accelerate.utils import broadcast_object_list
 from torch.utils.data import ConcatDataset, DataLoader
 
@@ -51,6 +52,11 @@ def make_accelerator(config: TrainConfig) -> Accelerator:
                                       "mixed_precision")
     except ValueError as error:
         raise ConfigError(str(error)) from None
+    # A run owns Accelerate's per-process state: a second run in the same process (a notebook, `tune`'s trials) may
+    # ask for another precision or accumulation, which Accelerate refuses once set. The launch (processes, devices)
+    # is kept.
+    AcceleratorState._reset_state(reset_partial_state=False)
+    GradientState._reset_state()
     accelerator = Accelerator(
         cpu=on_cpu,  # without a GPU, say so: Accelerate then runs `torchrun` processes as one group on the CPU (gloo)
         mixed_precision="no" if precision == "fp32" else precision,

@@ -167,6 +167,17 @@ def test_bf16_mixed_precision_trains(tmp_path, encoder_dir, unsup_file):
     assert card_data(out)["hardware"] == "1 x CPU (bf16)"
 
 
+def test_a_second_run_in_the_same_process_may_change_precision_and_accumulation(tmp_path, encoder_dir, unsup_file):
+    """Accelerate refuses to change the precision of its per-process state once set; a second ``train`` in the same
+    process (a notebook, ``tune``'s trials) starts its own (this failed with mixed_precision="auto" on a bf16 CPU
+    after an fp32 run)."""
+    first = train(make_config(tmp_path / "a", encoder_dir, unsup_file, max_steps=2))
+    second = train(make_config(tmp_path / "b", encoder_dir, unsup_file, max_steps=2, mixed_precision="bf16",
+                               gradient_accumulation_steps=2))
+    assert card_data(first)["hardware"] == "1 x CPU (fp32)" and card_data(second)["hardware"] == "1 x CPU (bf16)"
+    assert [record["step"] for record in read_log(second)] == [1, 2]
+
+
 @pytest.mark.parametrize("native_bf16", [True, False])
 def test_auto_precision_is_bf16_only_on_a_cpu_that_computes_it_natively(tmp_path, encoder_dir, unsup_file,
                                                                          monkeypatch, native_bf16, caplog):
@@ -295,6 +306,26 @@ def test_gradient_cache_and_length_buckets_equal_one_padded_pass(do_mlm, tokeniz
     assert_same_update(cached, plain)
     if do_mlm:
         assert cached.lm_head.predictions.decoder.weight.grad.abs().sum() > 0  # the MLM loss reached its head
+
+
+def test_symmetric_loss_averages_both_directions_over_the_same_embeddings():
+    """``symmetric_loss``: the step's loss is the mean of anchor -> positive (with hard negatives) and positive ->
+    anchor, on the embeddings of one forward (eval mode: no dropout), and differs from the one-way loss."""
+    from accelerate import Accelerator
+
+    model = make_model("bert", pooler_type="avg", hard_negative_weight=0.3).eval()
+    batch = triplet_batch()
+    size, num_sent, seq_len = batch["input_ids"].shape
+    with torch.no_grad():
+        flat = {key: value.reshape(size * num_sent, seq_len) for key, value in batch.items()}
+        groups = model(**flat).pooler_output.view(size, num_sent, -1).float()  # (batch, 3, hidden)
+    settings = {"temperature": model.config.temperature, "hard_negative_weight": 0.3}
+    one_way = contrastive_loss(groups[:, 0], groups[:, 1], groups[:, 2], **settings)
+    both = contrastive_loss(groups[:, 0], groups[:, 1], groups[:, 2], symmetric=True, **settings)
+    config = TrainConfig(train_file="unused", symmetric_loss=True)
+    loss = training_step(Accelerator(), TrainingForward(model, length_buckets=1), batch, config)
+    assert torch.allclose(loss, both, atol=1e-5)
+    assert abs(both.item() - one_way.item()) > 1e-3
 
 
 # ---------------------------------------------------------------------------------------------------- resume
