@@ -76,26 +76,21 @@ class TrainingDiverged(RuntimeError):
 
 def train(config: TrainConfig, resume: str | None = None,
           on_evaluate: Callable[[int, dict[str, float]], None] | None = None) -> Path:
-    """Train a SimCSE model as ``config`` says and export it to ``config.output_dir``.
+    """Train a SimCSE model as ``config`` says and export it to ``config.output_dir``; returns that folder, which loads
+    with ``AutoModel``, ``SentenceTransformer`` and ``simcse_hub.SimCSE``.
 
     Every check (settings, output folder, encoder, tokenizer, data, evaluation data) comes before anything is
-    written, and the output folder is only claimed once the first update has succeeded: a run that fails early
-    leaves the folder as it was (with ``overwrite_output_dir``, the earlier run is replaced only then).
+    written; the output folder is claimed (an earlier run there replaced) only once the first update has succeeded.
 
     Args:
         config (`TrainConfig`): the settings (validated here).
         resume (`str`, *optional*): ``"latest"`` or a checkpoint folder: continue an interrupted run exactly.
-        on_evaluate (`Callable[[int, dict], None]`, *optional*): called on every process after each periodic
-            evaluation with the update and its metrics; an exception it raises stops the run (``tune`` prunes so).
-
-    Returns:
-        `Path`: the output folder, which loads with ``AutoModel``, ``SentenceTransformer`` and ``simcse_hub.SimCSE``.
+        on_evaluate (`Callable[[int, dict], None]`, *optional*): called with (update, metrics) after each periodic
+            evaluation, on every process; raising stops the run (``tune`` prunes so).
 
     Raises:
         ConfigError: a setting, the output folder, the encoder or the data is not usable (nothing was written).
         TrainingDiverged: the loss or the weights became non-finite (nothing was exported).
-
-    >>> train(TrainConfig(train_file="sentences.txt", model_name_or_path="bert-base-uncased"))  # doctest: +SKIP
     """
     config.validate()
     accelerator = make_accelerator(config)
@@ -104,11 +99,9 @@ def train(config: TrainConfig, resume: str | None = None,
     checkpoint = output.checkpoint_to_resume(config, resume)
     set_seed(config.seed)
 
-    # ---- model and data (tokenized once), optimizer and schedule; what is prepared (under DDP, wrapped) is the
-    # whole forward of a step
+    # ---- model, data (tokenized once), optimizer and schedule; what is prepared (DDP wraps it) is a step's forward
     model = load_encoder(config)
-    tokenizer = model.tokenizer
-    sources, train_dataloader = load_data(config, tokenizer, accelerator)
+    sources, train_dataloader = load_data(config, tokenizer := model.tokenizer, accelerator)
     evaluating, eval_dir = find_eval_data(config, accelerator) if config.eval_steps else (False, None)
     optimizer = make_optimizer(model, config, accelerator)
     max_steps, num_epochs = schedule_length(config, accelerator, len(train_dataloader))
@@ -122,10 +115,7 @@ def train(config: TrainConfig, resume: str | None = None,
         logger.info("before training: %s", format_metrics(state.before))
 
     # ---- the loop
-    logger.info("Training %d updates (%d epochs) with a global batch of %d on %d process(es) into %s",
-                max_steps, num_epochs, config.batch_size, accelerator.num_processes, output.path)
-    progress = tqdm(total=max_steps, initial=state.global_step, desc="training",
-                    disable=not accelerator.is_local_main_process)
+    progress = progress_bar(accelerator, config, state, max_steps, num_epochs, output.path)
     meter, log = Meter(state.runtime, accelerator.device), None  # the log opens once the first update has succeeded
     model.train()
     with logging_redirect_tqdm():
@@ -173,6 +163,15 @@ def schedule_length(config: TrainConfig, accelerator: Accelerator, num_batches: 
                                   / config.gradient_accumulation_steps)
     max_steps = config.max_steps or config.num_train_epochs * updates_per_epoch
     return max_steps, math.ceil(max_steps / updates_per_epoch)
+
+
+def progress_bar(accelerator: Accelerator, config: TrainConfig, state: TrainState, max_steps: int, num_epochs: int,
+                 output_dir: Path) -> tqdm:
+    """Log what the run does and return its progress bar (shown on each machine's main process)."""
+    logger.info("Training %d updates (%d epochs) with a global batch of %d on %d process(es) into %s",
+                max_steps, num_epochs, config.batch_size, accelerator.num_processes, output_dir)
+    return tqdm(total=max_steps, initial=state.global_step, desc="training",
+                disable=not accelerator.is_local_main_process)
 
 
 def restore_state(accelerator: Accelerator, checkpoint: Path | None) -> TrainState:
@@ -364,7 +363,8 @@ def training_step(
 
     ``model`` is the prepared :class:`~simcse_hub.batching.TrainingForward` (embeddings in length buckets, and the
     MLM loss, in one call). The InfoNCE loss scores this process's anchors against the positives (and hard
-    negatives) of every process. With ``config.mini_batch_size`` smaller than the local batch, the gradient is
+    negatives) of every process (with ``config.symmetric_loss``, also each positive against every anchor, the two
+    directions averaged). With ``config.mini_batch_size`` smaller than the local batch, the gradient is
     computed by gradient caching (:func:`simcse_hub.gradcache.cached_backward`): the same gradient, with the memory
     of one mini-batch. With ``config.do_mlm`` the MLM loss of masked copies of the inputs is added, weighted by
     ``mlm_weight``.
@@ -375,7 +375,8 @@ def training_step(
     """
 
     loss_fn = SimCSELoss.from_config(  # the model's own temperature and hard-negative weight
-        accelerator.unwrap_model(model).model.config, gather_across_devices=accelerator.num_processes > 1
+        accelerator.unwrap_model(model).model.config, gather_across_devices=accelerator.num_processes > 1,
+        symmetric=config.symmetric_loss,
     ).compute_loss_from_embeddings  # (batch, num_sent, hidden) float32 -> scalar
 
     total_masked = None

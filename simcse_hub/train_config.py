@@ -64,6 +64,9 @@ class TrainConfig:
     temperature: float = field(default=0.05, metadata=_help("InfoNCE temperature"))
     hard_negative_weight: float = field(default=0.0, metadata=_help(
         "logit offset of each anchor's own hard negative (log of its weight)"))
+    symmetric_loss: bool = field(default=False, metadata=_help(
+        "also score each positive against every anchor (positive -> anchor) and average the two directions, as "
+        "sentence-transformers' MultipleNegativesSymmetricRankingLoss"))
     do_mlm: bool = field(default=False, metadata=_help("add the auxiliary masked-language-modelling loss"))
     mlm_weight: float = field(default=0.1, metadata=_help("weight of the MLM loss"))
     mlm_probability: float = field(default=0.15, metadata=_help("share of tokens masked for the MLM loss"))

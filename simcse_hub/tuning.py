@@ -84,6 +84,7 @@ SPACE = {
     "hard_negative_weight": Param(-1.0, 1.0),  # only for triplet data
     "batch_size": Param(choices=(32, 64, 128)),
     "pooler_type": Param(choices=("cls", "avg")),
+    "symmetric_loss": Param(choices=(False, True)),
     "mlm_weight": Param(0.02, 0.3, log=True),
     "num_train_epochs": Param(1, 3, integer=True),
     "source_weights": Param(0.25, 4.0, log=True),  # only with several sources
