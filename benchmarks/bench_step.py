@@ -21,6 +21,12 @@ each; the first batch warms up. The variants, at each precision of ``--precision
 The table gives the median step time, examples per second, and three ratios: against the peer at the same
 precision, against the peer in fp32 (its default), and against the row above (the change of that row alone). Step
 times only: no data loading, no evaluation (``bench_train.py`` measures the whole run).
+
+How close a step gets to the machine: ``model GFLOP/s`` is the model's useful work per step (:func:`step_flops`: the
+encoder's matrix products on the real tokens, forward and backward; padding not counted) over the median step time,
+the same work for every variant; ``of GEMM rate`` is its share of what this CPU computes in the encoder's own matrix
+products alone at that precision (:func:`gemm_rate`, measured in the same run). ``--profile`` adds the operators a
+default step spends its time in (``torch.profiler``), which is what bounds that share.
 """
 
 from __future__ import annotations
@@ -47,6 +53,45 @@ def read_batches(folder: Path, task: str, count: int, seed: int) -> list[list[st
     return common.sample([line.split("\t") for line in lines[1:]], count, seed)  # header: sent0 sent1 hard_neg
 
 
+def step_flops(lengths: list[int], hidden: int, ffn: int, layers: int) -> float:
+    """Model FLOPs of one training step on sentences of these token lengths: per layer and sentence of n tokens,
+    2n(4h^2 + 2hf) in the linear layers and 4n^2h in attention (scores and weighted values), times 3 for the forward
+    and backward passes. Padding, embeddings, LayerNorm, dropout and the loss are not counted."""
+    per_layer = sum(2 * n * (4 * hidden * hidden + 2 * hidden * ffn) + 4 * n * n * hidden for n in lengths)
+    return 3.0 * layers * per_layer
+
+
+def gemm_rate(torch, precision: str, rows: int, hidden: int, ffn: int, repeats: int = 10) -> float:
+    """GFLOP/s of one encoder layer's linear layers alone at ``precision`` (bf16 tensors for bf16): the forward and
+    both backward matrix products of ``rows`` tokens through the four h x h projections and the two feed-forward
+    layers, best of ``repeats`` after a warm-up."""
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    shapes = [(hidden, hidden)] * 4 + [(hidden, ffn), (ffn, hidden)]  # (in, out) of each linear layer
+    generator = torch.Generator().manual_seed(0)
+    tensors = [(torch.randn(rows, k, generator=generator).to(dtype).requires_grad_(),
+                torch.randn(n, k, generator=generator).to(dtype).requires_grad_(),
+                torch.randn(rows, n, generator=generator).to(dtype)) for k, n in shapes]
+    best = float("inf")
+    for _ in range(repeats + 1):
+        start = time.perf_counter()
+        for x, weight, grad in tensors:
+            torch.nn.functional.linear(x, weight).backward(grad)
+        best = min(best, time.perf_counter() - start)
+    return sum(3 * 2 * rows * k * n for k, n in shapes) / best / 1e9
+
+
+def print_profile(torch, step, examples: list[list[str]], label: str, rows: int = 15) -> None:
+    """The operators ``step`` spends its time in over three calls (after one warm-up), by self CPU time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    step(examples)
+    with profile(activities=[ProfilerActivity.CPU]) as profiler:
+        for _ in range(3):
+            step(examples)
+    print(f"\nprofile of {label} (3 steps, self CPU time):")
+    print(profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = common.add_common_arguments(argparse.ArgumentParser(description=__doc__.split("\n\n")[0]))
     parser.add_argument("--tasks", default="unsup,sup", help="unsup (wiki sentences), sup (SNLI triplets)")
@@ -58,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precisions", default=None,
                         help="fp32 and/or bf16, comma-separated (default: both where the CPU computes bfloat16 "
                              "natively, else fp32)")
+    parser.add_argument("--profile", action="store_true",
+                        help="also profile a step of the defaults (+ shared lookup) per task and precision")
     args = parser.parse_args(argv)
     tasks = [task.strip() for task in args.tasks.split(",") if task.strip()]
     precisions = common.precisions(args.precisions, parser)
@@ -77,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
-    from transformers import AutoTokenizer
+    from transformers import AutoConfig, AutoTokenizer
 
     from simcse_hub import SimCSEModel
     from simcse_hub.batching import TrainingForward
@@ -141,8 +188,16 @@ def main(argv: list[str] | None = None) -> int:
 
         return step
 
-    results = {}
+    results, flops, rates = {}, {}, {}
+    config = AutoConfig.from_pretrained(encoder)
+    shape = (config.hidden_size, config.intermediate_size, config.num_hidden_layers)
     device = torch.device("cpu")
+    for task in tasks:  # the model's work per step, and the GEMM rate, measured before any model exists
+        timed = [s for example in data[task][args.batch_size:] for s in example]  # the batches after the warm-up
+        lengths = [len(feature["input_ids"]) for feature in tokenize(tokenizer, timed, args.max_length)]
+        flops[task] = step_flops(lengths, *shape) / args.batches
+        rates[task] = {precision: gemm_rate(torch, precision, round(sum(lengths) / args.batches / 4), *shape[:2],
+                                            repeats=20) for precision in precisions}
     for task in tasks:
         models = make_models()
         steps = {(precision, variant): make_step(variant, precision, models) for precision in precisions
@@ -157,6 +212,10 @@ def main(argv: list[str] | None = None) -> int:
                     times[variant].append(time.perf_counter() - start)
             print(f"  {task}: batch {index + 1}/{args.batches + 1}", flush=True)
         results[task] = {variant: statistics.median(values) for variant, values in times.items()}
+        if args.profile:
+            for precision in precisions:
+                print_profile(torch, steps[precision, CHANGES[-1]], data[task][:args.batch_size],
+                              f"{task}, {precision}, {CHANGES[-1]}")
         del steps, models
 
     rows = []
@@ -164,14 +223,21 @@ def main(argv: list[str] | None = None) -> int:
         previous = None
         for (precision, variant), median in medians.items():
             peer, peer_fp32 = medians[precision, "peer"], medians.get(("fp32", "peer"))
+            achieved = flops[task] / median / 1e9
             rows.append([task, precision, variant, f"{median:.3f}", common.fmt(args.batch_size / median, 1),
                          common.ratio(peer, median) if variant != "peer" else "-",
                          common.ratio(peer_fp32, median) if (precision, variant) != ("fp32", "peer") else "-",
-                         common.ratio(previous, median) if variant in CHANGES[1:] else "-"])
+                         common.ratio(previous, median) if variant in CHANGES[1:] else "-",
+                         common.fmt(achieved, 1), f"{achieved / rates[task][precision]:.0%}"])
             previous = median
     print()
     print(common.table(rows, ["task", "precision", "variant", "median step (s)", "examples/s",
-                              "speed vs peer (same precision)", "speed vs peer fp32", "speed vs row above"]))
+                              "speed vs peer (same precision)", "speed vs peer fp32", "speed vs row above",
+                              "model GFLOP/s", "of GEMM rate"]))
+    for task in results:
+        print(f"{task}: {flops[task] / 1e9:.1f} GFLOP of model work per step; GEMM rate of the encoder's linear layers "
+              "(fwd + bwd, a quarter of a step's tokens per pass): "
+              + ", ".join(f"{precision} {rate:.0f} GFLOP/s" for precision, rate in rates[task].items()))
     print(common.machine_line(threads))
     return 0
 
