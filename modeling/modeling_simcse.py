@@ -12,7 +12,6 @@ Reference: Gao, Yao & Chen, "SimCSE: Simple Contrastive Learning of Sentence Emb
 
 from __future__ import annotations
 
-import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,8 +35,6 @@ from .formats_simcse import (
     write_loader_files,
 )
 from .heads_simcse import SimCSEMLP, build_lm_head, flatten_groups, info_nce, pool, shared_parameters
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass

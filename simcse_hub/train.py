@@ -101,7 +101,8 @@ def train(config: TrainConfig, resume: str | None = None,
 
     # ---- model, data (tokenized once), optimizer and schedule; what is prepared (DDP wraps it) is a step's forward
     model = load_encoder(config)
-    sources, train_dataloader = load_data(config, tokenizer := model.tokenizer, accelerator)
+    tokenizer = model.tokenizer
+    sources, train_dataloader = load_data(config, tokenizer, accelerator)
     evaluating, eval_dir = find_eval_data(config, accelerator) if config.eval_steps else (False, None)
     optimizer = make_optimizer(model, config, accelerator)
     max_steps, num_epochs = schedule_length(config, accelerator, len(train_dataloader))

@@ -52,9 +52,8 @@ def make_accelerator(config: TrainConfig) -> Accelerator:
                                       "mixed_precision")
     except ValueError as error:
         raise ConfigError(str(error)) from None
-    # A run owns Accelerate's per-process state: a second run in the same process (a notebook, `tune`'s trials) may
-    # ask for another precision or accumulation, which Accelerate refuses once set. The launch (processes, devices)
-    # is kept.
+    # A run owns Accelerate's per-process state: a second run in the same process (a notebook) may ask for another
+    # precision or accumulation, which Accelerate refuses once set. The launch (processes, devices) is kept.
     AcceleratorState._reset_state(reset_partial_state=False)
     GradientState._reset_state()
     accelerator = Accelerator(

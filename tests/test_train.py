@@ -169,7 +169,7 @@ def test_bf16_mixed_precision_trains(tmp_path, encoder_dir, unsup_file):
 
 def test_a_second_run_in_the_same_process_may_change_precision_and_accumulation(tmp_path, encoder_dir, unsup_file):
     """Accelerate refuses to change the precision of its per-process state once set; a second ``train`` in the same
-    process (a notebook, ``tune``'s trials) starts its own (this failed with mixed_precision="auto" on a bf16 CPU
+    process (a notebook) starts its own (this failed with mixed_precision="auto" on a bf16 CPU
     after an fp32 run)."""
     first = train(make_config(tmp_path / "a", encoder_dir, unsup_file, max_steps=2))
     second = train(make_config(tmp_path / "b", encoder_dir, unsup_file, max_steps=2, mixed_precision="bf16",
