@@ -12,7 +12,8 @@ with scale 20 (InfoNCE at temperature 0.05) in ``SentenceTransformerTrainer``. V
 * ``peer``: sentence-transformers, the peer's setting;
 * ``ours``: ``simcse_hub.train`` with the same settings (mean pooling, temperature 0.05, no evaluation);
 * ``preset:NAME``: a preset of simcse_hub (``simcse_hub/presets/NAME.yaml``) on the same triplets, with the seed of
-  the run;
+  the run; a preset of two sources (``minilm-mixed``) gets the triplets and ``--sentences-file`` (default: the 2021
+  wiki sentences), in fp32 as every run here;
 * ``--candidate NAME KEY=VALUE ...``: the peer's setting in simcse_hub with these settings changed (for choosing a
   preset on the dev splits).
 
@@ -36,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as common
 
 PEER = {"batch_size": 64, "learning_rate": 5e-5, "max_seq_length": 32, "num_train_epochs": 1}
+SENTENCES_FILE = Path("wiki") / "enwiki2021_413k_sentences.txt.gz"
 SCORES = (("stsb_test", "STSBenchmark", "test"), ("sickr_test", "SICKRelatedness", "test"),
           ("stsb_dev", "STSBenchmark", "dev"), ("sickr_dev", "SICKRelatedness", "dev"))
 
@@ -98,7 +100,7 @@ def worker_ours(args: argparse.Namespace) -> dict:
     if args.variant.startswith("preset:"):  # the preset's recipe on the run's triplets (replacing its dataset)
         name = args.variant.removeprefix("preset:")
         config.update(read_yaml(preset_path(name)), source=f"preset {name!r}")
-        config.update({"train_file": args.train_file}, source="benchmark")
+        config.update({"train_file": args.train_file, "mixed_precision": "no"}, source="benchmark")
     else:
         config.update({"train_file": args.train_file, "pooler_type": "avg", "temperature": 0.05,
                        "warmup_ratio": 0.0, "weight_decay": 0.0, "max_grad_norm": 1.0, "eval_steps": 0,
@@ -110,6 +112,21 @@ def worker_ours(args: argparse.Namespace) -> dict:
     start = time.perf_counter()
     train(config.validate())
     return {"seconds": time.perf_counter() - start, **score(str(output), args.data_dir)}
+
+
+def preset_files(variant: str, train_file: Path, folder: Path, sentences_file: str) -> str:
+    """The ``train_file`` of a run: the triplets; for a preset of two sources, the triplets and the sentences file."""
+    if not variant.startswith("preset:"):
+        return str(train_file)
+    from simcse_hub.train_config import TrainConfig, preset_path, read_yaml
+
+    name = variant.removeprefix("preset:")
+    count = len(TrainConfig().update(read_yaml(preset_path(name)), source=name).sources())
+    if count > 2:
+        raise SystemExit(f"preset {name!r} has {count} sources; bench_quality.py maps at most 2 (the triplets, then "
+                         "--sentences-file).")
+    files = [train_file, common.require_file(folder, Path(sentences_file))][:count]
+    return ",".join(str(path) for path in files)
 
 
 def summary(values: list[float]) -> str:
@@ -126,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--candidate", nargs="+", action="append", default=[], metavar=("NAME", "KEY=VALUE"),
                         help="also train the peer's setting with these changes, e.g. --candidate lr2 "
                              "learning_rate=2e-5 (repeatable)")
+    parser.add_argument("--sentences-file", default=str(SENTENCES_FILE),
+                        help="a two-source preset's second source, in --data-dir (default: %(default)s)")
     parser.add_argument("--work-dir", default=None, help="where the runs go (default: a temporary folder)")
     parser.add_argument("--worker", choices=["peer", "ours"], help=argparse.SUPPRESS)
     parser.add_argument("--variant", help=argparse.SUPPRESS)
@@ -155,9 +174,10 @@ def main(argv: list[str] | None = None) -> int:
                 results[name] = [score(model, str(folder))]
                 print(f"base: {results[name][0]}", flush=True)
                 continue
+            files = preset_files(name, train_file, folder, args.sentences_file)
             for seed in seeds:
                 worker = ["peer" if name == "peer" else "ours", "--variant", name, "--seed", str(seed),
-                          "--model", model, "--data-dir", str(folder), "--train-file", str(train_file),
+                          "--model", model, "--data-dir", str(folder), "--train-file", files,
                           "--work-dir", work, *(["--threads", str(args.threads)] if args.threads else []),
                           "--set", *settings]
                 result = common.run_worker(script, worker)

@@ -264,7 +264,8 @@ class TrainConfig:
         """Set ``values`` (names and raw values, e.g. strings from the command line) coerced to each field's type.
 
         A layer that sets one kind of data source (``train_file`` or ``dataset_name``) and not the other clears the
-        other (``--preset X --train-file my.txt`` replaces the preset's data); set both in one layer to mix them.
+        other (``--preset X --train-file my.txt`` replaces the preset's data, with its Hub files and configuration,
+        which would otherwise still show in the saved settings and the card); set both in one layer to mix them.
         """
         hints = typing.get_type_hints(type(self))
         known = [f.name for f in fields(self)]
@@ -279,6 +280,10 @@ class TrainConfig:
         for given, other in (("train_file", "dataset_name"), ("dataset_name", "train_file")):
             if values.get(given) is not None and other not in values:
                 setattr(self, other, None)
+                if other == "dataset_name":
+                    for name in ("dataset_data_files", "dataset_config_name"):
+                        if name not in values:
+                            setattr(self, name, None)
         return self
 
 

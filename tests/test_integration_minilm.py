@@ -110,3 +110,34 @@ def test_the_quickstart_shows_what_training_changed(minilm_path, shared_data, tm
     assert before["mean_cosine"] > 0.5 and after["uniformity"] < before["uniformity"]
     assert after["mean_cosine"] < before["mean_cosine"]
     assert "## What training changed" in (tmp_path / "outputs" / "quickstart" / "README.md").read_text()
+
+
+def test_the_mixed_preset_trains_on_local_triplets_and_sentences(minilm_path, shared_data, tmp_path, monkeypatch):
+    """``--preset minilm-mixed`` with the two local files of the README: both sources capped at 6,339 examples, a
+    mixed objective, the card naming both files (and no Hub file the run did not read), mean pooling for
+    sentence-transformers. Cut to 3 updates."""
+    import json
+
+    from accelerate.state import AcceleratorState, GradientState
+    from sentence_transformers import SentenceTransformer
+
+    from simcse_hub.cli import main
+
+    files = [shared_data / "nli" / "snli_devtest_triplets.tsv.gz", shared_data / "wiki" / "enwiki2021_413k_sentences.txt.gz"]
+    if not files[1].is_file():
+        pytest.skip(f"{files[1]} is not there")
+    monkeypatch.chdir(tmp_path)
+    try:
+        assert main(["train", "--preset", "minilm-mixed", "--train-file", ",".join(map(str, files)), "--max-steps",
+                     "3", "--data-dir", str(shared_data), "--report-to", "none", "--output-dir", "out"]) == 0
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
+        GradientState._reset_state()
+    card = json.loads((tmp_path / "out" / "simcse_card.json").read_text())
+    assert card["objective"] == "mixed"
+    assert [(item["name"], item["examples"]) for item in card["datasets"]] == [
+        ("snli_devtest_triplets", 6339), ("enwiki2021_413k_sentences", 6339)]
+    assert card["hyperparameters"]["source_weights"] == [1.0, 0.5]
+    assert card["hyperparameters"]["dataset_data_files"] is None
+    model = SentenceTransformer(str(tmp_path / "out"), device="cpu")
+    assert model[1].get_config_dict()["pooling_mode"] == "mean"

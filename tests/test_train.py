@@ -751,7 +751,7 @@ def test_presets_hold_the_paper_settings():
         "sup-bert-base": (512, 5e-5), "sup-bert-large": (512, 1e-5),
         "sup-roberta-base": (512, 1e-5), "sup-roberta-large": (512, 1e-5),
     }
-    assert set(list_presets()) == set(paper) | {"quickstart"}
+    assert set(list_presets()) == set(paper) | {"quickstart", "minilm-sup", "minilm-mixed"}
     for name, (batch_size, learning_rate) in paper.items():
         config = parse("--preset", name)
         supervised = name.startswith("sup")
@@ -763,6 +763,30 @@ def test_presets_hold_the_paper_settings():
     quickstart = parse("--preset", "quickstart")
     assert quickstart.model_name_or_path == "sentence-transformers/all-MiniLM-L6-v2"
     assert quickstart.train_file == "package:data/quickstart_sentences.txt" and quickstart.dataset_name is None
+
+
+def test_minilm_presets_hold_the_peers_setting_and_take_local_files():
+    """minilm-sup is sentence-transformers' usual setting (README: "Against sentence-transformers"); minilm-mixed adds
+    a second source of sentences at weight 0.5, both capped at the size it was measured at. Local files replace both
+    Hub sources, with their Hub files; one file for two weights is refused by name."""
+    for name in ("minilm-sup", "minilm-mixed"):
+        config = parse("--preset", name)
+        assert config.model_name_or_path == "sentence-transformers/all-MiniLM-L6-v2" and config.pooler_type == "avg"
+        assert (config.batch_size, config.learning_rate, config.max_seq_length, config.num_train_epochs) == \
+            (64, 5e-5, 32, 1), name
+        assert (config.temperature, config.warmup_ratio, config.weight_decay, config.max_grad_norm) == \
+            (0.05, 0.0, 0.0, 1.0), name
+        assert config.eval_steps == 0 and config.mlp_only_train is False and config.hard_negative_weight == 0.0
+    sup, mixed = parse("--preset", "minilm-sup"), parse("--preset", "minilm-mixed")
+    assert sup.sources() == ["princeton-nlp/datasets-for-simcse"] and sup.max_train_samples is None
+    assert mixed.hub_datasets() == [("princeton-nlp/datasets-for-simcse", "nli_for_simcse.csv"),
+                                    ("princeton-nlp/datasets-for-simcse", "wiki1m_for_simcse.txt")]
+    assert (mixed.source_weights, mixed.max_train_samples) == ([1.0, 0.5], 6339)
+    local = parse("--preset", "minilm-mixed", "--train-file", "triplets.tsv.gz,sentences.txt.gz")
+    assert local.sources() == ["triplets.tsv.gz", "sentences.txt.gz"] and local.source_weights == [1.0, 0.5]
+    assert local.dataset_name is None and local.dataset_data_files is None  # nothing of the Hub data is left
+    with pytest.raises(ConfigError, match=r"source_weights=\[1\.0, 0\.5\]: 2 weights for 1 source\(s\) \(t\.tsv\)"):
+        parse("--preset", "minilm-mixed", "--train-file", "t.tsv")
 
 
 def test_layers_override_in_order(tmp_path):
