@@ -30,7 +30,7 @@ def model_options(parser: argparse.ArgumentParser, what: str = "model") -> None:
     parser.add_argument("--max-length", type=int, help="truncate sentences to this many tokens (default: the "
                         "model's maximum)")
     parser.add_argument("--batch-size", type=int, default=None, help="sentences per forward pass (default: as many "
-                        "as fit in 8,192 padded tokens, the same embeddings as fixed batches, faster)")
+                        "as fit in 2,048 padded tokens, the same embeddings as fixed batches, faster)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
 
 

@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 PRECISIONS = ("auto", "fp32", "no", "bf16", "fp16")  # training and inference
 INFERENCE_PRECISIONS = (*PRECISIONS, "int8")  # int8: dynamic quantization, for encoding only
 MAX_LENGTH_CAP = 512  # never more tokens than this by default: longer inputs are rare and quadratic in cost
-DEFAULT_MAX_TOKENS_PER_BATCH = 8192  # SimCSE.encode's batches when no batch_size is given (benchmarks/README.md)
+DEFAULT_MAX_TOKENS_PER_BATCH = 2048  # SimCSE.encode's batches when no batch_size is given (benchmarks/README.md)
 SORT_WINDOW = 50_000  # sentences tokenized and ordered by length at a time (bounds the memory of huge inputs)
 PROGRESS_BAR_MIN_SENTENCES = 1000
 

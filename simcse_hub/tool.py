@@ -213,7 +213,7 @@ class SimCSE:
         Every sentence is tokenized once; batches are formed longest first *by token count* (so a batch pads
         little: ordering by characters, as sentence-transformers does, pads 40% more on STS sentences), and the
         vectors are returned in the order given. By default a batch holds as many sentences as fit in
-        ``DEFAULT_MAX_TOKENS_PER_BATCH`` (8192) padded tokens: many short sentences, few long ones.
+        ``DEFAULT_MAX_TOKENS_PER_BATCH`` (2048) padded tokens: many short sentences, few long ones.
 
         Args:
             sentences (`str` or `list[str]`): a sentence gives a ``(dim,)`` vector, a list an ``(n, dim)`` matrix;
