@@ -776,7 +776,7 @@ def test_minilm_presets_hold_the_peers_setting_and_take_local_files():
             (64, 5e-5, 32, 1), name
         assert (config.temperature, config.warmup_ratio, config.weight_decay, config.max_grad_norm) == \
             (0.05, 0.0, 0.0, 1.0), name
-        assert config.eval_steps == 0 and config.mlp_only_train is False and config.hard_negative_weight == 0.0
+        assert config.eval_steps == 1000 and config.mlp_only_train is False and config.hard_negative_weight == 0.0
     sup, mixed = parse("--preset", "minilm-sup"), parse("--preset", "minilm-mixed")
     assert sup.sources() == ["princeton-nlp/datasets-for-simcse"] and sup.max_train_samples is None
     assert mixed.hub_datasets() == [("princeton-nlp/datasets-for-simcse", "nli_for_simcse.csv"),
