@@ -118,8 +118,9 @@ def run_tune(args: argparse.Namespace) -> int:
         print("No trial completed, so there is no best_config.yaml; widen the ranges (--range) or raise "
               "--startup-trials.")
         return 1
-    print(f"Best: trial {result.best_trial}, score {result.best_score:.2f}. Train it with: simcse-hub train "
-          f"--config {result.best_config}")
+    baseline = "" if result.start_score is None else f" (the untrained encoder: {result.start_score:.2f})"
+    print(f"Best: trial {result.best_trial}, score {result.best_score:.2f}{baseline}. Train it with: simcse-hub "
+          f"train --config {result.best_config}")
     return 0
 
 

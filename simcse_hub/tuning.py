@@ -127,6 +127,7 @@ class TuneResult:
     best_score: float | None
     best_config: Path | None
     counts: dict[str, int]
+    start_score: float | None = None  # the untouched encoder's score: the baseline
 
 
 def require_optuna():
@@ -170,6 +171,10 @@ def tune(base: TrainConfig, options: TuneOptions) -> TuneResult:
         "study_name": options.study_name, "storage": options.storage, "objective": options.objective,
         "search": {name: asdict(param) for name, param in space.items()}, "trial_settings": options.trial_settings,
         "base": base.to_dict()}, indent=2, default=str) + "\n")
+    if "start" not in study.user_attrs:  # once per study: a resumed search keeps its baseline
+        study.set_user_attr("start", starting_scores(base, options, data_dir))
+        logger.info("The starting encoder, untrained, scores %.2f: the baseline the trials should beat.",
+                    study.user_attrs["start"]["score"])
     finished = [t for t in study.trials if t.state.is_finished()]
     remaining = max(0, options.trials - len(finished))
     logger.info("Tuning %s: %d trial(s) to run (%d finished before), searching %s", options.study_name, remaining,
@@ -187,7 +192,8 @@ def tune(base: TrainConfig, options: TuneOptions) -> TuneResult:
     counts = {state: sum(t.state.name == state for t in study.trials) for state in ("COMPLETE", "PRUNED", "FAIL")}
     return TuneResult(output_dir=output, best_trial=None if best is None else best.number,
                       best_score=None if best is None else best.value,
-                      best_config=None if best is None else output / "best_config.yaml", counts=counts)
+                      best_config=None if best is None else output / "best_config.yaml", counts=counts,
+                      start_score=study.user_attrs.get("start", {}).get("score"))
 
 
 def make_pruner(options: TuneOptions):
@@ -279,6 +285,28 @@ def trial_config(base: TrainConfig, options: TuneOptions, values: dict[str, Any]
     config.update(settings_for(values, options), source="the sampled values")
     config.update({"output_dir": str(output_dir), "overwrite_output_dir": True, "report_to": "none"}, source="tune")
     return config.validate()
+
+
+def starting_scores(base: TrainConfig, options: TuneOptions, data_dir: Path | None) -> dict[str, float]:
+    """The untouched encoder's dev scores, as a trial's are computed (the encoder under the base settings' pooler,
+    STS-B dev as the training loop evaluates it, and SICK-R trial with ``objective="stsb+sickr"``): the baseline a
+    search should beat. ``score`` is the objective."""
+    import torch
+
+    from simcse_hub.encoding import encode_sentences
+    from simcse_hub.evaluation import evaluate_model
+    from simcse_hub.train_setup import load_encoder
+
+    torch.manual_seed(base.seed)  # the MLP head of a cls pooler starts as a trial's does
+    model = load_encoder(base).eval()
+    tasks = ["STSBenchmark"] + (["SICKRelatedness"] if options.objective == "stsb+sickr" else [])
+    results = evaluate_model(lambda sentences: encode_sentences(model, model.tokenizer, sentences,
+                                                                batch_size=base.eval_batch_size),
+                             base.model_name_or_path, tasks=tasks, data_dir=data_dir, split="dev",
+                             alignment_uniformity=False)
+    keys = {"STSBenchmark": "stsb_dev_spearman", "SICKRelatedness": "sickr_dev_spearman"}
+    scores = {keys[task]: float(results["tasks"][task]["spearman"]) for task in tasks}
+    return {**scores, "score": sum(scores.values()) / len(scores)}
 
 
 def sickr_dev_spearman(folder: Path, data_dir: Path | None, batch_size: int) -> float:

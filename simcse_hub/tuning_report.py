@@ -35,9 +35,13 @@ def write_reports(study, base: TrainConfig, options: TuneOptions, space: dict[st
     what = "the best STS-B dev Spearman (x100) of the run" + (
         ", averaged with the exported model's SICK-R trial Spearman" if options.objective != "stsb" else "")
     found = f"Best: trial {best.number} ({best.value:.2f}), in best_config.yaml." if best else "No trial completed."
+    start = study.user_attrs.get("start")
+    baseline = "" if start is None else (
+        f"The starting encoder, untrained, scores {start['score']:.2f} ({_scores(start)}); "
+        f"{sum(t.value > start['score'] for t in complete)} of {len(complete)} complete trials beat it.")
     lines = [f"# simcse-hub tune: study `{options.study_name}`", "",
              f"Score: {what}. {len(trials)} trials: {counts['COMPLETE']} complete, {counts['PRUNED']} pruned, "
-             f"{counts['FAIL']} failed. {found}", "",
+             f"{counts['FAIL']} failed. {found}", *([baseline] if baseline else []), "",
              "| " + " | ".join(header) + " |", "|" + "|".join("---" if i == 1 else "---:" for i in range(len(header)))
              + "|"]
     for trial, row in zip(trials, rows):
@@ -48,6 +52,11 @@ def write_reports(study, base: TrainConfig, options: TuneOptions, space: dict[st
     if best is not None:
         write_best_config(best, base, options, output / "best_config.yaml")
     return best
+
+
+def _scores(start: dict[str, float]) -> str:
+    names = {"stsb_dev_spearman": "STS-B dev", "sickr_dev_spearman": "SICK-R trial"}
+    return ", ".join(f"{label} {start[key]:.2f}" for key, label in names.items() if key in start)
 
 
 def _columns(name: str, param: Param) -> tuple[str, ...]:

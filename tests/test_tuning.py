@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import json
 import random
 import sys
 from pathlib import Path
@@ -88,11 +89,12 @@ def test_tune_runs_three_trials_prunes_one_and_writes_a_config_that_train_runs(t
     assert not list((output / "trials").iterdir())  # every trial's model folder deleted once scored
     markdown = (output / "trials.md").read_text()
     assert "3 trials: 2 complete, 1 pruned, 0 failed" in markdown and markdown.count("\n| ") == 4
+    assert "The starting encoder, untrained, scores " in markdown
     out = capsys.readouterr().out
     assert "3 trials in study 'tune': 2 complete, 1 pruned, 0 failed" in out
 
     best_row = max((row for row in table if row["state"] == "COMPLETE"), key=lambda row: float(row["score"]))
-    assert f"Best: trial {best_row['trial']}" in out
+    assert f"Best: trial {best_row['trial']}, score {float(best_row['score']):.2f} (the untrained encoder: " in out
     best = TrainConfig.from_yaml(output / "best_config.yaml")
     assert f"{best.learning_rate:.3g}" == best_row["learning_rate"]
     assert f"{best.temperature:.3g}" == best_row["temperature"]
@@ -120,6 +122,12 @@ def test_a_search_in_a_database_resumes_where_it_stopped(tmp_path, encoder_dir, 
     assert sorted(p.name for p in (output / "trials").iterdir()) == ["trial-000", "trial-001"]  # --keep-trials
     assert main([*args, "--trials", "2"]) == 0  # nothing left to run
     assert len(read_table(output)) == 2
+    # The baseline of trials.md is the untouched encoder as a trial's own run scored it before its first update.
+    card = json.loads((output / "trials" / "trial-000" / "simcse_card.json").read_text())
+    start = card["before_after"]["before"]["stsb_dev_spearman"]
+    beaten = sum(float(row["score"]) > start for row in read_table(output))
+    assert (f"The starting encoder, untrained, scores {start:.2f} (STS-B dev {start:.2f}); {beaten} of 2 complete "
+            "trials beat it.") in (output / "trials.md").read_text()
 
 
 def test_the_mix_of_two_sources_is_searched_and_kept_in_the_best_config(tmp_path, encoder_dir, data, monkeypatch):
