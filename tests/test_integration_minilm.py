@@ -123,7 +123,8 @@ def test_the_mixed_preset_trains_on_local_triplets_and_sentences(minilm_path, sh
 
     from simcse_hub.cli import main
 
-    files = [shared_data / "nli" / "snli_devtest_triplets.tsv.gz", shared_data / "wiki" / "enwiki2021_413k_sentences.txt.gz"]
+    files = [shared_data / "nli" / "snli_devtest_triplets.tsv.gz",
+             shared_data / "wiki" / "enwiki2021_413k_sentences.txt.gz"]
     if not files[1].is_file():
         pytest.skip(f"{files[1]} is not there")
     monkeypatch.chdir(tmp_path)
