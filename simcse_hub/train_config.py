@@ -279,12 +279,14 @@ class TrainConfig:
             setattr(self, name, coerce(name, raw, hints[name], source))
         for given, other in (("train_file", "dataset_name"), ("dataset_name", "train_file")):
             if values.get(given) is not None and other not in values:
-                setattr(self, other, None)
-                if other == "dataset_name":
-                    for name in ("dataset_data_files", "dataset_config_name"):
-                        if name not in values:
-                            setattr(self, name, None)
+                for name in SOURCE_SETTINGS[other]:
+                    if name not in values:
+                        setattr(self, name, None)
         return self
+
+
+SOURCE_SETTINGS = {"train_file": ("train_file",),  # the settings of each kind of data source, cleared together
+                   "dataset_name": ("dataset_name", "dataset_data_files", "dataset_config_name")}
 
 
 def _split(value: str | None) -> list[str]:

@@ -160,6 +160,8 @@ def tune(base: TrainConfig, options: TuneOptions) -> TuneResult:
     space, data_dir = check_search(base, options)
     output = Path(options.output_dir)
     resuming = _study_exists(optuna, options)
+    # the baseline loads the encoder: before anything is written (a resumed study has its own)
+    start = None if resuming and not options.overwrite else starting_scores(base, options, data_dir)
     _prepare_output(output, options, resuming)
     if options.overwrite and options.storage and resuming:
         optuna.delete_study(study_name=options.study_name, storage=options.storage)
@@ -172,7 +174,7 @@ def tune(base: TrainConfig, options: TuneOptions) -> TuneResult:
         "search": {name: asdict(param) for name, param in space.items()}, "trial_settings": options.trial_settings,
         "base": base.to_dict()}, indent=2, default=str) + "\n")
     if "start" not in study.user_attrs:  # once per study: a resumed search keeps its baseline
-        study.set_user_attr("start", starting_scores(base, options, data_dir))
+        study.set_user_attr("start", start or starting_scores(base, options, data_dir))
         logger.info("The starting encoder, untrained, scores %.2f: the baseline the trials should beat.",
                     study.user_attrs["start"]["score"])
     finished = [t for t in study.trials if t.state.is_finished()]
@@ -297,8 +299,9 @@ def starting_scores(base: TrainConfig, options: TuneOptions, data_dir: Path | No
     from simcse_hub.evaluation import evaluate_model
     from simcse_hub.train_setup import load_encoder
 
-    torch.manual_seed(base.seed)  # the MLP head of a cls pooler starts as a trial's does
-    model = load_encoder(base).eval()
+    with torch.random.fork_rng(devices=[]):  # the global random state untouched
+        torch.manual_seed(base.seed)  # the MLP head of a cls pooler starts as a trial's does
+        model = load_encoder(base).eval()
     tasks = ["STSBenchmark"] + (["SICKRelatedness"] if options.objective == "stsb+sickr" else [])
     results = evaluate_model(lambda sentences: encode_sentences(model, model.tokenizer, sentences,
                                                                 batch_size=base.eval_batch_size),

@@ -192,6 +192,22 @@ def test_bad_input_ends_in_one_line_before_any_trial(tmp_path, encoder_dir, data
     assert not output.exists()  # nothing was written
 
 
+def test_an_encoder_that_does_not_load_is_named_before_anything_is_written(tmp_path, encoder_dir, data, capsys):
+    """The baseline (the untouched encoder's score) loads the encoder before the output folder is touched, so an
+    encoder that resolves but does not load ends the search with nothing written."""
+    import shutil
+
+    broken = tmp_path / "no-tokenizer"
+    shutil.copytree(encoder_dir, broken)
+    for path in broken.iterdir():
+        if path.name.startswith(("tokenizer", "vocab", "special_tokens")):
+            path.unlink()
+    output = tmp_path / "tune"
+    assert main(tune_args(broken, data, output)) == 2
+    assert "has no tokenizer" in capsys.readouterr().err
+    assert not output.exists()
+
+
 def test_output_folders_and_data_that_do_not_fit_are_refused(tmp_path, encoder_dir, data, monkeypatch, capsys):
     def error_of(argv: list[str]) -> str:
         assert main(argv) == 2
