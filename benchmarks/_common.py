@@ -215,7 +215,7 @@ def precisions(value: str | None, parser: argparse.ArgumentParser) -> list[str]:
     """``--precisions``: fp32 and/or bf16 (comma-separated); by default both where the CPU computes bfloat16 natively
     (AVX-512 BF16 or AMX, where simcse_hub trains in bf16 by default), else fp32 alone."""
     if value is None:
-        from simcse_hub.encoding import fast_cpu_bf16
+        from simcse_hub.speed import fast_cpu_bf16
 
         return ["fp32", "bf16"] if fast_cpu_bf16() else ["fp32"]
     chosen = [item.strip() for item in value.split(",") if item.strip()]

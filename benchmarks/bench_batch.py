@@ -41,8 +41,8 @@ def worker(args: argparse.Namespace) -> dict:
     sentences = common.read_lines(Path(args.train_file))
     work = Path(args.work_dir)
     if args.worker == "ours":
+        from simcse_hub.config import TrainConfig
         from simcse_hub.train import train
-        from simcse_hub.train_config import TrainConfig
 
         config = TrainConfig(
             model_name_or_path=args.model, pooler_type="avg", temperature=0.05, train_file=args.train_file,

@@ -39,7 +39,7 @@ def worker(args: argparse.Namespace) -> dict:
     import numpy as np
     import torch
 
-    from simcse_hub.encoding import autocast
+    from simcse_hub.speed import autocast
 
     sentences = json.loads(Path(args.sentences).read_text(encoding="utf-8"))
     start = time.perf_counter()

@@ -68,7 +68,9 @@ def worker_peer(args: argparse.Namespace) -> dict:
     from datasets import Dataset
     from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
     from sentence_transformers import SentenceTransformerTrainingArguments as Arguments
-    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+    from sentence_transformers.sentence_transformer.losses import (
+        MultipleNegativesRankingLoss,
+    )
 
     lines = common.read_lines(Path(args.train_file))
     rows = [line.split("\t") for line in lines[1:]]  # header: sent0 sent1 hard_neg
@@ -93,8 +95,8 @@ def worker_peer(args: argparse.Namespace) -> dict:
 
 def worker_ours(args: argparse.Namespace) -> dict:
     """simcse_hub: the peer's setting, a preset, or a candidate (the peer's setting with changes)."""
+    from simcse_hub.config import TrainConfig, preset_path, read_yaml
     from simcse_hub.train import train
-    from simcse_hub.train_config import TrainConfig, preset_path, read_yaml
 
     config = TrainConfig()
     if args.variant.startswith("preset:"):  # the preset's recipe on the run's triplets (replacing its dataset)
@@ -118,7 +120,7 @@ def preset_files(variant: str, train_file: Path, folder: Path, sentences_file: s
     """The ``train_file`` of a run: the triplets; for a preset of two sources, the triplets and the sentences file."""
     if not variant.startswith("preset:"):
         return str(train_file)
-    from simcse_hub.train_config import TrainConfig, preset_path, read_yaml
+    from simcse_hub.config import TrainConfig, preset_path, read_yaml
 
     name = variant.removeprefix("preset:")
     count = len(TrainConfig().update(read_yaml(preset_path(name)), source=name).sources())

@@ -13,8 +13,8 @@ each; the first batch warms up. The variants, at each precision of ``--precision
   and encoded as the ``SentenceTransformerTrainer`` does (``bench_train.py`` times the trainer itself);
 * ``one pass``: simcse_hub with none of the changes: the batch as one padded tensor, torch's dropout;
 * ``+ length buckets``: 4 groups of similar length, each padded to its own longest (``length_buckets=4``);
-* ``+ fast dropout``: masks drawn four to a 64-bit random number (``simcse_hub.dropout``; ``fast_dropout=True``);
-* ``+ shared lookup``: the tokens of all buckets looked up in one call (``simcse_hub.batching.looked_up_once``):
+* ``+ fast dropout``: masks drawn four to a 64-bit random number (``simcse_hub.speed``; ``fast_dropout=True``);
+* ``+ shared lookup``: the tokens of all buckets looked up in one call (``simcse_hub.speed.looked_up_once``):
   the defaults, what ``simcse-hub train`` runs;
 * ``buckets=N`` (``--buckets``): the defaults with ``length_buckets=N``.
 
@@ -124,13 +124,15 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
     from sentence_transformers import SentenceTransformer
-    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+    from sentence_transformers.sentence_transformer.losses import (
+        MultipleNegativesRankingLoss,
+    )
     from transformers import AutoConfig, AutoTokenizer
 
     from simcse_hub import SimCSEModel
-    from simcse_hub.batching import TrainingForward
-    from simcse_hub.encoding import autocast, pad, tokenize
+    from simcse_hub.inference import pad, tokenize
     from simcse_hub.losses import contrastive_loss
+    from simcse_hub.speed import TrainingForward, autocast
 
     threads = common.set_threads(args.threads)
     tokenizer = AutoTokenizer.from_pretrained(encoder)

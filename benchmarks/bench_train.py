@@ -103,8 +103,8 @@ def worker_ours(args: argparse.Namespace) -> dict:
     # sentence-transformers module files with it (3 s of import that would otherwise count on our side only).
     import sentence_transformers  # noqa: F401
 
+    from simcse_hub.config import TrainConfig
     from simcse_hub.train import train
-    from simcse_hub.train_config import TrainConfig
 
     output_dir = Path(args.work_dir) / "ours"
     config = TrainConfig(
@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     precisions = common.precisions(args.precisions, parser)
     import torch
 
-    from simcse_hub.encoding import resolve_precision
+    from simcse_hub.speed import resolve_precision
 
     ours_default = resolve_precision("auto", torch.device("cpu"))
     print(common.machine_line(args.threads))

@@ -100,7 +100,7 @@ class Embedder:
         self.sentence_transformer: Any = None
         self._lock = threading.Lock()
         if simcse_hub_available():
-            from simcse_hub.tool import SimCSE
+            from simcse_hub.inference import SimCSE
 
             self.tool = SimCSE(name, pooler=pooler)
             kind = self.tool.kind

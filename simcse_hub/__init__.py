@@ -109,9 +109,9 @@ _LAZY = {
     "SimCSEModel": "simcse_hub.modeling.modeling_simcse",
     "SimCSEModelOutput": "simcse_hub.modeling.modeling_simcse",
     "info_nce": "simcse_hub.modeling.heads_simcse",
-    "SimCSE": "simcse_hub.tool",
+    "SimCSE": "simcse_hub.inference",
     "SimCSELoss": "simcse_hub.losses",
-    "save_model": "simcse_hub.export",
+    "save_model": "simcse_hub.train",
 }
 
 

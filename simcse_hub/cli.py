@@ -1,4 +1,22 @@
-"""The ``simcse-hub`` command line: train, tune, evaluate, encode, mine, info, card, push, push-space, demo.
+"""From the former ``cli_common`` module:
+
+What every ``simcse-hub`` sub-command shares: the one-line error, the model options and loading through
+``simcse_hub.SimCSE``, the check of an output file before any work, and the training settings as options
+(``train`` and ``tune``: preset, ``--config``, ``--set``, one flag per setting).
+
+From the former ``cli_evaluate`` module:
+
+``simcse-hub evaluate``: STS (SentEval's tasks and settings), alignment and uniformity of one or more models,
+optionally after BERT-whitening or BERT-flow fitted on a corpus, or the comparison table of both; the results of a
+SimCSE folder are recorded in its card data and model card.
+
+From the former ``cli_tune`` module:
+
+``simcse-hub tune``: the command line of :mod:`simcse_hub.tuning` (Optuna search of the training settings).
+
+From the former ``cli`` module:
+
+The ``simcse-hub`` command line: train, tune, evaluate, encode, mine, info, card, push, push-space, demo.
 
 Each sub-command is a ``(help, declare arguments, run)`` entry of :data:`COMMANDS`; the work itself lives in the
 library modules, imported only by the command that needs them (``simcse-hub --version`` and ``--help`` import
@@ -11,25 +29,445 @@ and what to do, and exit status 2; a failed upload to the Hub exits with 1; ``-v
 from __future__ import annotations
 
 import argparse
+import typing
+from dataclasses import fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # imported where used: the train settings need torch, which other commands may not
+    from simcse_hub.config import TrainConfig
+import importlib.util
 import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 from simcse_hub import __version__
-from simcse_hub.cli_common import (
-    POOLERS,
-    CLIError,
-    load_tool,
-    model_options,
-    one_line,
-    writable_file,
-)
-from simcse_hub.cli_evaluate import evaluate_arguments, run_evaluate
-from simcse_hub.cli_tune import run_tune, tune_arguments
 
-logger = logging.getLogger("simcse_hub")
+POOLERS = "cls, cls_before_pooler, avg, avg_top2, avg_first_last"
+
+
+class CLIError(Exception):
+    """An error the user can fix; printed on one line without a traceback, exit status 2."""
+
+
+def one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def model_options(parser: argparse.ArgumentParser, what: str = "model") -> None:
+    """The options of every command that encodes with ``simcse_hub.SimCSE``."""
+    parser.add_argument("--pooler", help=f"pooler of a plain encoder, or an override of the {what}'s: {POOLERS}")
+    parser.add_argument("--max-length", type=int, help="truncate sentences to this many tokens (default: the "
+                        "model's maximum)")
+    parser.add_argument("--batch-size", type=int, default=None, help="sentences per forward pass (default: as many "
+                        "as fit in 2,048 padded tokens, the same embeddings as fixed batches, faster)")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+
+
+def load_tool(name: str, args: argparse.Namespace) -> Any:
+    """``SimCSE(name)`` with the command's options; `CLIError` naming the model when it cannot be loaded."""
+    from simcse_hub.inference import ModelNotFoundError, resolve_model
+
+    if args.batch_size is not None and args.batch_size < 1:
+        raise CLIError(f"--batch-size {args.batch_size}: expected an integer >= 1.")
+    try:
+        resolve_model(name)  # a typo of a path is answered at once, before torch is imported
+    except ModelNotFoundError as error:
+        raise CLIError(one_line(error)) from None
+    from simcse_hub.inference import SimCSE
+
+    try:
+        return SimCSE(name, device=args.device, pooler=args.pooler, max_length=args.max_length)
+    except (OSError, ValueError, RuntimeError) as error:
+        raise CLIError(f"cannot load {name!r}: {one_line(error)}") from None
+
+
+def writable_file(path: str | None, option: str, suffixes: tuple[str, ...] | None = None) -> None:
+    """Check an output file before any work: its suffix, and a folder that exists to hold it."""
+    if path is None:
+        return
+    if suffixes is not None and Path(path).suffix not in suffixes:
+        raise CLIError(f"{option} {path!r}: expected a file name ending in {' or '.join(suffixes)}.")
+    parent = Path(path).expanduser().parent
+    if not parent.is_dir():
+        raise CLIError(f"{option} {path!r}: the folder {str(parent)!r} does not exist; create it first.")
+    if Path(path).is_dir():
+        raise CLIError(f"{option} {path!r} is a folder; expected a file name.")
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Declare the arguments of ``simcse-hub train`` (and ``python -m simcse_hub.train``) on ``parser``."""
+    from simcse_hub.config import TrainConfig
+
+    parser.add_argument("--preset", help="start from a preset (see --list-presets), e.g. quickstart, unsup-bert-base")
+    parser.add_argument("--config", metavar="FILE", help="YAML file of settings (over the preset)")
+    parser.add_argument("--set", metavar="KEY=VALUE", nargs="+", action="extend", default=[], dest="overrides",
+                        help="override settings, e.g. --set learning_rate=1e-5 batch_size=128")
+    parser.add_argument("--resume", nargs="?", const="latest", metavar="CHECKPOINT",
+                        help="continue an interrupted run from its latest whole checkpoint in output_dir (or the one "
+                        "given), with the settings it started with. A checkpoint holds Accelerate's state, which is "
+                        "pickled: resume only runs you made yourself")
+    parser.add_argument("--list-presets", action="store_true", help="print the presets and exit")
+    group = parser.add_argument_group("settings (each also accepted as --set name=value)")
+    hints = typing.get_type_hints(TrainConfig)
+    for spec in fields(TrainConfig):
+        flag = "--" + spec.name.replace("_", "-")
+        kind = hints[spec.name]
+        base = next((arg for arg in typing.get_args(kind) if arg is not type(None)), kind)
+        metavar = {bool: "BOOL", int: "N", float: "X"}.get(base, "STR")
+        if typing.get_origin(base) is list:
+            metavar = "X,Y" if typing.get_args(base) == (float,) else "NAMES"
+        extra = {"nargs": "?", "const": "true"} if base is bool else {}
+        text = spec.metadata["help"]
+        if "(default" not in text:  # each default said once: the help text's own words, else the value
+            text += f" (default: {'none' if spec.default is None else spec.default})"
+        group.add_argument(flag, dest=f"setting_{spec.name}", default=argparse.SUPPRESS, metavar=metavar, help=text,
+                           **extra)
+    return parser
+
+
+def key_values(items: list[str], option: str, example: str) -> dict[str, str]:
+    """``KEY=VALUE`` items of ``option`` as a mapping; `ConfigError` naming the item that is not one."""
+    from simcse_hub.config import ConfigError
+
+    values = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{option} {item!r}: expected KEY=VALUE, e.g. {option} {example}.")
+        values[key.strip()] = value
+    return values
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """Build and validate the configuration from parsed arguments: preset, ``--config``, ``--set``, flags."""
+    from simcse_hub.config import TrainConfig, coerce, preset_path, read_yaml
+
+    config = TrainConfig()
+    if args.preset:
+        config.update(read_yaml(preset_path(args.preset)), source=f"preset {args.preset!r}")
+    if args.config:
+        config.update(read_yaml(args.config), source=args.config)
+    config.update(key_values(args.overrides, "--set", "learning_rate=3e-5"), source="--set")
+    hints = typing.get_type_hints(TrainConfig)
+    flags = {
+        key[len("setting_"):]: coerce(key[len("setting_"):], value, hints[key[len("setting_"):]],
+                                      source="--" + key[len("setting_"):].replace("_", "-"))
+        for key, value in vars(args).items()
+        if key.startswith("setting_")
+    }
+    config.update(flags, source="command line")
+    return config.validate()
+
+logger = logging.getLogger(__name__)
+
+
+def evaluate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("models", nargs="+", metavar="MODEL", help="a model folder or Hub id (several allowed)")
+    parser.add_argument("--tasks", nargs="+", metavar="TASK", help="SentEval task names, space- or comma-separated "
+                        "(default: STS12 STS13 STS14 STS15 STS16 STSBenchmark SICKRelatedness)")
+    parser.add_argument("--data-dir", help="folder with stsb/, sickr/, sts12/ ... (default: $SIMCSE_DATA_DIR, else "
+                        "../shared/data from here or beside the checkout, else the Hub only)")
+    parser.add_argument("--setting", choices=("all", "mean", "wmean"), default="all", help="how STS12-16 combine "
+                        "their sub-tasks (default: all, the SimCSE paper's)")
+    parser.add_argument("--split", choices=("test", "dev"), default="test", help="STS-B / SICK-R split (default: "
+                        "test; STS12-16 have only test)")
+    model_options(parser)
+    parser.add_argument("--whiten", metavar="CORPUS_FILE", help="fit BERT-whitening on this corpus (one sentence "
+                        "per line, or an STS .tsv[.gz]) and evaluate the whitened embeddings")
+    parser.add_argument("--whiten-k", type=int, metavar="K", help="keep K whitened dimensions (default: all)")
+    parser.add_argument("--save-whitening", action="store_true", help="write whitening.safetensors into the model "
+                        "folder, so SimCSE(MODEL) applies it at encode time")
+    parser.add_argument("--flow", metavar="CORPUS_FILE", help="fit BERT-flow (a normalizing flow to a Gaussian) on "
+                        "this corpus and evaluate the flowed embeddings")
+    parser.add_argument("--save-flow", action="store_true", help="write flow.safetensors into the model folder, so "
+                        "SimCSE(MODEL) applies it at encode time")
+    parser.add_argument("--compare", metavar="CORPUS_FILE", help="the comparison table: each MODEL as it is and, "
+                        "unless it is a SimCSE model, + whitening (all dimensions and --whiten-k, default 256 or half "
+                        "the dimension) and + BERT-flow, fitted on this corpus")
+    parser.add_argument("--corpus-max-sentences", "--whiten-max-sentences", type=int, metavar="N",
+                        dest="corpus_max_sentences", help="fit on the first N distinct corpus sentences only")
+    parser.add_argument("--no-alignment-uniformity", action="store_true", help="skip alignment and uniformity")
+    parser.add_argument("--out", help="also write the results as JSON (one object, or a list for several models)")
+    parser.add_argument("--plot", metavar="PNG", help="write the alignment-uniformity figure of the MODELs")
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from simcse_hub.evaluation import (
+        STSDataError,
+        canonical_task,
+        evaluate_model,
+        format_results_table,
+        results_to_markdown,
+        save_results,
+    )
+
+    try:
+        tasks = [canonical_task(t) for item in args.tasks for t in item.split(",") if t] if args.tasks else None
+    except ValueError as error:
+        raise CLIError(f"--tasks: {error}") from None
+    corpus_file = args.whiten or args.flow or args.compare
+    if sum(bool(option) for option in (args.whiten, args.flow, args.compare)) > 1:
+        raise CLIError("--whiten, --flow and --compare each fit on a corpus; pass one of them.")
+    if args.save_whitening and not args.whiten or args.save_flow and not args.flow:
+        raise CLIError("--save-whitening needs --whiten CORPUS_FILE, and --save-flow needs --flow CORPUS_FILE.")
+    if (args.whiten_k is not None and not (args.whiten or args.compare)) or (args.corpus_max_sentences
+                                                                               and not corpus_file):
+        raise CLIError("--whiten-k needs --whiten or --compare, and --corpus-max-sentences a corpus (--whiten, "
+                       "--flow or --compare CORPUS_FILE).")
+    if args.plot and args.no_alignment_uniformity:
+        raise CLIError("--plot needs alignment and uniformity; drop --no-alignment-uniformity.")
+    if (args.save_whitening or args.save_flow) and not all(Path(model).is_dir() for model in args.models):
+        raise CLIError("--save-whitening and --save-flow write into the model folder: every MODEL must be a local "
+                       "folder.")
+    if args.data_dir is not None and not Path(args.data_dir).is_dir():
+        raise CLIError(f"--data-dir {args.data_dir!r} is not a folder (expected the layout stsb/, sickr/, sts12/ ... "
+                       "of ../shared/data).")
+    writable_file(args.out, "--out", (".json",))
+    writable_file(args.plot, "--plot", (".png",))
+    corpus = _read_corpus(corpus_file, args) if corpus_file else None
+    settings = {"tasks": tasks, "data_dir": args.data_dir, "setting": args.setting, "split": args.split,
+                "alignment_uniformity": not args.no_alignment_uniformity}
+    all_results = []
+    for name in args.models:
+        model = load_tool(name, args)
+        fitted = _fit_postprocessing(model, name, corpus, args) if corpus is not None and not args.compare else None
+
+        def encode_fn(sentences: list[str], model: Any = model):
+            return model.encode(sentences, batch_size=args.batch_size, normalize_to_unit=False, return_numpy=True,
+                                show_progress_bar=True)
+
+        try:
+            if args.compare and model.kind != "simcse":
+                from simcse_hub.postprocess import compare_postprocessing
+
+                rows = compare_postprocessing(encode_fn, name, corpus, Path(corpus_file).name,
+                                              whiten_k=args.whiten_k, **settings)
+            else:
+                rows = [evaluate_model(encode_fn, name, **settings)]
+        except (OSError, STSDataError) as error:
+            raise CLIError(one_line(error)) from None
+        for results in rows:
+            for kind in ("whitening", "flow"):
+                results[kind] = results.get(kind) or (fitted or {}).get(kind) or _saved_postprocessing(model, kind)
+            if not results["tasks"]:
+                raise CLIError(f"no STS task could be evaluated for {name}: "
+                               + "; ".join(f"{task}: {reason}" for task, reason in results["missing"].items()))
+            print(format_results_table(results) + "\n")
+        if not args.compare:
+            _record_in_card(name, rows[0], args, saved=fitted is None or args.save_whitening or args.save_flow)
+        all_results += rows
+    if args.compare:
+        from simcse_hub.postprocess import comparison_table
+
+        print(comparison_table(all_results))
+    elif len(all_results) > 1:
+        print(results_to_markdown(all_results))
+    if args.out:
+        save_results(all_results[0] if len(all_results) == 1 else all_results, args.out)
+        logger.info("Wrote the results to %s", args.out)
+    if args.plot:
+        _plot(all_results, args.plot)
+    return 0
+
+
+def _read_corpus(corpus_file: str, args: argparse.Namespace) -> list[str]:
+    from simcse_hub.postprocess import read_corpus
+
+    option = "--whiten" if args.whiten else "--flow" if args.flow else "--compare"
+    try:
+        return read_corpus(corpus_file, args.corpus_max_sentences)
+    except (OSError, ValueError) as error:
+        raise CLIError(f"{option}: {one_line(error)}") from None
+
+
+def _fit_postprocessing(model: Any, name: str, corpus: list[str], args: argparse.Namespace) -> dict[str, Any]:
+    """Fit BERT-whitening (``--whiten``) or BERT-flow (``--flow``) on the model's raw embeddings of ``corpus``, put it
+    in the model (saved into the folder when asked), and describe it for the results."""
+    from simcse_hub.postprocess import fit_flow, fit_whitening
+
+    if model.whitening is not None or model.flow is not None:
+        logger.warning("%s already has a post-processing; fitting a new one on raw embeddings instead.", name)
+    model.whitening = model.flow = None  # fit on the raw embeddings
+
+    def raw(sentences: list[str]):
+        return model.encode(sentences, batch_size=args.batch_size, normalize_to_unit=False, return_numpy=True,
+                            show_progress_bar=True)
+
+    option, corpus_name = ("--whiten", Path(args.whiten).name) if args.whiten else ("--flow", Path(args.flow).name)
+    try:
+        if args.whiten:
+            model.whitening = fit_whitening(raw, corpus, k=args.whiten_k, corpus=corpus_name)
+        else:
+            model.flow = fit_flow(raw, corpus, corpus=corpus_name, show_progress_bar=True)
+    except ValueError as error:
+        raise CLIError(f"{option}: {one_line(error)}") from None
+    if args.save_whitening:
+        model.whitening.save(name)
+    if args.save_flow:
+        model.flow.save(name)
+    return {"whitening": {"corpus": corpus_name, "k": args.whiten_k}} if args.whiten else {
+        "flow": {"corpus": corpus_name}}
+
+
+def _saved_postprocessing(model: Any, kind: str) -> dict[str, Any] | None:
+    """How the model's own (saved) whitening or flow is described in the results."""
+    fitted = model.whitening if kind == "whitening" else model.flow
+    if fitted is None:
+        return None
+    if kind == "flow":
+        return {"corpus": fitted.corpus}
+    return {"corpus": fitted.corpus, "k": fitted.k if fitted.k != fitted.dim else None}
+
+
+def _record_in_card(name: str, results: dict, args: argparse.Namespace, saved: bool) -> None:
+    """Keep the results in a SimCSE folder's card data and card, when they describe the folder's model as it is."""
+    from simcse_hub.card import CARD_DATA_FILE, SimCSEModelCardData
+    from simcse_hub.inference import is_simcse_folder
+
+    folder = Path(name)
+    if not is_simcse_folder(folder):
+        return
+    changed = [option for option, value in (("--pooler", args.pooler), ("--max-length", args.max_length)) if value]
+    if not saved:
+        changed.append("--whiten or --flow without --save-whitening or --save-flow")
+    if changed:
+        logger.info("Not recording these results in %s: %s evaluate(s) another model than the folder holds.",
+                    folder / CARD_DATA_FILE, ", ".join(changed))
+        return
+    card = SimCSEModelCardData.from_folder(folder)
+    kept = card.add_evaluation(results)
+    card.save(folder)
+    logger.info("Recorded the %s-split results (%d tasks) in %s and the model card (README.md).", kept["split"],
+                len(kept["tasks"]), folder / CARD_DATA_FILE)
+
+
+def _plot(all_results: list[dict], png: str) -> None:
+    from simcse_hub.evaluation import plot_alignment_uniformity
+
+    runs = [r for r in all_results if r.get("alignment") is not None]
+    labels = [Path(r["model"]).name or r["model"] for r in runs]
+    if len(set(labels)) < len(labels):  # checkpoints of different runs with the same folder name
+        labels = [r["model"] for r in runs]
+    points = [{"label": label, "alignment": r["alignment"], "uniformity": r["uniformity"]}
+              for label, r in zip(labels, runs)]
+    if not points:
+        raise CLIError("--plot: no model has alignment and uniformity (STS-B dev was not available).")
+    plot_alignment_uniformity(points, png)
+    logger.info("Wrote the alignment-uniformity plot to %s", png)
+
+
+def tune_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declare the arguments of ``simcse-hub tune`` on ``parser``."""
+    from simcse_hub.tune import DEFAULT_SEARCH, OBJECTIVES, PRUNERS, SPACE
+
+    parser.add_argument("--preset", help="base settings: a preset of `simcse-hub train --list-presets`")
+    parser.add_argument("--config", metavar="FILE", help="base settings: a YAML file (over the preset)")
+    parser.add_argument("--set", metavar="KEY=VALUE", nargs="+", action="extend", default=[], dest="overrides",
+                        help="base settings, e.g. --set model_name_or_path=... train_file=... (also in best_config)")
+    parser.add_argument("--trial-set", metavar="KEY=VALUE", nargs="+", action="extend", default=[],
+                        help="settings for the trials only, not written into best_config.yaml, e.g. "
+                        "max_train_samples=1920 eval_steps=10")
+    parser.add_argument("--output-dir", default="outputs/tune", help="where the trials and the record go (default: "
+                        "outputs/tune)")
+    parser.add_argument("--search", help=f"comma-separated settings to search, from {', '.join(SPACE)}; 'all' for "
+                        "every one. mlm_weight also samples do_mlm; source_weights samples a weight for each source "
+                        f"after the first (default: {','.join(DEFAULT_SEARCH)}; hard_negative_weight only for triplet "
+                        "data, source_weights only with several sources)")
+    parser.add_argument("--range", metavar="NAME=LOW:HIGH|A,B", nargs="+", action="extend", default=[],
+                        dest="ranges", help="a searched setting's range or choices, e.g. learning_rate=1e-5:5e-5 "
+                        "batch_size=32,64 (defaults: " + "; ".join(f"{n} {p.describe()}" for n, p in SPACE.items())
+                        + ")")
+    parser.add_argument("--trials", type=int, default=12, help="finished trials to reach (default: 12)")
+    parser.add_argument("--timeout", type=float, metavar="SECONDS", help="start no trial after this long")
+    parser.add_argument("--objective", choices=OBJECTIVES, default="stsb", help="score: the best STS-B dev Spearman "
+                        "of the run (stsb, the default), or its mean with SICK-R trial (stsb+sickr)")
+    parser.add_argument("--pruner", choices=PRUNERS, default="median", help="stop a trial below the median of the "
+                        "earlier ones at the same evaluation (median, the default), or never (none)")
+    parser.add_argument("--startup-trials", type=int, default=3, help="trials that are never pruned (default: 3)")
+    parser.add_argument("--mini-batch-size", type=int, default=128, help="a sampled batch larger than this is "
+                        "computed by gradient caching in mini-batches of this size (default: 128)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of Optuna's sampler (training keeps its own seed)")
+    parser.add_argument("--study-name", help="the Optuna study (default: the name of --output-dir)")
+    parser.add_argument("--storage", help="a database to keep the study in, e.g. sqlite:///tune.db: the same "
+                        "command then resumes an interrupted search")
+    parser.add_argument("--best-output-dir", default="outputs/tuned", help="output_dir written into "
+                        "best_config.yaml (default: outputs/tuned)")
+    parser.add_argument("--keep-trials", action="store_true", help="keep each trial's model folder (default: "
+                        "deleted once scored)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an earlier search in --output-dir")
+
+
+def options_from_args(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The base settings (as ``simcse-hub train`` builds them) and the search options of parsed arguments."""
+    from simcse_hub.tune import SPACE, TuneOptions
+
+    base = config_from_args(args)
+    trial_settings = key_values(args.trial_set, "--trial-set", "max_train_samples=1920")
+    search = None
+    if args.search is not None:
+        search = list(SPACE) if args.search.strip() == "all" else [n.strip() for n in args.search.split(",") if n]
+    options = TuneOptions(
+        output_dir=args.output_dir, search=search, ranges=parse_ranges(args.ranges), trial_settings=trial_settings,
+        trials=args.trials, timeout=args.timeout, seed=args.seed,
+        study_name=args.study_name, storage=args.storage,
+        objective=args.objective, pruner=args.pruner, startup_trials=args.startup_trials,
+        mini_batch_size=args.mini_batch_size, keep_trials=args.keep_trials, overwrite=args.overwrite,
+        best_output_dir=args.best_output_dir)
+    return base, options
+
+
+def parse_ranges(items: Sequence[str]) -> dict[str, Any]:
+    """``NAME=LOW:HIGH`` (a range, log-uniform where the default is) or ``NAME=A,B,...`` (choices, of the setting's
+    type) for each item."""
+    import typing
+
+    from simcse_hub.config import ConfigError, TrainConfig, coerce
+    from simcse_hub.tune import SPACE, Param
+
+    hints = typing.get_type_hints(TrainConfig)
+    ranges = {}
+    for item in items:
+        name, _, spec = (part.strip() for part in item.partition("="))
+        if name not in SPACE or not spec:
+            raise CLIError(f"--range {item!r}: expected NAME=LOW:HIGH or NAME=A,B with NAME one of {list(SPACE)}.")
+        default, kind = SPACE[name], float if name == "source_weights" else hints[name]
+        if name == "source_weights" and ":" not in spec:
+            raise CLIError(f"--range {item!r}: expected source_weights=LOW:HIGH, e.g. source_weights=0.25:4.")
+        try:
+            if ":" in spec and not default.choices:
+                low, high = (coerce(name, part, kind, "--range") for part in spec.split(":", 1))
+                ranges[name] = Param(low, high, log=default.log, integer=default.integer)
+            else:
+                choices = tuple(coerce(name, part, kind, "--range") for part in spec.split(",") if part.strip())
+                ranges[name] = Param(choices=choices)
+        except ConfigError as error:
+            raise CLIError(str(error)) from None
+    return ranges
+
+
+
+def run_tune(args: argparse.Namespace) -> int:
+    if importlib.util.find_spec("optuna") is None:
+        raise CLIError("simcse-hub tune needs Optuna: pip install 'simcse-hub[tune]'")
+    if not args.verbose:  # Accelerate logs every file of every checkpoint at INFO
+        logging.getLogger("accelerate").setLevel(logging.WARNING)
+    from simcse_hub.tune import tune
+
+    base, options = options_from_args(args)
+    result = tune(base, options)
+    counts = result.counts
+    print(f"{sum(counts.values())} trials in study {options.study_name!r}: {counts['COMPLETE']} complete, "
+          f"{counts['PRUNED']} pruned, {counts['FAIL']} failed. Table: {result.output_dir / 'trials.md'}")
+    if result.best_trial is None:
+        print("No trial completed, so there is no best_config.yaml; widen the ranges (--range) or raise "
+              "--startup-trials.")
+        return 1
+    baseline = "" if result.start_score is None else f" (the untrained encoder: {result.start_score:.2f})"
+    print(f"Best: trial {result.best_trial}, score {result.best_score:.2f}{baseline}. Train it with: simcse-hub "
+          f"train --config {result.best_config}")
+    return 0
 
 # ---------------------------------------------------------------------------------------------------- info
 
@@ -41,7 +479,7 @@ def _info_arguments(parser: argparse.ArgumentParser) -> None:
 def _run_info(args: argparse.Namespace) -> int:
     from transformers import AutoConfig
 
-    from simcse_hub.loading import resolve_model
+    from simcse_hub.inference import resolve_model
 
     try:
         config = AutoConfig.from_pretrained(resolve_model(args.model))
@@ -67,14 +505,12 @@ def _run_info(args: argparse.Namespace) -> int:
 
 
 def _train_arguments(parser: argparse.ArgumentParser) -> None:
-    from simcse_hub.cli_common import add_train_arguments
 
     add_train_arguments(parser)
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from simcse_hub.cli_common import config_from_args
-    from simcse_hub.train_config import list_presets
+    from simcse_hub.config import list_presets
 
     if args.list_presets:
         for name, description in list_presets().items():
@@ -164,7 +600,13 @@ def _mine_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_mine(args: argparse.Namespace) -> int:
-    from simcse_hub.mining import check_options, check_output, check_pairs, mine_hard_negatives, read_pairs
+    from simcse_hub.mine import (
+        check_options,
+        check_output,
+        check_pairs,
+        mine_hard_negatives,
+        read_pairs,
+    )
 
     check_output(args.output, args.overwrite)
     check_options(args.margin, args.relative_margin, args.range_min, args.range_max, args.sampling)
@@ -197,7 +639,7 @@ def _card_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_card(args: argparse.Namespace) -> int:
-    from simcse_hub.model_card import CARD_FILE, CARD_MARKER, render_model_card
+    from simcse_hub.card import CARD_FILE, CARD_MARKER, render_model_card
 
     folder = Path(args.folder)
     if not (folder / "config.json").is_file():
@@ -418,6 +860,8 @@ def _exit_status(error: Exception) -> int | None:
         return 2
     return None
 
+
+__all__ = ['options_from_args', 'parse_ranges', 'run_tune', 'tune_arguments']
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -268,4 +268,4 @@ class SimCSELoss(nn.Module):
         return CITATION
 
 
-__all__ = ["CITATION", "SimCSELoss", "all_gather_with_grad", "contrastive_loss", "info_nce", "interleave_columns"]
+__all__ = ['CITATION', 'SimCSELoss', 'all_gather_with_grad', 'contrastive_loss', 'info_nce', 'interleave_columns']

@@ -7,9 +7,9 @@ import copy
 import json
 import os
 import shutil
+import string
 import subprocess
 import sys
-import string
 from pathlib import Path
 
 import pytest

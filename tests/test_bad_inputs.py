@@ -17,7 +17,7 @@ from conftest import WORDS, make_model
 pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
 
 from simcse_hub.cli import main
-from simcse_hub.export import save_model
+from simcse_hub.train import save_model
 
 
 def snapshot(folder: Path) -> dict[str, str]:

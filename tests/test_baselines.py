@@ -15,8 +15,8 @@ from conftest import WORDS, make_model
 from simcse_hub import SimCSE
 from simcse_hub.cli import main
 from simcse_hub.evaluation import mean_cosine
-from simcse_hub.export import save_model
-from simcse_hub.flow import FLOW_FILE, Flow
+from simcse_hub.postprocess import FLOW_FILE, Flow
+from simcse_hub.train import save_model
 
 
 @pytest.fixture(scope="module")

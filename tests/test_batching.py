@@ -1,4 +1,4 @@
-"""``simcse_hub.batching``: token-length ordering, padding, length buckets, and the ``bf16`` precision mode of
+"""``simcse_hub.speed``: token-length ordering, padding, length buckets, and the ``bf16`` precision mode of
 ``SimCSE``."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import torch
 from conftest import make_model
 
 from simcse_hub import SimCSE, save_model
-from simcse_hub.batching import length_buckets
-from simcse_hub.encoding import autocast, length_order, pad, resolve_precision, tokenize
+from simcse_hub.inference import length_order, pad, tokenize
+from simcse_hub.speed import autocast, length_buckets, resolve_precision
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +89,7 @@ def test_encode_tokenizes_each_sentence_once(folder, sentences, monkeypatch):
 
 def test_bf16_mode_is_close_to_fp32(folder, sentences, caplog):
     fp32 = SimCSE(folder, device="cpu")
-    with caplog.at_level(logging.WARNING, logger="simcse_hub.batching"):
+    with caplog.at_level(logging.WARNING, logger="simcse_hub.speed"):
         bf16 = SimCSE(folder, device="cpu", precision="bf16")
     assert bf16.precision == "bf16" and fp32.precision == "fp32"
     a, b = fp32.encode(sentences), bf16.encode(sentences)  # (n, dim) each, unit rows
@@ -118,7 +118,7 @@ def test_simcse_rejects_an_unknown_precision(folder):
 
 
 def test_bucketed_forward_equals_one_forward_with_gradients(sentences, tokenizer):
-    from simcse_hub.batching import bucketed
+    from simcse_hub.speed import bucketed
 
     model = make_model("bert", seed=4, pooler_type="avg").eval()  # no dropout: the two ways must agree exactly
     texts = [*sentences, "a", "A man is playing a guitar on the stage of a very large and crowded concert hall."]
@@ -156,7 +156,7 @@ def embedding_backward_nodes(output: torch.Tensor, weight: torch.Tensor) -> int:
 
 @pytest.mark.parametrize("family", ["bert", "roberta", "distilbert"])
 def test_one_token_lookup_for_all_buckets_gives_the_same_outputs_and_gradients(family, sentences, tokenizer):
-    from simcse_hub.batching import bucketed
+    from simcse_hub.speed import bucketed
 
     model = make_model(family, seed=4, pooler_type="avg").eval()
     texts = [*sentences, "a", "A man is playing a guitar on the stage of a very large and crowded concert hall."]
@@ -180,7 +180,7 @@ def test_one_token_lookup_for_all_buckets_gives_the_same_outputs_and_gradients(f
 
 
 def test_shared_lookup_leaves_unexpected_calls_and_unsuitable_layers_alone():
-    from simcse_hub.batching import looked_up_once
+    from simcse_hub.speed import looked_up_once
 
     lookup = torch.nn.Embedding(10, 4)
     first, second, other = torch.tensor([[1, 2]]), torch.tensor([[3, 4, 5]]), torch.tensor([[6]])

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from simcse_hub.batching import SimCSECollator, TokenizedDataset, mask_tokens
 from simcse_hub.data import (
     DataError,
     load_hub_examples,
     read_examples,
     resolve_train_file,
 )
+from simcse_hub.speed import SimCSECollator, TokenizedDataset, mask_tokens
 
 NLI_HEADER = "sent0,sent1,hard_neg"
 

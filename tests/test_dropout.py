@@ -1,4 +1,4 @@
-"""``simcse_hub.dropout``: CPU dropout masks drawn four to a 64-bit random number."""
+"""``simcse_hub.speed``: CPU dropout masks drawn four to a 64-bit random number."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 from conftest import make_model
 from torch import nn
 
-from simcse_hub.dropout import (
+from simcse_hub.speed import (
     ATTENTION,
     FastDropout,
     attention_with_fast_dropout,

@@ -1,4 +1,4 @@
-"""``simcse_hub.encoding``: batches by token budget, and the opt-in ``int8`` mode of ``SimCSE``."""
+"""``simcse_hub.inference``: batches by token budget, and the opt-in ``int8`` mode of ``SimCSE``."""
 
 from __future__ import annotations
 
@@ -10,16 +10,16 @@ from conftest import make_model
 from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
 
 from simcse_hub import SimCSE, save_model
-from simcse_hub.encoding import (
+from simcse_hub.inference import (
     batch_rows,
     encode_in_batches,
     encode_sentences,
     int8_layers,
     length_order,
     quantize_int8,
-    resolve_precision,
     tokenize,
 )
+from simcse_hub.speed import resolve_precision
 
 MIXED = [
     "A man is playing a guitar.",
@@ -109,7 +109,7 @@ def test_int8_is_opt_in_and_never_chosen_by_auto(tool):
 
 
 def test_int8_reports_itself_and_is_close_to_fp32(tool, folder, caplog):
-    with caplog.at_level(logging.INFO, logger="simcse_hub.tool"):
+    with caplog.at_level(logging.INFO, logger="simcse_hub.inference"):
         int8 = SimCSE(folder, device="cpu", precision="int8")
     assert int8.precision == "int8"
     assert "precision='int8'" in repr(int8)
@@ -157,8 +157,8 @@ def test_int8_minilm_agrees_with_fp32(minilm_path, sentences):
 
 
 def test_encode_defaults_to_the_token_budget_and_a_batch_size_to_fixed_batches(tool, monkeypatch):
-    import simcse_hub.tool as tool_module
-    from simcse_hub.encoding import DEFAULT_MAX_TOKENS_PER_BATCH
+    import simcse_hub.inference as tool_module
+    from simcse_hub.inference import DEFAULT_MAX_TOKENS_PER_BATCH
 
     sentences = MIXED * 4
     fixed = tool.encode(sentences, batch_size=64)

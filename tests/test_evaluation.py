@@ -15,7 +15,7 @@ import pytest
 import torch
 from conftest import make_model
 
-from simcse_hub import sts_data
+from simcse_hub import evaluation as sts_data
 from simcse_hub.evaluation import (
     STSDataError,
     alignment,
@@ -23,18 +23,16 @@ from simcse_hub.evaluation import (
     evaluate_alignment_uniformity,
     evaluate_model,
     evaluate_sts,
+    format_results_table,
     load_sts_task,
+    plot_alignment_uniformity,
     read_sts_file,
+    results_to_markdown,
+    save_results,
     spearman,
     uniformity,
 )
-from simcse_hub.reporting import (
-    format_results_table,
-    plot_alignment_uniformity,
-    results_to_markdown,
-    save_results,
-)
-from simcse_hub.whitening import WHITENING_FILE, Whitening, fit_whitening, read_corpus
+from simcse_hub.postprocess import WHITENING_FILE, Whitening, fit_whitening, read_corpus
 
 # ---------------------------------------------------------------------------------------------------- helpers
 
@@ -495,8 +493,8 @@ def test_tiny_model_encode_fn_scores_equal_direct_computation(tmp_path, tokenize
 
 def test_cli_evaluate_writes_results_whitening_and_plot(sts_dir, tmp_path, tokenizer, capsys):
     from simcse_hub.cli import main
-    from simcse_hub.export import save_model
-    from simcse_hub.tool import SimCSE
+    from simcse_hub.inference import SimCSE
+    from simcse_hub.train import save_model
 
     folder, _, _ = sts_dir
     checkpoints = []
@@ -545,8 +543,8 @@ def test_all_minilm_l6_v2_scores_through_both_loaders(minilm_path, shared_data, 
     from transformers import AutoTokenizer
 
     from simcse_hub import SimCSEModel
-    from simcse_hub.export import save_model
-    from simcse_hub.tool import SimCSE
+    from simcse_hub.inference import SimCSE
+    from simcse_hub.train import save_model
 
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     folder = save_model(SimCSEModel.from_encoder(minilm_path, pooler_type="avg"), tmp_path / "minilm-simcse",
@@ -567,7 +565,7 @@ def test_cli_evaluate_keeps_results_in_the_card_of_a_model_folder(sts_dir, tmp_p
     import yaml
 
     from simcse_hub.cli import main
-    from simcse_hub.export import save_model
+    from simcse_hub.train import save_model
 
     folder, _, _ = sts_dir
     model_dir = save_model(make_model("bert", pooler_type="avg"), tmp_path / "model", tokenizer)

@@ -1,4 +1,4 @@
-"""Tests of simcse_hub.flow (BERT-flow): the network is invertible and its log-determinant is the true one; fitting
+"""Tests of simcse_hub.postprocess (BERT-flow): the network is invertible and its log-determinant is the true one; fitting
 raises the likelihood above a Gaussian's and makes the corpus isotropic; early stopping keeps the best step; save /
 load is bitwise; bad files and bad inputs fail with clear messages; a fixed seed gives a fixed flow."""
 
@@ -11,8 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from simcse_hub.flow import FLOW_FILE, Flow, fit_flow
-from simcse_hub.flow_model import FlowModel
+from simcse_hub.postprocess import FLOW_FILE, Flow, FlowModel, fit_flow
 
 DIM = 16
 
@@ -135,7 +134,7 @@ def test_constant_dimensions_are_tolerated(data, caplog):
     degenerate = data.copy()
     degenerate[:, 3] = 0.7
     degenerate[:, 5] = 1e-33 * np.random.default_rng(0).normal(size=len(data))
-    with caplog.at_level("WARNING", logger="simcse_hub.flow"):
+    with caplog.at_level("WARNING", logger="simcse_hub.postprocess"):
         flow = Flow(num_steps=2, hidden_size=32).fit(degenerate, steps=60, log_every=10)
     assert "2 of 16 dimensions are (nearly) constant on the corpus (first: 3)" in caplog.text
     initialised = Flow(num_steps=2, hidden_size=32).fit(degenerate, steps=0).log_prob(degenerate).mean() / -DIM

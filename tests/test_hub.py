@@ -23,8 +23,8 @@ from hub_server import FakeHub, free_port
 from huggingface_hub import constants
 from huggingface_hub.utils import close_session
 
+from simcse_hub.card import render_model_card
 from simcse_hub.cli import main
-from simcse_hub.export import save_model
 from simcse_hub.hub import (
     ModelFolderError,
     PushError,
@@ -34,7 +34,7 @@ from simcse_hub.hub import (
     push_space,
     space_readme,
 )
-from simcse_hub.model_card import render_model_card
+from simcse_hub.train import save_model
 
 TOKEN = "hf_" + "TestTokenDoNotLeak" * 2
 REPO_ID = "user/tiny-simcse"

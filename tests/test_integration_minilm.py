@@ -9,7 +9,7 @@ import torch
 from conftest import remote_code_embeddings
 
 from simcse_hub import SimCSEModel
-from simcse_hub.export import save_model
+from simcse_hub.train import save_model
 
 pytestmark = pytest.mark.integration
 
@@ -48,7 +48,9 @@ def test_sentence_transformer_trainer_on_snli_triplets(minilm_path, shared_data,
     from datasets import Dataset
     from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
     from sentence_transformers import SentenceTransformerTrainingArguments as Args
-    from sentence_transformers.sentence_transformer.evaluation import EmbeddingSimilarityEvaluator
+    from sentence_transformers.sentence_transformer.evaluation import (
+        EmbeddingSimilarityEvaluator,
+    )
 
     from simcse_hub.losses import SimCSELoss
 

@@ -1,4 +1,4 @@
-"""From a model name to where its files are (simcse_hub.loading): local folders, Hub ids, the installed offline copy,
+"""From a model name to where its files are (simcse_hub.inference): local folders, Hub ids, the installed offline copy,
 and the public names written into model folders."""
 
 from __future__ import annotations
@@ -7,10 +7,15 @@ import time
 from pathlib import Path
 
 import pytest
-
-from simcse_hub import loading
-from simcse_hub.loading import ModelNotFoundError, looks_like_path, public_model_name, resolve_model
 from simcse_hub.modeling.formats_simcse import public_name
+
+from simcse_hub import inference as loading
+from simcse_hub.inference import (
+    ModelNotFoundError,
+    looks_like_path,
+    public_model_name,
+    resolve_model,
+)
 
 
 @pytest.fixture
@@ -101,7 +106,7 @@ def test_registration_happens_whichever_is_imported_first():
               "from transformers import AutoConfig, AutoModel\nimport simcse_hub",
               "import simcse_hub.modeling.modeling_simcse\nimport simcse_hub\nfrom transformers import AutoConfig, "
               "AutoModel",
-              "import simcse_hub.train_config\nimport simcse_hub\nfrom transformers import AutoConfig, AutoModel"]
+              "import simcse_hub.config\nimport simcse_hub\nfrom transformers import AutoConfig, AutoModel"]
     for order in orders:
         script = (order + "\nfrom transformers.models.auto.configuration_auto import CONFIG_MAPPING\n"
                   "from transformers.models.auto.modeling_auto import MODEL_MAPPING\n"

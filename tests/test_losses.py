@@ -15,8 +15,8 @@ import torch
 from conftest import make_model
 
 from simcse_hub import SimCSEModel
-from simcse_hub.export import save_model
 from simcse_hub.losses import SimCSELoss, contrastive_loss, info_nce, interleave_columns
+from simcse_hub.train import save_model
 
 HERE = Path(__file__).resolve().parent
 

@@ -1,4 +1,4 @@
-"""Hard-negative mining (simcse_hub.mining, ``simcse-hub mine``): the rules a negative follows, on embeddings the
+"""Hard-negative mining (simcse_hub.mine, ``simcse-hub mine``): the rules a negative follows, on embeddings the
 test chooses and on a tiny SimCSE model; the triplet file the trainer reads; bad input in one line."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from conftest import WORDS, make_model
 
 from simcse_hub.cli import main
 from simcse_hub.data import read_examples
-from simcse_hub.export import save_model
-from simcse_hub.mining import mine_hard_negatives
+from simcse_hub.mine import mine_hard_negatives
+from simcse_hub.train import save_model
 
 
 class FixedModel:

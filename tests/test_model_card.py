@@ -17,10 +17,15 @@ from conftest import make_model
 from hub_server import validate_model_index
 from huggingface_hub import ModelCard
 
-from simcse_hub.card_values import hub_id
-from simcse_hub.export import save_model
-from simcse_hub.model_card import SimCSEModelCardData, render_model_card, template_path, write_model_card
-from simcse_hub.sts_data import STS_TASKS
+from simcse_hub.card import (
+    SimCSEModelCardData,
+    hub_id,
+    render_model_card,
+    template_path,
+    write_model_card,
+)
+from simcse_hub.evaluation import STS_TASKS
+from simcse_hub.train import save_model
 
 REPO_ID = "simcse-test/tiny-unsup-simcse"
 TOKEN_LIKE = "hf_" + "x" * 34
@@ -369,7 +374,7 @@ def snippet_runs(tmp_path_factory, tokenizer) -> tuple[dict, list[float]]:
 @pytest.mark.parametrize("loader", LOADERS)
 def test_usage_snippets_run_against_the_saved_folder(snippet_runs, loader):
     runs, expected = snippet_runs
-    if loader == "SimCSE" and runs[loader]["error"] and "simcse_hub.tool" in runs[loader]["error"]:
+    if loader == "SimCSE" and runs[loader]["error"] and "simcse_hub.inference" in runs[loader]["error"]:
         pytest.skip("simcse_hub.SimCSE (tool.py) is not available")
     assert runs[loader]["error"] is None, runs[loader]["error"]
     printed = [float(x) for x in FLOAT.findall(runs[loader]["stdout"])]

@@ -10,11 +10,17 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import ENCODER_CONFIGS, make_config, make_model, remote_code_embeddings, tiny_vocab
+from conftest import (
+    ENCODER_CONFIGS,
+    make_config,
+    make_model,
+    remote_code_embeddings,
+    tiny_vocab,
+)
 from transformers import AutoConfig, AutoModel, BertModel
 
 from simcse_hub import POOLER_TYPES, SimCSEConfig, SimCSEModel, info_nce
-from simcse_hub.export import save_model
+from simcse_hub.train import save_model
 
 FAMILIES = list(ENCODER_CONFIGS)
 

@@ -19,7 +19,7 @@ from hub_server import FakeHub
 from transformers import BertModel
 
 from simcse_hub import POOLER_TYPES, SimCSEModel
-from simcse_hub.export import save_model
+from simcse_hub.train import save_model
 
 pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
 

@@ -10,9 +10,9 @@ import pytest
 import torch
 from conftest import make_model
 
-import simcse_hub.search as search_module
+import simcse_hub.inference as search_module
 from simcse_hub import SimCSE, save_model
-from simcse_hub.search import exact_search
+from simcse_hub.inference import exact_search
 
 HAS_FAISS = importlib.util.find_spec("faiss") is not None
 CORPUS = [

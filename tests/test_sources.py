@@ -7,7 +7,7 @@ import collections
 
 import pytest
 
-from simcse_hub.sources import SourceBatchSampler
+from simcse_hub.data import SourceBatchSampler
 
 
 def sources_of(sampler: SourceBatchSampler, batches: list[list[int]]) -> list[int]:

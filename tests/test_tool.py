@@ -11,7 +11,7 @@ import torch
 from conftest import make_config, make_model
 
 from simcse_hub import SimCSE, save_model
-from simcse_hub.tool import _check_sentences
+from simcse_hub.inference import _check_sentences
 
 HAS_FAISS = importlib.util.find_spec("faiss") is not None
 CORPUS = [
@@ -240,7 +240,7 @@ def test_three_ways_give_equal_embeddings(saved, sentences, tmp_path):
 
 def test_pooler_override_and_plain_encoder_rules(saved, sentences, caplog):
     first_token = SimCSE(saved["plain"], pooler="cls_before_pooler").encode(sentences)
-    with caplog.at_level(logging.WARNING, logger="simcse_hub.tool"):
+    with caplog.at_level(logging.WARNING, logger="simcse_hub.inference"):
         overridden = SimCSE(saved["cls"], pooler="cls_before_pooler")
     assert "overrides the model's own pooler 'cls'" in caplog.text
     assert overridden.pooler == "cls_before_pooler"
@@ -290,7 +290,7 @@ def test_offline_hub_id_not_cached_gives_a_clear_error(monkeypatch, tmp_path):
 def test_whitening_file_is_applied_before_normalisation(saved, sentences, tmp_path):
     import shutil
 
-    from simcse_hub.whitening import Whitening
+    from simcse_hub.postprocess import Whitening
 
     folder = tmp_path / "whitened"
     shutil.copytree(saved["avg"], folder)

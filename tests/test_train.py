@@ -28,14 +28,17 @@ from safetensors.torch import load_file
 from transformers import AutoModel
 
 import simcse_hub.train as train_module
-from simcse_hub.batching import TrainingForward
+from simcse_hub.cli import add_train_arguments, config_from_args
 from simcse_hub.cli import main as cli_main
-from simcse_hub.cli_common import add_train_arguments, config_from_args
-from simcse_hub.dropout import attention_with_fast_dropout, use_fast_dropout
-from simcse_hub.gradcache import RandState
+from simcse_hub.config import ConfigError, TrainConfig, list_presets
 from simcse_hub.losses import contrastive_loss
+from simcse_hub.speed import (
+    RandState,
+    TrainingForward,
+    attention_with_fast_dropout,
+    use_fast_dropout,
+)
 from simcse_hub.train import train, training_step
-from simcse_hub.train_config import ConfigError, TrainConfig, list_presets
 
 CARD_KEYS = {"base_model", "base_model_name", "objective", "datasets", "hyperparameters", "hardware",
              "train_runtime_seconds", "global_steps", "best_step", "best_stsb_dev_spearman", "language", "license",
@@ -181,7 +184,7 @@ def test_a_second_run_in_the_same_process_may_change_precision_and_accumulation(
 @pytest.mark.parametrize("native_bf16", [True, False])
 def test_auto_precision_is_bf16_only_on_a_cpu_that_computes_it_natively(tmp_path, encoder_dir, unsup_file,
                                                                          monkeypatch, native_bf16, caplog):
-    from simcse_hub import encoding
+    from simcse_hub import speed as encoding
 
     monkeypatch.setattr(encoding, "fast_cpu_bf16", lambda: native_bf16)
     assert TrainConfig().mixed_precision == "auto"
@@ -237,7 +240,7 @@ def full_batch_backward(model: torch.nn.Module, batch: dict, chunk: int, config:
                         fast_dropout: bool = False) -> torch.Tensor:
     """The reference: one loss over the full batch, one backward through its whole graph. Its forward runs in the
     same pieces as the cached run, of the same width, so that dropout draws the same masks (drawn per forward call);
-    with ``fast_dropout``, with the masks of ``simcse_hub.dropout``."""
+    with ``fast_dropout``, with the masks of ``simcse_hub.speed``."""
     if fast_dropout:
         use_fast_dropout(model.encoder)
 
@@ -486,7 +489,7 @@ def test_a_kill_during_the_final_clean_up_leaves_a_finished_run(tmp_path, encode
     """The checkpoints are deleted by renaming them away first: a kill during the deletion leaves no folder that
     looks like a checkpoint, and the run reads as finished (the old code left a step folder without weights, which
     --resume chose and crashed on)."""
-    from simcse_hub import checkpointing
+    from simcse_hub import train as checkpointing
 
     config = make_config(tmp_path, encoder_dir, unsup_file, max_steps=3, save_steps=1)
 

@@ -1,4 +1,4 @@
-"""``simcse-hub tune`` (simcse_hub.tuning): trials that are real training runs of a tiny encoder, one pruned on its
+"""``simcse-hub tune`` (simcse_hub.tune): trials that are real training runs of a tiny encoder, one pruned on its
 first evaluation, the record of the search, a best_config.yaml that ``simcse-hub train --config`` runs, a resumed
 search, and bad input in one line before any trial."""
 
@@ -16,9 +16,9 @@ from conftest import WORDS
 
 optuna = pytest.importorskip("optuna")
 
-import simcse_hub.tuning as tuning  # noqa: E402
-from simcse_hub.cli import main  # noqa: E402
-from simcse_hub.train_config import TrainConfig  # noqa: E402
+import simcse_hub.tune as tuning  # noqa: E402
+from simcse_hub.cli import main
+from simcse_hub.config import TrainConfig
 
 pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
 

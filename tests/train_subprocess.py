@@ -11,7 +11,7 @@ import os
 import signal
 
 import simcse_hub.train as train_module
-from simcse_hub.train_config import TrainConfig
+from simcse_hub.config import TrainConfig
 
 
 def main() -> None:

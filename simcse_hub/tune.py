@@ -1,4 +1,12 @@
-"""Search the settings of SimCSE training with Optuna: ``simcse-hub tune`` (``pip install 'simcse-hub[tune]'``).
+"""From the former ``tuning_report`` module:
+
+The record of a ``simcse-hub tune`` search, rewritten after every trial: ``trials.csv`` and ``trials.md`` (one row
+per trial: state, score, sampled values, runtime) and ``best_config.yaml`` (the base settings with the best trial's
+values, for ``simcse-hub train --config``). Every file is written through a temporary file and a rename.
+
+From the former ``tuning`` module:
+
+Search the settings of SimCSE training with Optuna: ``simcse-hub tune`` (``pip install 'simcse-hub[tune]'``).
 
 Each trial is a normal training run (:func:`simcse_hub.train.train`) into ``OUTPUT_DIR/trials/trial-NNN``: the base
 settings (``--preset``, ``--config``, ``--set``, as ``simcse-hub train`` reads them), then the settings for trials
@@ -20,9 +28,9 @@ each trial trains on the first 1,920 triplets (30 updates at batch 64) and is ev
 and at updates 15 and 30, a few minutes a trial, a pruned one about half that; no trial starts after 55 minutes. The
 best settings are then trained on all the triplets::
 
-    simcse-hub tune --set model_name_or_path=sentence-transformers/all-MiniLM-L6-v2 pooler_type=avg \\
-        train_file=../shared/data/nli/snli_devtest_triplets.tsv.gz max_seq_length=32 batch_size=64 \\
-        --trial-set max_train_samples=1920 eval_steps=15 --trials 12 --timeout 3300 \\
+    simcse-hub tune --set model_name_or_path=sentence-transformers/all-MiniLM-L6-v2 pooler_type=avg \
+        train_file=../shared/data/nli/snli_devtest_triplets.tsv.gz max_seq_length=32 batch_size=64 \
+        --trial-set max_train_samples=1920 eval_steps=15 --trials 12 --timeout 3300 \
         --storage sqlite:///outputs/tune-minilm.db --output-dir outputs/tune-minilm
     simcse-hub train --config outputs/tune-minilm/best_config.yaml
 """
@@ -30,6 +38,15 @@ best settings are then trained on all the triplets::
 from __future__ import annotations
 
 import copy
+import csv
+import io
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from simcse_hub.config import TrainConfig
 import dataclasses
 import json
 import logging
@@ -37,13 +54,104 @@ import math
 import shutil
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
-from simcse_hub.tuning_report import write_reports, write_text
 
-if TYPE_CHECKING:
-    from simcse_hub.train_config import TrainConfig
+def write_reports(study, base: TrainConfig, options: TuneOptions, space: dict[str, Param]):
+    """Write ``trials.csv``, ``trials.md`` and (once a trial has completed) ``best_config.yaml``; returns the best
+    trial, or ``None``."""
+    output = Path(options.output_dir)
+    trials = sorted(study.trials, key=lambda t: t.number)
+    complete = [t for t in trials if t.state.name == "COMPLETE"]
+    best = max(complete, key=lambda t: t.value) if complete else None
+    names = [n for name, param in space.items() for n in _columns(name, param)]
+    scores = ["stsb_dev_spearman"] + (["sickr_dev_spearman"] if options.objective != "stsb" else [])
+    header = ["trial", "state", "score", *scores, "updates", *names, "runtime_s"]
+    rows = [_row(trial, scores, names) for trial in trials]
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows([header, *rows])
+    write_text(output / "trials.csv", buffer.getvalue())
+    counts = {state: sum(t.state.name == state for t in trials) for state in ("COMPLETE", "PRUNED", "FAIL")}
+    what = "the best STS-B dev Spearman (x100) of the run" + (
+        ", averaged with the exported model's SICK-R trial Spearman" if options.objective != "stsb" else "")
+    found = f"Best: trial {best.number} ({best.value:.2f}), in best_config.yaml." if best else "No trial completed."
+    start = study.user_attrs.get("start")
+    baseline = "" if start is None else (
+        f"The starting encoder, untrained, scores {start['score']:.2f} ({_scores(start)}); "
+        f"{sum(t.value > start['score'] for t in complete)} of {len(complete)} complete trials beat it.")
+    lines = [f"# simcse-hub tune: study `{options.study_name}`", "",
+             f"Score: {what}. {len(trials)} trials: {counts['COMPLETE']} complete, {counts['PRUNED']} pruned, "
+             f"{counts['FAIL']} failed. {found}", *([baseline] if baseline else []), "",
+             "| " + " | ".join(header) + " |", "|" + "|".join("---" if i == 1 else "---:" for i in range(len(header)))
+             + "|"]
+    for trial, row in zip(trials, rows):
+        if best is not None and trial.number == best.number:
+            row = [f"**{row[0]}**", *row[1:]]
+        lines.append("| " + " | ".join(str(cell) for cell in row) + " |")
+    write_text(output / "trials.md", "\n".join(lines) + "\n")
+    if best is not None:
+        write_best_config(best, base, options, output / "best_config.yaml")
+    return best
+
+
+def _scores(start: dict[str, float]) -> str:
+    names = {"stsb_dev_spearman": "STS-B dev", "sickr_dev_spearman": "SICK-R trial"}
+    return ", ".join(f"{label} {start[key]:.2f}" for key, label in names.items() if key in start)
+
+
+def _columns(name: str, param: Param) -> tuple[str, ...]:
+    """The Optuna parameters of a searched setting, as table columns."""
+    if name == "mlm_weight":
+        return ("do_mlm", name)
+    if name == "source_weights":
+        return tuple(f"source_weight_{i}" for i in range(1, param.count + 1))
+    return (name,)
+
+
+def _row(trial, scores: list[str], names: list[str]) -> list:
+    """One trial in the table: number, state, score (complete trials only), STS scores, the update it reached, the
+    sampled values (blank when not sampled, e.g. mlm_weight without MLM), seconds."""
+    return [trial.number, trial.state.name, _format(trial.value if trial.state.name == "COMPLETE" else None),
+            *(_format(trial.user_attrs.get(name)) for name in scores), trial.user_attrs.get("updates", ""),
+            *(_format(trial.params.get(name)) for name in names),
+            "" if trial.duration is None else f"{trial.duration.total_seconds():.0f}"]
+
+
+def write_best_config(best, base: TrainConfig, options: TuneOptions, path: Path) -> None:
+    """``base`` with the best trial's values, ``output_dir`` set to ``options.best_output_dir``, as a YAML file
+    that ``simcse-hub train --config`` reads (written by ``TrainConfig.save_yaml``, a comment line on top)."""
+
+    config = copy.deepcopy(base).update(settings_for(dict(best.params), options), f"trial {best.number}")
+    config.update({"output_dir": options.best_output_dir, "overwrite_output_dir": False}, "tune").validate()
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    try:
+        config.save_yaml(temporary)
+        settings = Path(temporary).read_text(encoding="utf-8")
+    finally:
+        Path(temporary).unlink(missing_ok=True)
+    write_text(path, f"# simcse-hub tune, study {options.study_name}: trial {best.number}, score {best.value:.2f}. "
+                      "Train with: simcse-hub train --config best_config.yaml\n" + settings)
+
+
+def _format(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.2f}" if abs(value) >= 1 else f"{value:.3g}"
+    return str(value)
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write ``text`` through a temporary file in the same folder, renamed over ``path`` once complete."""
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as file:
+            file.write(text)
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
 
 logger = logging.getLogger(__name__)
 
@@ -295,9 +403,9 @@ def starting_scores(base: TrainConfig, options: TuneOptions, data_dir: Path | No
     search should beat. ``score`` is the objective."""
     import torch
 
-    from simcse_hub.encoding import encode_sentences
     from simcse_hub.evaluation import evaluate_model
-    from simcse_hub.train_setup import load_encoder
+    from simcse_hub.inference import encode_sentences
+    from simcse_hub.train import load_encoder
 
     with torch.random.fork_rng(devices=[]):  # the global random state untouched
         torch.manual_seed(base.seed)  # the MLP head of a cls pooler starts as a trial's does
@@ -313,9 +421,9 @@ def starting_scores(base: TrainConfig, options: TuneOptions, data_dir: Path | No
 
 
 def sickr_dev_spearman(folder: Path, data_dir: Path | None, batch_size: int) -> float:
-    """Spearman x100 of the model in ``folder`` on SICK-R trial (the ``dev`` split of ``simcse_hub.sts_data``)."""
+    """Spearman x100 of the model in ``folder`` on SICK-R trial (the ``dev`` split of ``simcse_hub.evaluation``)."""
     from simcse_hub.evaluation import evaluate_model
-    from simcse_hub.tool import SimCSE
+    from simcse_hub.inference import SimCSE
 
     model = SimCSE(folder)
     results = evaluate_model(lambda sentences: model.encode(sentences, batch_size=batch_size, return_numpy=True),
@@ -333,7 +441,7 @@ def check_search(base: TrainConfig, options: TuneOptions) -> tuple[dict[str, Par
     """Check everything before the first trial: the options, the base and trial settings, every searched range (each
     end must be a valid setting), the data, STS-B dev (and SICK-R trial), the encoder. Returns the search space and
     the evaluation data folder."""
-    from simcse_hub.train_config import ConfigError
+    from simcse_hub.config import ConfigError
 
     if options.trials < 1 or (options.timeout is not None and not options.timeout > 0):
         raise TuneError(f"--trials {options.trials} / --timeout {options.timeout}: expected >= 1 and > 0 seconds.")
@@ -379,7 +487,7 @@ def check_search(base: TrainConfig, options: TuneOptions) -> tuple[dict[str, Par
 
 def _check_param(config: TrainConfig, options: TuneOptions, name: str, param: Param) -> None:
     """A range is ``low < high`` (``low > 0`` when log-uniform) or some choices, and each end is a valid setting."""
-    from simcse_hub.train_config import ConfigError
+    from simcse_hub.config import ConfigError
 
     if not param.choices and not (param.low is not None and param.high is not None and param.low < param.high
                                   and (param.low > 0 or not param.log)):
@@ -406,7 +514,7 @@ def _triplets(config: TrainConfig) -> bool:
 
 
 def _check_model(config: TrainConfig) -> None:
-    from simcse_hub.loading import ModelNotFoundError, resolve_model
+    from simcse_hub.inference import ModelNotFoundError, resolve_model
 
     try:
         resolve_model(config.model_name_or_path, "model_name_or_path")
@@ -416,7 +524,12 @@ def _check_model(config: TrainConfig) -> None:
 
 def _check_eval_data(config: TrainConfig, objective: str) -> Path | None:
     """The data folder holding STS-B dev (and SICK-R trial for ``stsb+sickr``); `TuneError` when one is missing."""
-    from simcse_hub.sts_data import STSDataError, TaskUnavailableError, default_data_dir, load_sts_task
+    from simcse_hub.evaluation import (
+        STSDataError,
+        TaskUnavailableError,
+        default_data_dir,
+        load_sts_task,
+    )
 
     data_dir = Path(config.data_dir) if config.data_dir is not None else default_data_dir()
     needed = [("STSBenchmark", "STS-B dev")] + ([("SICKRelatedness", "SICK-R trial")] if objective != "stsb" else [])
@@ -461,6 +574,4 @@ def _prepare_output(output: Path, options: TuneOptions, resuming: bool) -> None:
     output.mkdir(parents=True, exist_ok=True)
 
 
-
-__all__ = ["DEFAULT_SEARCH", "SPACE", "Param", "TuneError", "TuneOptions", "TuneResult", "check_search", "make_pruner",
-           "require_optuna", "run_trial", "sample", "settings_for", "trial_config", "tune"]
+__all__ = ['DEFAULT_SEARCH', 'Param', 'SPACE', 'TuneError', 'TuneOptions', 'TuneResult', 'check_search', 'make_pruner', 'require_optuna', 'run_trial', 'sample', 'settings_for', 'trial_config', 'tune', 'write_best_config', 'write_reports', 'write_text']

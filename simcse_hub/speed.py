@@ -1,4 +1,27 @@
-"""How a training step is computed fast: a contrastive batch in groups of similar length, its tokens looked up once.
+"""From the former ``dropout`` module:
+
+Dropout with cheaper random numbers on the CPU, for training.
+
+SimCSE's positives *are* dropout: every layer of the encoder draws a mask for every activation of both copies of a
+sentence, and one for its attention weights. On a CPU, torch's dropout draws one 32-bit random number (from its
+Mersenne Twister) per activation and turns it into a float before comparing, a noticeable share of a training step.
+Here each 64-bit draw of the same generator gives four 16-bit numbers, compared as integers: Bernoulli masks of the
+same distribution from a quarter of the draws (benchmarks/README.md has the measured speed).
+
+* :func:`use_fast_dropout` replaces the encoder's ``nn.Dropout`` layers (embeddings, attention output, feed-forward
+  output) by :class:`FastDropout`;
+* :func:`fast_dropout_attention` (the transformers attention function ``"simcse_fast_dropout"``, switched on for
+  the training forward by :func:`attention_with_fast_dropout`) drops attention weights the same way; ``sdpa``, which
+  it replaces there, draws its own masks with torch's dropout.
+
+The one difference: ``p`` is used rounded to a multiple of 1/65536 (0.1 becomes 0.1000061), and the kept activations
+are scaled by ``1 / (1 - that p)``, so the expected activation is unchanged. Masks come from torch's default
+generator, so ``torch.manual_seed`` makes a run repeatable and gradient caching replays them. On other devices (GPU
+dropout is already one fused kernel) and in eval mode, :class:`FastDropout` is ``nn.Dropout``.
+
+From the former ``batching`` module:
+
+How a training step is computed fast: a contrastive batch in groups of similar length, its tokens looked up once.
 
 A contrastive batch must keep its (random) composition, since its sentences are each other's negatives, but it need
 not go through the encoder as one padded tensor. :func:`length_buckets` splits its sequences into a few groups of
@@ -8,25 +31,186 @@ whole batch. :class:`TrainingForward` is that forward pass (with the MLM loss) a
 The batches themselves: every sentence is tokenized once (:class:`TokenizedDataset`, token ids in one flat
 ``int32`` array); :class:`SimCSECollator` pads each batch to its longest sentence (an unsupervised sentence's ids are
 put twice in the batch, never re-tokenized); :func:`mask_tokens` makes the MLM inputs of a batch.
+
+From the former ``gradcache`` module:
+
+Gradient caching (Gao et al., 2021, "Scaling Deep Contrastive Learning Batch Size under Memory Limited Setup"):
+the gradient of a contrastive loss over a large batch, with the memory of one small chunk.
+
+The loss of a batch couples all its embeddings, but the encoder treats each sentence alone. So:
+
+1. embed the whole batch chunk by chunk **without** an autograd graph, remembering the RNG state before each chunk;
+2. compute the loss on the full batch of (detached) embeddings and its gradient with respect to each embedding;
+3. run each chunk again **with** the graph, replaying its RNG state so that dropout draws the same masks, and
+   backpropagate the cached embedding gradients: ``backward(sum(embedding * cached_gradient))``.
+
+The parameter gradient equals that of one backward pass through the full batch, at the cost of one extra forward
+pass. Under DDP, only the last chunk's backward synchronises gradients.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
-
-from simcse_hub.dropout import attention_with_fast_dropout, use_fast_dropout
+from transformers import AttentionInterface, AttentionMaskInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import sdpa_mask
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
     from simcse_hub.data import Examples
+
+from accelerate import Accelerator
+
+ATTENTION = "simcse_fast_dropout"
+LEVELS = 1 << 16  # p is rounded to a multiple of 1 / LEVELS
+
+
+def _levels(p: float) -> int:
+    """``p`` in units of 1 / LEVELS: the number of the 65536 values of a 16-bit lane that drop."""
+    return round(p * LEVELS)
+
+
+def keep_mask(shape: torch.Size | tuple[int, ...], p: float, device: torch.device | str = "cpu") -> torch.Tensor:
+    """A boolean mask of ``shape``, each entry True (kept) with probability ``1 - p`` (``p`` to 1/65536).
+
+    >>> torch.manual_seed(0) and None
+    >>> round(keep_mask((1000, 1000), 0.1).float().mean().item(), 2)
+    0.9
+    """
+    count = math.prod(shape)
+    words = torch.empty((count + 3) // 4, dtype=torch.int64, device=device).random_(-(2**63), None)  # all 64 bits
+    lanes = words.view(torch.int16)[:count].view(shape)  # four independent uniform 16-bit integers per draw
+    return lanes >= _levels(p) - LEVELS // 2  # P(lane < t - 32768) = t / 65536 = p
+
+
+class _Dropout(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, inputs: torch.Tensor, p: float) -> torch.Tensor:
+        keep = keep_mask(inputs.shape, p, inputs.device)
+        ctx.scale = LEVELS / (LEVELS - _levels(p))
+        ctx.save_for_backward(keep)
+        return inputs.mul(keep).mul_(ctx.scale)
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (keep,) = ctx.saved_tensors
+        return grad_output.mul(keep).mul_(ctx.scale), None
+
+
+def fast_dropout(inputs: torch.Tensor, p: float = 0.5, training: bool = True) -> torch.Tensor:
+    """``torch.nn.functional.dropout`` with masks drawn four to a 64-bit random number on the CPU (see the module).
+
+    >>> x = torch.ones(4, 8)
+    >>> torch.equal(fast_dropout(x, 0.1, training=False), x)
+    True
+    """
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
+    if not training or p == 0.0:
+        return inputs
+    if inputs.device.type != "cpu" or _levels(p) in (0, LEVELS):
+        return nn.functional.dropout(inputs, p, training)
+    return _Dropout.apply(inputs, p)
+
+
+class FastDropout(nn.Dropout):
+    """``nn.Dropout`` whose CPU masks come from :func:`fast_dropout`; ``nn.Dropout`` elsewhere and in eval mode."""
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        if self.inplace:
+            return super().forward(inputs)
+        return fast_dropout(inputs, self.p, self.training)
+
+
+def use_fast_dropout(module: nn.Module) -> int:
+    """Replace every ``nn.Dropout`` inside ``module`` (in place) by a :class:`FastDropout` of the same ``p``.
+
+    Dropout layers hold no weights, so the state dict, saving and loading do not change. Returns how many were
+    replaced.
+
+    >>> encoder = nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.1))
+    >>> use_fast_dropout(encoder), type(encoder[1]).__name__, encoder[1].p
+    (1, 'FastDropout', 0.1)
+    """
+    replaced = 0
+    for name, child in module.named_children():
+        if type(child) is nn.Dropout:
+            setattr(module, name, FastDropout(child.p, child.inplace).train(child.training))
+            replaced += 1
+        else:
+            replaced += use_fast_dropout(child)
+    return replaced
+
+
+def fast_dropout_attention(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    **kwargs,
+) -> tuple[torch.Tensor, None]:
+    """transformers attention function ``"simcse_fast_dropout"``: ``sdpa``, except when it would drop attention
+    weights on a CPU (training, ``dropout > 0``), where it computes them and drops them with :func:`fast_dropout`.
+
+    Args:
+        query, key, value (`torch.Tensor` of shape `(batch, heads, seq_len, head_dim)`): as transformers passes them.
+        attention_mask (`torch.Tensor`, *optional*): ``sdpa``'s mask: boolean (True = attend) or additive,
+            broadcastable to `(batch, heads, seq_len, seq_len)`.
+
+    Returns:
+        `tuple`: the attention output ``(batch, seq_len, heads, head_dim)`` and None (no weights returned).
+    """
+    plain = (not module.training or dropout == 0.0 or query.device.type != "cpu" or key.size(1) != query.size(1)
+             or getattr(module, "is_causal", False))
+    if plain:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      **kwargs)
+    scaling = query.size(-1) ** -0.5 if scaling is None else scaling
+    scores = torch.matmul(query, key.transpose(-1, -2)) * scaling  # (batch, heads, seq_len, seq_len)
+    if attention_mask is not None:
+        if attention_mask.dtype == torch.bool:
+            scores = scores.masked_fill(~attention_mask, float("-inf"))
+        else:
+            scores = scores + attention_mask
+    weights = fast_dropout(torch.softmax(scores, dim=-1), dropout)
+    return torch.matmul(weights, value).transpose(1, 2).contiguous(), None  # (batch, seq_len, heads, head_dim)
+
+
+AttentionInterface.register(ATTENTION, fast_dropout_attention)
+AttentionMaskInterface.register(ATTENTION, sdpa_mask)  # the masks it receives are sdpa's
+
+
+@contextlib.contextmanager
+def attention_with_fast_dropout(encoder: nn.Module) -> Iterator[bool]:
+    """Within the block, ``encoder`` (a transformers model) attends with :func:`fast_dropout_attention` if it used
+    ``sdpa`` or ``eager`` (the CPU implementations, which compute the same); other implementations stay. Yields
+    whether it switched.
+
+    >>> with attention_with_fast_dropout(model.encoder):  # doctest: +SKIP
+    ...     embeddings = model(**inputs).pooler_output
+    """
+    config = getattr(encoder, "config", None)
+    before = getattr(config, "_attn_implementation", None)
+    if before not in ("sdpa", "eager"):
+        yield False
+        return
+    config._attn_implementation = ATTENTION
+    try:
+        yield True
+    finally:
+        config._attn_implementation = before
 
 logger = logging.getLogger(__name__)
 
@@ -167,7 +351,7 @@ class TrainingForward(nn.Module):
             (:func:`bucketed`); 1 is one padded pass. The groups are formed inside each batch, whose composition
             (the in-batch negatives) stays random.
         fast_dropout (`bool`, *optional*, defaults to True): on a CPU, draw the encoder's dropout masks with
-            :mod:`simcse_hub.dropout` (four to a 64-bit random number): its ``nn.Dropout`` layers become
+            :mod:`simcse_hub.speed` (four to a 64-bit random number): its ``nn.Dropout`` layers become
             ``FastDropout`` (which is ``nn.Dropout`` on other devices and in eval mode), and its attention weights
             are dropped by ``fast_dropout_attention`` during these calls. False: torch's dropout throughout.
         shared_lookup (`bool`, *optional*, defaults to True): look the tokens of all length buckets up in one call
@@ -352,5 +536,155 @@ def mask_tokens(
     return masked, labels
 
 
-__all__ = ["SimCSECollator", "TokenizedDataset", "TrainingForward", "bucketed", "length_buckets", "looked_up_once",
-           "mask_tokens"]
+class RandState:
+    """The RNG state dropout draws from: the CPU generator and, on a CUDA device, that device's generator.
+
+    >>> state = RandState(torch.device("cpu"))
+    >>> a = torch.rand(2)
+    >>> with state.replay():
+    ...     b = torch.rand(2)
+    >>> torch.equal(a, b)
+    True
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.cpu = torch.get_rng_state()
+        self.cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+
+    @contextlib.contextmanager
+    def replay(self) -> Iterator[None]:
+        """Run the block from this state; the RNG states outside the block are left as they were."""
+        devices = [self.device] if self.cuda is not None else []
+        with torch.random.fork_rng(devices=devices):
+            torch.set_rng_state(self.cpu)
+            if self.cuda is not None:
+                torch.cuda.set_rng_state(self.cuda, self.device)
+            yield
+
+
+def split_batch(batch: dict[str, torch.Tensor], chunk_size: int) -> list[dict[str, torch.Tensor]]:
+    """Cut every tensor of ``batch`` along its first (example) dimension into chunks of ``chunk_size``."""
+    size = next(iter(batch.values())).size(0)
+    return [{key: value[start : start + chunk_size] for key, value in batch.items()} for start in range(0, size, chunk_size)]
+
+
+def cached_backward(
+    accelerator: Accelerator,
+    model: nn.Module,
+    batch: dict[str, torch.Tensor],
+    forward: Callable[[nn.Module, dict[str, torch.Tensor], bool], tuple[torch.Tensor, torch.Tensor | None]],
+    loss_fn: Callable[[torch.Tensor], torch.Tensor],
+    chunk_size: int,
+) -> torch.Tensor:
+    """Backpropagate ``loss_fn(embeddings) + sum of the chunks' extra losses`` through ``model`` in chunks of
+    ``chunk_size`` examples.
+
+    Args:
+        accelerator (`Accelerator`): backward (loss scaling, accumulation) and DDP ``no_sync``.
+        model (`nn.Module`): the prepared model.
+        batch (`dict[str, torch.Tensor]`): tensors whose first dimension is the example, e.g. ``(batch, num_sent,
+            seq_len)``.
+        forward (`Callable`): ``forward(model, chunk, extra) -> (embeddings, extra_loss)``: the chunk's embeddings
+            ``(chunk_batch, ...)``, a function of the chunk alone (and of the RNG, which is replayed), and with
+            ``extra=True`` an extra loss that adds up over chunks (e.g. the MLM loss weighted by the chunk's share of
+            the masked tokens) or None. Called once per chunk without a graph (``extra=False``), then again with one.
+        loss_fn (`Callable`): the loss of the full batch of embeddings, ``(batch, ...) -> scalar``.
+        chunk_size (`int`): examples per forward pass.
+
+    Returns:
+        `torch.Tensor`: the (detached) loss of the batch.
+
+    >>> loss = cached_backward(accelerator, model, batch, forward, loss_fn, chunk_size=32)  # doctest: +SKIP
+    """
+    chunks = split_batch(batch, chunk_size)
+    # 1. Embeddings of the whole batch without a graph; the RNG state before each chunk is kept for the replay.
+    states, pieces = [], []
+    with torch.no_grad():
+        for chunk in chunks:
+            states.append(RandState(accelerator.device))
+            pieces.append(forward(model, chunk, False)[0].float())
+    embeddings = torch.cat(pieces).requires_grad_()  # (batch, ...)
+    # 2. The loss on the full batch, and its gradient with respect to every embedding.
+    loss = loss_fn(embeddings)
+    (cached,) = torch.autograd.grad(loss, embeddings)
+    cached = cached.split([len(piece) for piece in pieces])
+    # 3. Each chunk again, with the same dropout masks (the embeddings are drawn first, as in step 1),
+    #    backpropagating its cached gradient; gradients are synchronised across processes once, on the last chunk.
+    extra = torch.zeros((), device=loss.device)
+    for index, (chunk, state, gradient) in enumerate(zip(chunks, states, cached)):
+        last = index == len(chunks) - 1
+        with state.replay(), contextlib.nullcontext() if last else accelerator.no_sync(model):
+            chunk_embeddings, chunk_extra = forward(model, chunk, True)
+            surrogate = (chunk_embeddings.float() * gradient).sum()
+            if chunk_extra is not None:
+                surrogate = surrogate + chunk_extra
+                extra = extra + chunk_extra.detach()
+            accelerator.backward(surrogate)
+    return loss.detach() + extra
+
+PRECISIONS = ("auto", "fp32", "no", "bf16", "fp16")  # training and inference
+INFERENCE_PRECISIONS = (*PRECISIONS, "int8")  # int8: dynamic quantization, for encoding only
+
+# ---------------------------------------------------------------------------------------------------- precision
+
+
+def fast_cpu_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX-512 BF16 or AMX); elsewhere bf16 is emulated and slow.
+
+    >>> isinstance(fast_cpu_bf16(), bool)
+    True
+    """
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            flags = next((line for line in handle if line.startswith("flags")), "").split()
+    except OSError:  # not Linux: trust oneDNN's own check
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str, device: torch.device, setting: str = "precision", *,
+                      inference: bool = False) -> str:
+    """What ``precision`` means on ``device``: ``"fp32"``, ``"bf16"``, ``"fp16"`` or (``inference=True`` only)
+    ``"int8"``. ``ValueError`` naming ``setting`` for an unknown value, fp16 on a CPU or int8 off a CPU; a warning
+    when bf16 would be emulated (slow) here. ``auto`` never chooses int8.
+
+    >>> resolve_precision("no", torch.device("cpu")), resolve_precision("auto", torch.device("cuda"))
+    ('fp32', 'fp32')
+    >>> resolve_precision("int8", torch.device("cpu"), inference=True)
+    'int8'
+    """
+    allowed = INFERENCE_PRECISIONS if inference else PRECISIONS
+    if precision not in allowed:
+        hint = " ('int8' is for encoding only: SimCSE(..., precision='int8'))" if precision == "int8" else ""
+        raise ValueError(f"{setting}={precision!r}: expected one of {list(allowed)}{hint}.")
+    if precision == "auto":
+        return "bf16" if device.type == "cpu" and fast_cpu_bf16() else "fp32"
+    if precision == "fp16" and device.type == "cpu":
+        raise ValueError(f"{setting}='fp16' needs a GPU; on a CPU use 'auto' (bf16 where the CPU computes it "
+                         "natively: AVX-512 BF16 or AMX), 'bf16' or 'fp32'.")
+    if precision == "int8" and device.type != "cpu":
+        raise ValueError(f"{setting}='int8' (dynamic int8 quantization of the linear layers) runs on a CPU only; "
+                         f"on device {str(device)!r} use 'fp32', 'bf16' or 'fp16', or pass device='cpu'.")
+    if precision == "bf16" and device.type == "cpu" and not fast_cpu_bf16():
+        logger.warning("%s='bf16': this CPU has no native bfloat16 (AVX-512 BF16 or AMX), so bf16 is emulated and much "
+                       "slower than fp32 here; %s='auto' chooses fp32 on this CPU.", setting, setting)
+    return "fp32" if precision == "no" else precision
+
+
+def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """Autocast on ``device`` for a resolved ``precision`` (``bf16`` or ``fp16``); no change for ``fp32`` and
+    ``int8`` (a quantized model computes in int8 itself).
+
+    >>> with autocast("fp32", torch.device("cpu")):
+    ...     (torch.ones(2, 2) @ torch.ones(2, 2)).dtype
+    torch.float32
+    """
+    if precision in ("bf16", "fp16"):
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+    if precision not in ("fp32", "no", "int8"):
+        raise ValueError(f"precision={precision!r}: expected a resolved precision, fp32, bf16, fp16 or int8.")
+    return contextlib.nullcontext()
+
+
+__all__ = ['ATTENTION', 'FastDropout', 'INFERENCE_PRECISIONS', 'PRECISIONS', 'RandState', 'SimCSECollator', 'TokenizedDataset', 'TrainingForward', 'attention_with_fast_dropout', 'autocast', 'bucketed', 'cached_backward', 'fast_cpu_bf16', 'fast_dropout', 'fast_dropout_attention', 'keep_mask', 'length_buckets', 'looked_up_once', 'mask_tokens', 'resolve_precision', 'split_batch', 'use_fast_dropout']

@@ -23,9 +23,9 @@ from typing import Any
 
 import yaml
 
-from simcse_hub.encoding import PRECISIONS
+from simcse_hub.data import SAMPLING
 from simcse_hub.modeling.configuration_simcse import POOLER_TYPES
-from simcse_hub.sources import SAMPLING
+from simcse_hub.speed import PRECISIONS
 
 # Settings that may change when a run is resumed (they do not change what is computed).
 RESUMABLE_CHANGES = frozenset({"output_dir", "overwrite_output_dir", "report_to", "logging_steps", "data_dir",
@@ -238,7 +238,7 @@ class TrainConfig:
         >>> TrainConfig(train_file="/home/me/data/wiki.txt", output_dir="/home/me/out").public_dict()["train_file"]
         'wiki.txt'
         """
-        from simcse_hub.loading import public_model_name
+        from simcse_hub.inference import public_model_name
 
         values = self.to_dict()
         values["model_name_or_path"] = public_model_name(self.model_name_or_path)
@@ -400,11 +400,4 @@ def preset_path(name: str) -> Path:
     return Path(str(entry))
 
 
-__all__ = [
-    "ConfigError",
-    "TrainConfig",
-    "coerce",
-    "list_presets",
-    "preset_path",
-    "read_yaml",
-]
+__all__ = ['ConfigError', 'TrainConfig', 'coerce', 'list_presets', 'preset_path', 'read_yaml']

@@ -161,7 +161,7 @@ def mine_hard_negatives(
     rows = read_pairs(pairs) if isinstance(pairs, (str, os.PathLike)) else [tuple(p) for p in pairs]
     check_pairs(rows, output)
     if isinstance(model, (str, os.PathLike)):
-        from simcse_hub.tool import SimCSE
+        from simcse_hub.inference import SimCSE
 
         model = SimCSE(model)
     start = time.perf_counter()
@@ -226,12 +226,12 @@ def _excluded(rows: list[tuple[str, str]], anchors: list[str], corpus: list[str]
 
 def _nearest(embeddings: np.ndarray, anchor_rows: list[int], corpus_rows: list[int], excluded: list[list[int]],
              k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Exact cosine search (:func:`simcse_hub.search.exact_search`): the ``k`` corpus positions most similar to each
+    """Exact cosine search (:func:`simcse_hub.inference.exact_search`): the ``k`` corpus positions most similar to each
     anchor and their similarities, the excluded positions never among them (``-inf`` pads a row when the corpus is
     smaller)."""
     import torch
 
-    from simcse_hub.search import exact_search
+    from simcse_hub.inference import exact_search
 
     scores, indices = exact_search(torch.from_numpy(embeddings[anchor_rows]), torch.from_numpy(embeddings[corpus_rows]),
                                    min(k, len(corpus_rows)), excluded)
@@ -272,12 +272,4 @@ def _write_triplets(triplets: list[tuple[str, str, str]], output: Path) -> None:
         raise
 
 
-__all__ = [
-    "MiningError",
-    "MiningResult",
-    "check_options",
-    "check_output",
-    "check_pairs",
-    "mine_hard_negatives",
-    "read_pairs",
-]
+__all__ = ['MiningError', 'MiningResult', 'check_options', 'check_output', 'check_pairs', 'mine_hard_negatives', 'read_pairs']
