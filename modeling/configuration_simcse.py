@@ -1,7 +1,7 @@
 """Configuration of a SimCSE sentence encoder.
 
 This file is *remote code*: it is copied next to the weights of every saved model, so it imports only
-``transformers`` (and, in ``modeling_simcse.py``, ``torch``). It must never import ``simcse_hub``.
+``transformers`` and its sibling ``formats_simcse``. It must never import ``simcse_hub``.
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ from typing import Any, ClassVar
 
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
+
+from .formats_simcse import public_name
 
 # Pooler types of the SimCSE paper's code (princeton-nlp/SimCSE, ``simcse/models.py`` and ``evaluation.py``).
 # Which hidden states each one reads:
@@ -34,7 +36,8 @@ class SimCSEConfig(PreTrainedConfig):
     r"""
     Configuration of a [`SimCSEModel`]: an encoder that [`~transformers.AutoModel`] can build, plus the SimCSE pooler,
     MLP head and contrastive-loss settings. Every setting that changes what the model computes lives here and is saved
-    with the weights.
+    with the weights; where the model came from is saved by its public name (a Hub id or a folder name, never a path
+    of this machine: see ``formats_simcse.public_name``).
 
     Args:
         encoder_config (`PreTrainedConfig` or `dict`, *optional*, defaults to a BERT configuration):
@@ -85,6 +88,7 @@ class SimCSEConfig(PreTrainedConfig):
         super().__post_init__(**kwargs)
         self.validate_simcse()
 
+    # ours: transformers' @strict checks only PreTrainedConfig's fields, raising a two-line error that is no ValueError
     def validate_simcse(self) -> None:
         """Raise a `ValueError` naming the first invalid SimCSE field and the values it accepts."""
         if self.pooler_type not in POOLER_TYPES:
@@ -101,27 +105,33 @@ class SimCSEConfig(PreTrainedConfig):
             raise ValueError(f"temperature={self.temperature!r} must be a number greater than 0 (the paper uses 0.05).")
         if self.mlm_weight < 0:
             raise ValueError(f"mlm_weight={self.mlm_weight!r} must be a number >= 0 (the paper uses 0.1).")
-        if getattr(self.encoder_config, "is_encoder_decoder", False):
+        if self.encoder_config.is_encoder_decoder:
             raise ValueError(
                 f"encoder_config: model_type={self.encoder_config.model_type!r} is an encoder-decoder; "
                 "SimCSE wraps an encoder that `AutoModel` builds (BERT, RoBERTa, DistilBERT, MPNet, ModernBERT, ...)."
             )
 
+    def to_dict(self) -> dict[str, Any]:
+        """``PreTrainedConfig.to_dict`` (what ``config.json`` holds), naming the encoder and the base model by
+        :func:`~formats_simcse.public_name`: no path of this machine is ever written into a model folder."""
+        output = super().to_dict()
+        output["encoder_config"]["_name_or_path"] = public_name(output["encoder_config"]["_name_or_path"])
+        if "base_model_name_or_path" in output:
+            output["base_model_name_or_path"] = public_name(output["base_model_name_or_path"])
+        return output
+
     @property
     def hidden_size(self) -> int:
-        """`int`: size of the sentence embedding (the encoder's hidden size)."""
-        encoder = self.encoder_config
-        for name in ("hidden_size", "dim", "d_model"):
-            if getattr(encoder, name, None) is not None:
-                return int(getattr(encoder, name))
-        raise ValueError(f"encoder_config of model_type={encoder.model_type!r} has no hidden_size, dim or d_model.")
+        """`int`: size of the sentence embedding (the encoder's ``hidden_size``; DistilBERT's ``dim`` through its
+        ``attribute_map``)."""
+        return self.encoder_config.hidden_size
 
     @property
     def max_input_length(self) -> int | None:
         """`int` or `None`: the longest input in tokens (special tokens included) that the encoder's position
         embeddings allow, or `None` for an encoder without such a limit."""
         limit = getattr(self.encoder_config, "max_position_embeddings", None)
-        if limit and getattr(self.encoder_config, "model_type", None) in OFFSET_POSITION_MODEL_TYPES:
+        if limit and self.encoder_config.model_type in OFFSET_POSITION_MODEL_TYPES:
             limit -= (getattr(self.encoder_config, "pad_token_id", None) or 0) + 1
         return limit or None
 

@@ -1,6 +1,5 @@
-"""What SimCSE computes around the encoder: grouped inputs flattened, the poolers, the MLP and masked-LM heads, and
-the InfoNCE loss.
-Remote code beside ``modeling_simcse.py`` (imports only ``torch``, and ``transformers`` where used).
+"""What SimCSE computes around the encoder: grouped inputs flattened, the poolers, the MLP head and the InfoNCE loss.
+Remote code beside ``modeling_simcse.py`` (imports only ``torch``).
 
 Reference: Gao, Yao & Chen, "SimCSE: Simple Contrastive Learning of Sentence Embeddings", EMNLP 2021, eq. (1) and
 (5); the authors' ``cl_forward`` in ``simcse/models.py``.
@@ -12,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .configuration_simcse import POOLER_TYPES, SimCSEConfig
+from .configuration_simcse import POOLER_TYPES
 
 
 def info_nce(
@@ -78,26 +77,26 @@ def info_nce(
     return loss
 
 
-def flatten_groups(inputs: dict[str, torch.Tensor | None]) -> tuple[dict[str, torch.Tensor | None], int]:
-    """The encoder's inputs for :meth:`SimCSEModel.forward`, and the sentences per group (0 for plain inputs).
+def flatten_groups(inputs: dict[str, torch.Tensor | None]) -> tuple[dict[str, torch.Tensor], int]:
+    """The encoder's inputs for :meth:`SimCSEModel.forward` (those given, and an attention mask of ones for a missing
+    one), and the sentences per group (0 for plain inputs).
 
     Grouped inputs, ``(batch, num_sent, seq_len)`` ids (``(batch, num_sent, seq_len, dim)`` embeddings) with
-    ``num_sent`` 2 (anchor, positive) or 3 (and a hard negative), become ``(batch * num_sent, seq_len[, dim])``; an
-    attention mask of ones stands in for a missing one."""
-    embedded = inputs["input_ids"] is None
-    reference = inputs["inputs_embeds"] if embedded else inputs["input_ids"]
+    ``num_sent`` 2 (anchor, positive) or 3 (and a hard negative), become ``(batch * num_sent, seq_len[, dim])``."""
+    inputs = {key: value for key, value in inputs.items() if value is not None}
+    reference = inputs.get("input_ids", inputs.get("inputs_embeds"))
     if reference is None:
         raise ValueError("forward needs input_ids or inputs_embeds.")
-    num_sent = reference.size(1) if reference.dim() == (4 if embedded else 3) else 0
+    num_sent = reference.size(1) if reference.dim() == (3 if "input_ids" in inputs else 4) else 0
     if num_sent:
         if num_sent not in (2, 3):
             raise ValueError(
                 f"input_ids of shape {tuple(reference.shape)}: grouped inputs are (batch, num_sent, seq_len) with "
                 "num_sent 2 (anchor, positive) or 3 (anchor, positive, hard negative)."
             )
-        inputs = {key: None if value is None else value.flatten(0, 1) for key, value in inputs.items()}
-    if inputs["attention_mask"] is None:
-        shape = (inputs["inputs_embeds"] if embedded else inputs["input_ids"]).shape[:2]
+        inputs = {key: value.flatten(0, 1) for key, value in inputs.items()}
+    if "attention_mask" not in inputs:
+        shape = inputs.get("input_ids", inputs.get("inputs_embeds")).shape[:2]  # (batch[ * num_sent], seq_len)
         inputs["attention_mask"] = torch.ones(shape, dtype=torch.long, device=reference.device)
     return inputs, num_sent
 
@@ -140,33 +139,4 @@ def pool(
     raise ValueError(f"pooler_type={pooler_type!r} is not supported; expected one of {list(POOLER_TYPES)}.")
 
 
-
-def build_lm_head(config: SimCSEConfig) -> nn.Module:
-    """The masked-LM head of the encoder's family (``do_mlm``), freshly built: its ``cls`` or ``lm_head`` module."""
-    # Imported here: importing transformers' auto classes registers SimCSEModel (simcse_hub's hook), whose module
-    # imports this one, so at the top of this file it would be a cycle when ``simcse_hub.losses`` comes first.
-    from transformers import AutoModelForMaskedLM
-
-    mlm_model = AutoModelForMaskedLM.from_config(config.encoder_config, dtype=torch.get_default_dtype())
-    for name in ("cls", "lm_head"):
-        if isinstance(getattr(mlm_model, name, None), nn.Module):
-            return getattr(mlm_model, name)
-    raise ValueError(
-        f"do_mlm=True needs a masked-LM head named 'cls' or 'lm_head' (BERT, RoBERTa, XLM-R, MPNet, ...); "
-        f"{type(mlm_model).__name__} has neither. Set do_mlm=False for this encoder."
-    )
-
-
-def shared_parameters(module: nn.Module, prefix: str) -> dict[str, str]:
-    """``{name: first name}`` for every parameter of ``module`` that is another of its parameters."""
-    first: dict[int, str] = {}
-    shared = {}
-    for name, parameter in module.named_parameters(remove_duplicate=False):
-        if id(parameter) in first:
-            shared[prefix + name] = first[id(parameter)]
-        else:
-            first[id(parameter)] = prefix + name
-    return shared
-
-
-__all__ = ["SimCSEMLP", "build_lm_head", "flatten_groups", "info_nce", "masked_mean", "pool", "shared_parameters"]
+__all__ = ["SimCSEMLP", "flatten_groups", "info_nce", "masked_mean", "pool"]

@@ -3,7 +3,7 @@
 This file is *remote code*: it is copied next to the weights of every saved model so that
 ``AutoModel.from_pretrained(path, trust_remote_code=True)`` works without simcse_hub installed. It imports only
 ``torch``, ``transformers`` and its siblings, which ``save_pretrained`` copies with it: ``configuration_simcse``
-(the config), ``heads_simcse`` (grouped inputs, the poolers, the heads, the InfoNCE loss) and ``formats_simcse`` (the
+(the config), ``heads_simcse`` (grouped inputs, the poolers, the MLP head, the InfoNCE loss) and ``formats_simcse`` (the
 files other libraries read, official releases, public names). It must never import ``simcse_hub``.
 
 Reference: Gao, Yao & Chen, "SimCSE: Simple Contrastive Learning of Sentence Embeddings", EMNLP 2021
@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModel, AutoModelForMaskedLM, PreTrainedModel
 from transformers import initialization as init
-from transformers.utils import ModelOutput
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+from transformers.utils import can_return_tuple
 
 from .configuration_simcse import SimCSEConfig
 from .formats_simcse import (
@@ -30,30 +31,37 @@ from .formats_simcse import (
     non_finite_weights,
     official_is_supervised,
     public_name,
-    public_names,
     sentence_transformer_pooler,
     write_loader_files,
 )
-from .heads_simcse import SimCSEMLP, build_lm_head, flatten_groups, info_nce, pool, shared_parameters
+from .heads_simcse import SimCSEMLP, flatten_groups, info_nce, pool
 
 
 @dataclass
-class SimCSEModelOutput(ModelOutput):
-    r"""Output of [`SimCSEModel`].
+class SimCSEModelOutput(BaseModelOutputWithPooling):
+    r"""Output of [`SimCSEModel`]: transformers' ``BaseModelOutputWithPooling``, and the training loss.
 
     Args:
         last_hidden_state (`torch.Tensor` of shape `(batch, seq_len, hidden)`): the encoder's last layer.
         pooler_output (`torch.Tensor` of shape `(batch, hidden)`): the sentence embedding under the configured pooler.
-        loss (`torch.Tensor`, *optional*): the training loss (InfoNCE plus weighted MLM), for grouped inputs.
         hidden_states (`tuple(torch.Tensor)`, *optional*): every layer's output, when asked for.
         attentions (`tuple(torch.Tensor)`, *optional*): attention weights, when asked for.
+        loss (`torch.Tensor`, *optional*): the training loss (InfoNCE plus weighted MLM), for grouped inputs.
     """
 
-    last_hidden_state: torch.Tensor | None = None
-    pooler_output: torch.Tensor | None = None
     loss: torch.Tensor | None = None
-    hidden_states: tuple[torch.Tensor, ...] | None = None
-    attentions: tuple[torch.Tensor, ...] | None = None
+
+
+def masked_lm_head(mlm_model: PreTrainedModel) -> tuple[str, nn.Module]:
+    """The masked-LM head of a ``*ForMaskedLM`` model (``config.do_mlm``): ``(name, module)``, its ``cls`` or
+    ``lm_head``."""
+    for name in ("cls", "lm_head"):
+        if isinstance(getattr(mlm_model, name, None), nn.Module):
+            return name, getattr(mlm_model, name)
+    raise ValueError(
+        f"do_mlm=True needs a masked-LM head named 'cls' or 'lm_head' (BERT, RoBERTa, XLM-R, MPNet, ...); "
+        f"{type(mlm_model).__name__} has neither. Set do_mlm=False for this encoder."
+    )
 
 
 class SimCSEModel(PreTrainedModel):
@@ -78,60 +86,55 @@ class SimCSEModel(PreTrainedModel):
     """
 
     config_class = SimCSEConfig
-    base_model_prefix = "simcse"
-    main_input_name = "input_ids"
+    base_model_prefix = "encoder"  # so `base_model`, `get_input_embeddings` and `set_input_embeddings` reach it
     supports_gradient_checkpointing = True
     _supports_sdpa = True
 
     def __init__(self, config: SimCSEConfig) -> None:
         super().__init__(config)
-        self.encoder = self._build_encoder(config)
+        # In the default dtype (float32, or what `from_pretrained(dtype=...)` asks for), not the `dtype` recorded in
+        # the encoder's config: an encoder stored in float16 must not give a float16 encoder under a float32 head.
+        self.encoder = AutoModel.from_config(config.encoder_config, dtype=torch.get_default_dtype())
+        # SimCSE pools by itself: the encoder's own pooler (BERT's NSP head) would be unused parameters, which break
+        # distributed data parallel training. `from_official` reads its weights from the release instead.
+        if isinstance(getattr(self.encoder, "pooler", None), nn.Module):
+            self.encoder.pooler = None
         self.mlp = SimCSEMLP(config.hidden_size)
-        self.lm_head = build_lm_head(config) if config.do_mlm else None
-        if self.lm_head is not None:  # e.g. BERT's decoder.bias is its predictions.bias: declared, so saving works
-            self._tied_weights_keys = shared_parameters(self.lm_head, "lm_head.")
-        # The tokenizer, when the model knows it (`from_encoder`, `from_official`, `from_sentence_transformer` and
-        # `from_pretrained` set it): `save_pretrained` writes it beside the weights.
+        self.lm_head = None
+        if config.do_mlm:
+            mlm_model = AutoModelForMaskedLM.from_config(config.encoder_config, dtype=torch.get_default_dtype())
+            name, self.lm_head = masked_lm_head(mlm_model)
+            # The ties within the head (BERT's decoder.bias is its predictions.bias), as its class declares them.
+            self._tied_weights_keys = {f"lm_head{key[len(name):]}": f"lm_head{value[len(name):]}" for key, value
+                                       in (mlm_model._tied_weights_keys or {}).items()
+                                       if key.startswith(f"{name}.") and value.startswith(f"{name}.")}
+        # The tokenizer, when the model knows it (the constructors and `from_pretrained` set it): `save_pretrained`
+        # writes it beside the weights.
         self.tokenizer = None
+        self.add_model_tags(["simcse", "sentence-transformers", "sentence-similarity"])  # what push_to_hub tags
         self.post_init()
+        if self.lm_head is not None:  # ours: post_init keeps ties only if config.tie_word_embeddings, which we lack
+            self.all_tied_weights_keys.update(self._tied_weights_keys)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """Initialise the SimCSE MLP as the encoder's family initialises linear layers (the encoder and the masked-LM
+        head come initialised by their own classes)."""
+        if isinstance(module, nn.Linear):
+            init.normal_(module.weight, mean=0.0, std=getattr(self.config.encoder_config, "initializer_range", 0.02))
+            init.zeros_(module.bias)
 
     # ------------------------------------------------------------------ construction
 
-    @staticmethod
-    def _build_encoder(config: SimCSEConfig) -> PreTrainedModel:
-        # In the default dtype (float32, or what `from_pretrained(dtype=...)` asks for), not the `dtype` recorded in
-        # the encoder's config: an encoder stored in float16 must not give a float16 encoder under a float32 head.
-        encoder = AutoModel.from_config(config.encoder_config, dtype=torch.get_default_dtype())
-        # SimCSE pools by itself: the encoder's own pooler (BERT's NSP head) would be unused parameters,
-        # which break distributed data parallel training. Its weights are read by `from_official` instead.
-        if isinstance(getattr(encoder, "pooler", None), nn.Module):
-            encoder.pooler = None
-        return encoder
-
-    def _init_weights(self, module: nn.Module) -> None:
-        """Initialise the SimCSE head as BERT initialises its linear layers (the encoder keeps its own init)."""
-        if isinstance(module, nn.Linear):
-            std = getattr(self.config.encoder_config, "initializer_range", 0.02)
-            init.normal_(module.weight, mean=0.0, std=std)
-            if module.bias is not None:
-                init.zeros_(module.bias)
-        elif isinstance(module, nn.LayerNorm):
-            init.ones_(module.weight)
-            init.zeros_(module.bias)
-
-    def _copy_encoder_weights(self, encoder: PreTrainedModel, source: str) -> None:
-        """Load a pretrained encoder's weights into ``self.encoder`` (its pooler, which SimCSE drops, excepted)."""
-        missing, unexpected = self.encoder.load_state_dict(encoder.state_dict(), strict=False)
-        unexpected = [key for key in unexpected if not key.startswith("pooler.")]
-        if missing or unexpected:
-            raise ValueError(f"encoder weights of {source} do not fit: missing {missing[:5]}, unexpected "
-                             f"{unexpected[:5]}.")
-
-    def get_input_embeddings(self) -> nn.Module:
-        return self.encoder.get_input_embeddings()
-
-    def set_input_embeddings(self, value: nn.Module) -> None:
-        self.encoder.set_input_embeddings(value)
+    @classmethod
+    def _around(cls, encoder: PreTrainedModel, source: str | os.PathLike, tokenizer: Any, **settings) -> SimCSEModel:
+        """A new model holding ``encoder``'s weights (its pooler, which SimCSE drops, excepted), built with
+        ``settings``; ``source`` (where the encoder came from) is kept as ``config.base_model_name_or_path``."""
+        model = cls(SimCSEConfig(encoder_config=encoder.config, **settings))
+        state = {key: value for key, value in encoder.state_dict().items() if not key.startswith("pooler.")}
+        model.encoder.load_state_dict(state)  # strict: the same class and configuration on both sides
+        model.config.base_model_name_or_path = public_name(str(source))
+        model.tokenizer = tokenizer
+        return model
 
     @classmethod
     def from_encoder(
@@ -158,24 +161,14 @@ class SimCSEModel(PreTrainedModel):
         >>> model = SimCSEModel.from_encoder("bert-base-uncased", pooler_type="cls")  # doctest: +SKIP
         """
         encoder = AutoModel.from_pretrained(encoder_name_or_path, **from_pretrained_kwargs)
-        encoder.config._name_or_path = public_name(str(encoder_name_or_path))
-        config = SimCSEConfig(
-            encoder_config=encoder.config,
-            pooler_type=pooler_type,
-            mlp_only_train=mlp_only_train,
-            temperature=temperature,
-            hard_negative_weight=hard_negative_weight,
-            do_mlm=do_mlm,
-            mlm_weight=mlm_weight,
+        model = cls._around(
+            encoder, encoder_name_or_path, load_tokenizer(encoder_name_or_path, encoder.config, from_pretrained_kwargs),
+            pooler_type=pooler_type, mlp_only_train=mlp_only_train, temperature=temperature,
+            hard_negative_weight=hard_negative_weight, do_mlm=do_mlm, mlm_weight=mlm_weight,
         )
-        model = cls(config)
-        model._copy_encoder_weights(encoder, source=str(encoder_name_or_path))
         if do_mlm:
             mlm_model = AutoModelForMaskedLM.from_pretrained(encoder_name_or_path, **from_pretrained_kwargs)
-            head_name = next(name for name in ("cls", "lm_head") if hasattr(mlm_model, name))
-            model.lm_head.load_state_dict(getattr(mlm_model, head_name).state_dict())
-        model.config.base_model_name_or_path = public_name(str(encoder_name_or_path))
-        model.tokenizer = load_tokenizer(encoder_name_or_path, encoder.config, from_pretrained_kwargs)
+            model.lm_head.load_state_dict(masked_lm_head(mlm_model)[1].state_dict())
         return model
 
     @classmethod
@@ -196,8 +189,8 @@ class SimCSEModel(PreTrainedModel):
         Args:
             path_or_repo (`str` or `os.PathLike`): e.g. ``princeton-nlp/sup-simcse-bert-base-uncased`` or a folder.
             supervised (`bool`, *optional*): which recipe the release followed. When not given it is read from the
-                release name: ``sup-simcse-...`` is supervised, ``unsup-simcse-...`` unsupervised; any other name
-                raises ``ValueError`` asking for the argument.
+                release name (``formats_simcse.official_recipe``): ``sup-simcse-...`` is supervised,
+                ``unsup-simcse-...`` unsupervised; any other name raises ``ValueError`` asking for the argument.
             from_pretrained_kwargs: passed to ``AutoModel.from_pretrained``.
 
         >>> model = SimCSEModel.from_official("princeton-nlp/sup-simcse-bert-base-uncased")  # doctest: +SKIP
@@ -205,22 +198,15 @@ class SimCSEModel(PreTrainedModel):
         if supervised is None:
             supervised = official_is_supervised(path_or_repo)
         encoder = AutoModel.from_pretrained(path_or_repo, **from_pretrained_kwargs)
-        encoder.config._name_or_path = public_name(str(path_or_repo))
         pooler = getattr(encoder, "pooler", None)
         if not isinstance(getattr(pooler, "dense", None), nn.Linear):
             raise ValueError(
                 f"{str(path_or_repo)!r} has no pooler dense layer (the SimCSE MLP of an official release); "
                 "load it with SimCSEModel.from_encoder instead."
             )
-        config = SimCSEConfig(
-            encoder_config=encoder.config,
-            pooler_type="cls" if supervised else "cls_before_pooler",
-        )
-        model = cls(config)
-        model._copy_encoder_weights(encoder, source=str(path_or_repo))
+        model = cls._around(encoder, path_or_repo, load_tokenizer(path_or_repo, encoder.config, from_pretrained_kwargs),
+                            pooler_type="cls" if supervised else "cls_before_pooler")
         model.mlp.dense.load_state_dict(pooler.dense.state_dict())
-        model.config.base_model_name_or_path = public_name(str(path_or_repo))
-        model.tokenizer = load_tokenizer(path_or_repo, encoder.config, from_pretrained_kwargs)
         return model
 
     @classmethod
@@ -239,28 +225,22 @@ class SimCSEModel(PreTrainedModel):
             st_kwargs: passed to ``SentenceTransformer(...)`` when a path is given.
 
         >>> model = SimCSEModel.from_sentence_transformer("outputs/st-simcse")  # doctest: +SKIP
-        >>> save_model(model, "outputs/simcse", tokenizer)  # doctest: +SKIP
+        >>> model.save_pretrained("outputs/simcse")  # doctest: +SKIP
         """
         st_model = st_model_or_path
         if isinstance(st_model_or_path, (str, os.PathLike)):
             from sentence_transformers import SentenceTransformer  # optional: only this method needs it
 
             st_model = SentenceTransformer(str(st_model_or_path), **st_kwargs)
-        modules = list(st_model.children()) if isinstance(st_model, nn.Module) else list(st_model)
-        encoder = getattr(modules[0], "model", None) or getattr(modules[0], "auto_model", None) if modules else None
+        encoder = getattr(st_model[0], "model", None)
         if not isinstance(encoder, PreTrainedModel):
             raise ValueError("from_sentence_transformer: the first module must be a Transformer module.")
         if isinstance(encoder, SimCSEModel):
-            encoder.tokenizer = encoder.tokenizer or getattr(st_model, "tokenizer", None)
+            encoder.tokenizer = encoder.tokenizer or st_model.tokenizer
             return encoder
-        pooler_type = sentence_transformer_pooler(modules[1:])
-        model = cls(SimCSEConfig(encoder_config=encoder.config, pooler_type=pooler_type))
-        model._copy_encoder_weights(encoder, source="the sentence-transformers model")
-        name = str(st_model_or_path) if isinstance(st_model_or_path, (str, os.PathLike)) else encoder.name_or_path
-        model.config.base_model_name_or_path = public_name(name)
-        model.config.encoder_config._name_or_path = public_name(encoder.config.name_or_path)
-        model.tokenizer = getattr(st_model, "tokenizer", None)
-        return model.to(next(encoder.parameters()).device)
+        source = st_model_or_path if isinstance(st_model_or_path, (str, os.PathLike)) else encoder.name_or_path
+        pooler_type = sentence_transformer_pooler(list(st_model)[1:])
+        return cls._around(encoder, source, st_model.tokenizer, pooler_type=pooler_type).to(encoder.device)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *model_args, **kwargs) -> SimCSEModel:
@@ -274,6 +254,12 @@ class SimCSEModel(PreTrainedModel):
         return model
 
     # ------------------------------------------------------------------ saving
+
+    def _refuse_non_finite(self, action: str) -> None:
+        problem = non_finite_weights(self)
+        if problem is not None:
+            raise ValueError(f"refusing to {action}: {problem}. The weights are not finite (did training diverge? "
+                             "lower the learning rate).")
 
     def save_pretrained(
         self,
@@ -290,7 +276,8 @@ class SimCSEModel(PreTrainedModel):
         ``simcse_hub.SimCSE(folder)`` give the same embeddings. ``push_to_hub`` saves through this method.
 
         Weights with NaN or inf are refused (`ValueError` naming the first such tensor) before anything is written.
-        No path of this machine is written: the encoder's origin is saved as its Hub id, or its folder name.
+        No path of this machine is written: the encoder's origin is saved as its Hub id, or its folder name
+        (``SimCSEConfig.to_dict``).
 
         Args:
             save_directory (`str` or `os.PathLike`): the folder, created if needed.
@@ -303,36 +290,27 @@ class SimCSEModel(PreTrainedModel):
 
         >>> model.save_pretrained("outputs/my-simcse")  # doctest: +SKIP
         """
-        problem = non_finite_weights(self)
-        if problem is not None:
-            raise ValueError(f"refusing to save the model to {public_name(str(save_directory))}: {problem}. The "
-                             "weights are not finite (did training diverge? lower the learning rate).")
-        push_to_hub = kwargs.pop("push_to_hub", False)
-        push_kwargs = {key: kwargs.pop(key) for key in ("repo_id", "commit_message", "private", "create_pr")
-                       if key in kwargs}
-        is_main_process = kwargs.get("is_main_process", args[0] if args else True)
-        with public_names(self.config):
-            super().save_pretrained(save_directory, *args, **kwargs)
-        if not is_main_process:
+        self._refuse_non_finite(f"save the model to {public_name(str(save_directory))}")
+        push_to_hub = kwargs.pop("push_to_hub", False)  # after the files below: transformers' push would miss them
+        super().save_pretrained(save_directory, *args, **kwargs)
+        if not kwargs.get("is_main_process", args[0] if args else True):
             return
-        tokenizer = tokenizer if tokenizer is not None else self.tokenizer
-        write_loader_files(Path(save_directory), self.config, tokenizer, max_seq_length)
+        write_loader_files(Path(save_directory), self.config, self.tokenizer if tokenizer is None else tokenizer,
+                           max_seq_length)
         if push_to_hub:
-            repo_id = push_kwargs.pop("repo_id", Path(save_directory).name)
-            self.push_to_hub(repo_id, token=kwargs.get("token"), **push_kwargs)
+            hub_kwargs = {key: kwargs[key] for key in ("commit_message", "private", "create_pr", "token")
+                          if key in kwargs}
+            self.push_to_hub(kwargs.get("repo_id", Path(save_directory).name), **hub_kwargs)
 
-    def push_to_hub(self, repo_id: str, *args, tags: list[str] | None = None, **kwargs) -> Any:
+    def push_to_hub(self, repo_id: str, *args, **kwargs) -> Any:
         r"""``PreTrainedModel.push_to_hub`` through :meth:`save_pretrained` (the complete folder), tagged ``simcse``
-        and ``sentence-transformers``; weights with NaN or inf are refused before the repo is created. For the full
-        model card (training and evaluation), push with ``simcse-hub push`` instead.
+        and ``sentence-transformers`` (``model_tags``); weights with NaN or inf are refused before the repo is
+        created. For the full model card (training and evaluation), push with ``simcse-hub push`` instead.
 
         >>> model.push_to_hub("me/my-simcse")  # doctest: +SKIP
         """
-        problem = non_finite_weights(self)
-        if problem is not None:
-            raise ValueError(f"refusing to push the model to {repo_id}: {problem}.")
-        tags = list(dict.fromkeys(["simcse", "sentence-transformers", "sentence-similarity", *(tags or [])]))
-        return super().push_to_hub(repo_id, *args, tags=tags, **kwargs)
+        self._refuse_non_finite(f"push the model to {repo_id}")
+        return super().push_to_hub(repo_id, *args, **kwargs)
 
     # ------------------------------------------------------------------ forward
 
@@ -345,12 +323,7 @@ class SimCSEModel(PreTrainedModel):
         """The configured pooler over token states (no MLP): ``(batch, seq_len, hidden) -> (batch, hidden)``."""
         return pool(self.config.pooler_type, attention_mask, last_hidden_state, hidden_states)
 
-    def _needs_hidden_states(self) -> bool:
-        return self.config.pooler_type in ("avg_top2", "avg_first_last")
-
-    def _uses_mlp(self) -> bool:
-        return self.config.pooler_type == "cls" and (self.training or not self.config.mlp_only_train)
-
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.Tensor | None = None,
@@ -362,9 +335,8 @@ class SimCSEModel(PreTrainedModel):
         mlm_labels: torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
         output_attentions: bool | None = None,
-        return_dict: bool | None = None,
         **kwargs,
-    ) -> SimCSEModelOutput | tuple:
+    ) -> SimCSEModelOutput:
         r"""Encode sentences, or compute the SimCSE training loss on grouped sentences.
 
         Args:
@@ -377,46 +349,38 @@ class SimCSEModel(PreTrainedModel):
             mlm_input_ids, mlm_labels (`torch.LongTensor` of shape `(batch, num_sent, seq_len)`, *optional*): masked
                 inputs and their labels (-100 where not masked) for the auxiliary MLM loss.
             output_hidden_states (`bool`, *optional*): also return every layer's output.
+            return_dict (`bool`, *optional*): ``False`` for a tuple (transformers' ``can_return_tuple``).
 
         Returns:
             [`SimCSEModelOutput`]: ``last_hidden_state`` and ``pooler_output`` (flattened to ``(batch * num_sent,
             ...)`` for grouped inputs), plus ``loss`` for grouped inputs.
         """
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
-        output_hidden_states = (
-            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
-        )
         inputs, num_sent = flatten_groups({"input_ids": input_ids, "attention_mask": attention_mask,
                                            "token_type_ids": token_type_ids, "position_ids": position_ids,
                                            "inputs_embeds": inputs_embeds})
-        attention_mask = inputs["attention_mask"]
-        optional = ("token_type_ids", "position_ids")  # passed only when given: not every encoder takes them
-        outputs = self.encoder(
-            **{key: value for key, value in inputs.items() if value is not None or key not in optional},
-            output_hidden_states=output_hidden_states or self._needs_hidden_states(),
-            return_dict=True,
-            **({"output_attentions": True} if output_attentions else {}),
-        )
-        pooled = self.pool(attention_mask, outputs.last_hidden_state, outputs.hidden_states)  # (batch*num_sent, hidden)
-        if self._uses_mlp():
-            pooled = self.mlp(pooled)
-
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
+        needs_layers = self.config.pooler_type in ("avg_top2", "avg_first_last")
+        outputs = self.encoder(**inputs, output_hidden_states=output_hidden_states or needs_layers,
+                               output_attentions=output_attentions, return_dict=True)
+        pooled = self.pool(inputs["attention_mask"], outputs.last_hidden_state, outputs.hidden_states)
+        if self.config.pooler_type == "cls" and (self.training or self.config.uses_mlp_at_inference):
+            pooled = self.mlp(pooled)  # (batch * num_sent, hidden)
         loss = None
         if num_sent:
             groups = pooled.view(-1, num_sent, pooled.size(-1))  # (batch, num_sent, hidden)
             loss = info_nce(groups[:, 0], groups[:, 1], groups[:, 2] if num_sent == 3 else None,
                             temperature=self.config.temperature, hard_negative_weight=self.config.hard_negative_weight)
             if self.config.do_mlm and mlm_input_ids is not None:
-                loss = loss + self.config.mlm_weight * self.mlm_loss(mlm_input_ids, mlm_labels, attention_mask)
-
-        result = SimCSEModelOutput(
+                mlm = self.mlm_loss(mlm_input_ids, mlm_labels, inputs["attention_mask"])
+                loss = loss + self.config.mlm_weight * mlm
+        return SimCSEModelOutput(
             last_hidden_state=outputs.last_hidden_state,
             pooler_output=pooled,
-            loss=loss,
             hidden_states=outputs.hidden_states if output_hidden_states else None,
             attentions=getattr(outputs, "attentions", None),
+            loss=loss,
         )
-        return result if return_dict else result.to_tuple()
 
     def mlm_loss(
         self, mlm_input_ids: torch.Tensor, mlm_labels: torch.Tensor, attention_mask: torch.Tensor | None = None
@@ -427,16 +391,16 @@ class SimCSEModel(PreTrainedModel):
         if mlm_labels is None:
             raise ValueError("mlm_input_ids were given without mlm_labels.")
         seq_len = mlm_input_ids.size(-1)
-        mlm_input_ids = mlm_input_ids.reshape(-1, seq_len)  # (batch * num_sent, seq_len)
         if attention_mask is not None:
-            attention_mask = attention_mask.reshape(-1, seq_len)
-        hidden = self.encoder(input_ids=mlm_input_ids, attention_mask=attention_mask, return_dict=True)
-        scores = self.lm_head(hidden.last_hidden_state)  # (batch * num_sent, seq_len, vocab)
-        return F.cross_entropy(scores.reshape(-1, scores.size(-1)).float(), mlm_labels.reshape(-1), ignore_index=-100)
+            attention_mask = attention_mask.reshape(-1, seq_len)  # (batch * num_sent, seq_len)
+        hidden = self.encoder(input_ids=mlm_input_ids.reshape(-1, seq_len), attention_mask=attention_mask,
+                              return_dict=True).last_hidden_state
+        scores = self.lm_head(hidden)  # (batch * num_sent, seq_len, vocab)
+        return F.cross_entropy(scores.reshape(-1, scores.size(-1)).float(), mlm_labels.reshape(-1))
 
 
 # `save_pretrained` writes `auto_map` and copies this file and its siblings next to the weights.
 SimCSEConfig.register_for_auto_class()
 SimCSEModel.register_for_auto_class("AutoModel")
 
-__all__ = ["SimCSEModel", "SimCSEModelOutput"]
+__all__ = ["SimCSEModel", "SimCSEModelOutput", "masked_lm_head"]

@@ -8,9 +8,10 @@ import json
 import pytest
 import torch
 from conftest import make_model, remote_code_embeddings
+from simcse_hub.modeling.formats_simcse import standard_pooling_mode
 
 from simcse_hub import POOLER_TYPES, SimCSEModel
-from simcse_hub.train import save_model, standard_pooling_mode
+from simcse_hub.train import save_model
 
 VARIANTS = [(p, m) for p in POOLER_TYPES for m in (False, True)]
 
