@@ -1,41 +1,26 @@
-"""From the former ``sts_data`` module:
+"""STS evaluation of sentence embeddings the way the SimCSE paper reports it, and its reports.
 
-STS data: the SentEval task layout on disk, a strict reader of ``sentence1<TAB>sentence2<TAB>score`` files (cached),
-and the Hub fallback (the public MTEB copies) for tasks absent locally.
+Data, in SentEval's layout: ``<data_dir>/stsb/{train,dev,test}.tsv.gz``, ``<data_dir>/sickr/{train,trial,test}.tsv.gz``
+(the SICK dev split is ``trial``) and ``<data_dir>/sts12/<subtask>.tsv.gz`` ... ``sts16/`` with SentEval's sub-task
+names. Each file has the header ``sentence1<TAB>sentence2<TAB>score`` and one pair per line, with no CSV quoting (.tsv
+or .tsv.gz); a bad file is a [`STSDataError`] naming the file and the line. Parsed files are cached by (path,
+modification time, size), so the training loop can evaluate every few steps without reading them again. A task absent
+locally is fetched from the Hub (the public MTEB copies, through ``datasets.load_dataset``) when online; offline,
+[`load_sts_task`] raises [`TaskUnavailableError`] with the reason, which [`evaluate_sts`] reports under ``missing``.
 
-Layout: ``<data_dir>/stsb/{train,dev,test}.tsv.gz``, ``<data_dir>/sickr/{train,trial,test}.tsv.gz`` (the SICK dev
-split is ``trial``) and ``<data_dir>/sts12/<subtask>.tsv.gz`` ... ``sts16/`` with SentEval's sub-task names. Each
-file has the header ``sentence1<TAB>sentence2<TAB>score`` and one pair per line, with no CSV quoting (.tsv or
-.tsv.gz). A task absent locally is fetched from the Hub when online; offline, [`load_sts_task`] raises
-[`TaskUnavailableError`] with the reason, which [`simcse_hub.evaluation.evaluate_sts`] reports under ``missing``.
-Parsed files are cached by (path, modification time, size), so the training loop can evaluate every few steps
-without re-reading them.
+Scores:
 
-From the former ``evaluation`` module:
-
-Evaluation of sentence embeddings the way the SimCSE paper reports it.
-
-* STS12-STS16, STS-B and SICK-R (SentEval's task names): Spearman correlation x100 between the cosine similarity of
-  the two embeddings and the gold score, without a trained regressor. STS12-16 aggregate their sub-tasks as
-  SentEval does: ``all`` (one correlation over the concatenated sub-tasks, the SimCSE paper's setting), ``mean``
-  (plain average of the sub-task correlations) or ``wmean`` (average weighted by sub-task size). For the single-file
-  tasks STS-B and SICK-R the three settings coincide.
-* Alignment and uniformity (Wang & Isola, 2020) on L2-normalised embeddings, as SimCSE reports them: alignment
-  (alpha=2) over the STS-B pairs scored above 4, uniformity (t=2) over all (distinct) STS-B sentences of a split.
+* STS12-STS16, STS-B and SICK-R: Spearman correlation x100 between the cosine similarity of the two embeddings and the
+  gold score, without a trained regressor. STS12-16 aggregate their sub-tasks as SentEval does: ``all`` (one
+  correlation over the concatenated sub-tasks, the SimCSE paper's setting), ``mean`` (plain average of the sub-task
+  correlations) or ``wmean`` (average weighted by sub-task size). For STS-B and SICK-R the three coincide.
+* Alignment (alpha=2, over the STS-B pairs scored above 4) and uniformity (t=2, over all distinct STS-B sentences of a
+  split) of Wang & Isola (2020) on L2-normalised embeddings, and the mean cosine of all pairs (the anisotropy).
 
 Encoding is injected: every function takes ``encode_fn(list[str]) -> (n, dim)`` embeddings (numpy or torch, not
 necessarily normalised), so the training loop passes its in-training model and the CLI passes ``SimCSE.encode``.
-
-Data: ``<data_dir>/stsb/{train,dev,test}.tsv.gz``, ``<data_dir>/sickr/{train,trial,test}.tsv.gz`` (the SICK dev split
-is ``trial``) and ``<data_dir>/sts12/<subtask>.tsv.gz`` ... ``sts16/`` (SentEval's sub-task names), each file
-``sentence1<TAB>sentence2<TAB>score`` with a header. A task absent locally is fetched from the Hub (the public MTEB
-copies) when online; offline it is reported under ``"missing"`` with the reason. Parsed files are cached (see
-:mod:`simcse_hub.sts_data`).
-
-From the former ``reporting`` module:
-
-The results of ``simcse-hub evaluate`` for people: a Markdown table of several models, the console table of one,
-the JSON file, and the alignment-uniformity figure of Wang & Isola (2020).
+Reports: the Markdown table of several models, the console table of one, the JSON file, and the alignment-uniformity
+figure.
 """
 
 from __future__ import annotations
@@ -45,6 +30,7 @@ import json
 import logging
 import math
 import os
+import warnings
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -52,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.stats import spearmanr
+from scipy.stats import ConstantInputWarning, spearmanr
 
 logger = logging.getLogger(__name__)
 
@@ -75,10 +61,14 @@ HUB_DATASETS = {
 }
 HUB_SPLITS = {"test": "test", "dev": "validation"}
 DISPLAY_NAMES = {"STSBenchmark": "STS-B", "SICKRelatedness": "SICK-R"}
-_ALIASES = {"STSB": "STSBenchmark", "STS-B": "STSBenchmark", "SICKR": "SICKRelatedness", "SICK-R": "SICKRelatedness"}
+_NAMES = {name.lower(): task for task in STS_TASKS for name in (task, DISPLAY_NAMES.get(task, task),
+                                                                   DISPLAY_NAMES.get(task, task).replace("-", ""))}
 SETTINGS = ("all", "mean", "wmean")
 SPLITS = ("test", "dev")
 HEADER = ["sentence1", "sentence2", "score"]
+EXPECTED = "a header 'sentence1<TAB>sentence2<TAB>score', then one 'sentence1<TAB>sentence2<TAB>score' per line"
+
+EncodeFn = Callable[[list[str]], Any]  # list of n sentences -> (n, dim) numpy array or torch tensor
 
 
 class STSDataError(ValueError):
@@ -110,6 +100,21 @@ class STSPairs:
         return len(self.scores)
 
 
+def _pairs(sentences1: Sequence[str], sentences2: Sequence[str], scores: Sequence[float], source: Any) -> STSPairs:
+    """The pairs with read-only scores; gold scores that are all equal are warned about here, once per file (the
+    pairs are cached), naming it, since no correlation is defined on them."""
+    array = np.asarray(scores, dtype=np.float64)  # (n,)
+    array.setflags(write=False)
+    if (array == array[0]).all():
+        logger.warning("%s: every gold score is %g; Spearman is undefined (NaN) for this task.", source, array[0])
+    return STSPairs(tuple(sentences1), tuple(sentences2), array, str(source))
+
+
+def _check_choice(name: str, value: Any, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {list(choices)}; got {value!r}.")
+
+
 # ---------------------------------------------------------------------------------------------------- reading
 
 _FILE_CACHE: dict[tuple[str, int, int], STSPairs] = {}
@@ -117,40 +122,30 @@ _HUB_CACHE: dict[tuple[str, str], dict[str, STSPairs]] = {}
 
 
 def _parse_sts_file(path: Path, score_range: tuple[float, float] | None = None) -> STSPairs:
-    expected = "a header 'sentence1<TAB>sentence2<TAB>score', then one 'sentence1<TAB>sentence2<TAB>score' per line"
+    # ours: datasets' csv loader pads a short row with None and names neither file nor line of bad UTF-8 (5.2)
     try:
         raw = gzip.decompress(path.read_bytes()) if path.name.endswith(".gz") else path.read_bytes()
+        lines = raw.decode("utf-8").split("\n")
     except (gzip.BadGzipFile, EOFError, zlib.error) as error:
         raise STSDataError(f"{path}: not a valid gzip file ({error}); expected a .tsv or .tsv.gz file.") from error
-    lines = raw.split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()
+    except UnicodeDecodeError as error:
+        line, column = raw.count(b"\n", 0, error.start) + 1, error.start - raw.rfind(b"\n", 0, error.start)
+        raise STSDataError(f"{path}, line {line}: byte {raw[error.start:error.start + 1]!r} at column {column} is "
+                           "not valid UTF-8; the file must be UTF-8 encoded.") from error
+    lines = [line.rstrip("\r") for line in lines[:-1 if lines[-1] == "" else None]]
     if not lines:
-        raise STSDataError(f"{path}: the file is empty; expected {expected}.")
-    sentences1, sentences2, scores = [], [], []
-    outside: list[tuple[int, float]] = []  # (line, score) of gold scores outside the task's range
-    for number, line in enumerate(lines, start=1):
-        try:
-            text = line.decode("utf-8").rstrip("\r")
-        except UnicodeDecodeError as error:
-            raise STSDataError(
-                f"{path}, line {number}: byte {line[error.start:error.start + 1]!r} at column {error.start + 1} is not "
-                "valid UTF-8; the file must be UTF-8 encoded."
-            ) from error
+        raise STSDataError(f"{path}: the file is empty; expected {EXPECTED}.")
+    if [field.strip().lower() for field in lines[0].split("\t")] != HEADER:
+        raise STSDataError(f"{path}, line 1: expected the header 'sentence1<TAB>sentence2<TAB>score', got "
+                           f"{lines[0][:80]!r}.")
+    rows, outside = [], []  # outside: (line, score) of the gold scores outside the task's range
+    for number, text in enumerate(lines[1:], start=2):
         fields = text.split("\t")
-        if number == 1:
-            if [field.strip().lower() for field in fields] != HEADER:
-                raise STSDataError(
-                    f"{path}, line 1: expected the header 'sentence1<TAB>sentence2<TAB>score', got {text[:80]!r}."
-                )
-            continue
         if not text.strip():
             continue  # a blank line holds no pair
         if len(fields) != 3:
-            raise STSDataError(
-                f"{path}, line {number}: expected 3 tab-separated fields (sentence1, sentence2, score), found "
-                f"{len(fields)}: {text[:80]!r}."
-            )
+            raise STSDataError(f"{path}, line {number}: expected 3 tab-separated fields (sentence1, sentence2, "
+                               f"score), found {len(fields)}: {text[:80]!r}.")
         try:
             score = float(fields[2])
         except ValueError:
@@ -161,19 +156,15 @@ def _parse_sts_file(path: Path, score_range: tuple[float, float] | None = None) 
             raise STSDataError(f"{path}, line {number}: empty sentence; both sentences of a pair must be non-empty.")
         if score_range is not None and not score_range[0] <= score <= score_range[1]:
             outside.append((number, score))
-        sentences1.append(fields[0])
-        sentences2.append(fields[1])
-        scores.append(score)
+        rows.append((fields[0], fields[1], score))
+    if not rows:
+        raise STSDataError(f"{path}: no sentence pairs after the header; expected {EXPECTED}.")
     if outside:
         (first, value), more = outside[0], len(outside) - 1
         logger.warning("%s, line %d: the gold score %g is outside the task's range %g-%g%s; the correlation is "
                        "computed all the same, but check the file.", path, first, value, *score_range,
                        f" (and {more} more line{'s' if more > 1 else ''})" if more else "")
-    if not scores:
-        raise STSDataError(f"{path}: no sentence pairs after the header; expected {expected}.")
-    array = np.asarray(scores, dtype=np.float64)
-    array.setflags(write=False)
-    return STSPairs(tuple(sentences1), tuple(sentences2), array, str(path))
+    return _pairs(*zip(*rows), path)
 
 
 def _load_sts_file(path: str | os.PathLike, score_range: tuple[float, float] | None = None) -> STSPairs:
@@ -183,10 +174,7 @@ def _load_sts_file(path: str | os.PathLike, score_range: tuple[float, float] | N
     try:
         stat = path.stat()
     except FileNotFoundError:
-        raise FileNotFoundError(
-            f"{path}: no such STS data file (expected a sentence1<TAB>sentence2<TAB>score file with a header, "
-            ".tsv or .tsv.gz)."
-        ) from None
+        raise FileNotFoundError(f"{path}: no such STS data file (expected {EXPECTED}; .tsv or .tsv.gz).") from None
     if not path.is_file():
         raise STSDataError(f"{path}: is a directory, not an STS data file.")
     key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
@@ -232,22 +220,19 @@ def default_data_dir() -> Path | None:
 
 def canonical_task(name: str) -> str:
     """SentEval's name for ``name`` (case-insensitive; ``STS-B``/``STSB`` and ``SICK-R``/``SICKR`` accepted)."""
-    lookup = {task.lower(): task for task in STS_TASKS} | {alias.lower(): task for alias, task in _ALIASES.items()}
-    if str(name).lower() not in lookup:
+    if str(name).lower() not in _NAMES:
         raise ValueError(f"unknown STS task {name!r}; expected one of {list(STS_TASKS)}.")
-    return lookup[str(name).lower()]
+    return _NAMES[str(name).lower()]
 
 
 def _find_file(stem: Path) -> Path | None:
-    for suffix in (".tsv.gz", ".tsv"):
-        if stem.with_name(stem.name + suffix).is_file():
-            return stem.with_name(stem.name + suffix)
-    return None
+    return next((path for path in (stem.with_name(stem.name + suffix) for suffix in (".tsv.gz", ".tsv"))
+                 if path.is_file()), None)
 
 
 def _hub_offline() -> bool:
     """Whether the Hub is out of reach: offline mode (``HF_HUB_OFFLINE``, ``HF_DATASETS_OFFLINE``) or no connection
-    (the quick probe of :func:`simcse_hub.inference.hub_reachable`, which spares the client's retries)."""
+    (the quick probe of :func:`simcse_hub.data.hub_reachable`, which spares the client's retries)."""
     from simcse_hub.data import hub_reachable
 
     datasets_offline = os.environ.get("HF_DATASETS_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE")
@@ -255,7 +240,8 @@ def _hub_offline() -> bool:
 
 
 def _load_from_hub(task: str, split: str, local_reason: str, hub: bool | str = True) -> dict[str, STSPairs]:
-    """The MTEB copy of ``task`` on the Hub, grouped by sub-task when the copy says which row belongs to which."""
+    """The MTEB copy of ``task`` on the Hub through ``datasets.load_dataset`` (cached), or a `TaskUnavailableError`
+    saying why not."""
     repo = HUB_DATASETS[task]
     if hub is not True:
         raise TaskUnavailableError(f"{local_reason}; {hub or 'the Hub was not asked'}, so {repo} was not fetched")
@@ -266,48 +252,32 @@ def _load_from_hub(task: str, split: str, local_reason: str, hub: bool | str = T
         raise TaskUnavailableError(f"{local_reason}; the Hub copy {repo} has no dev (trial) split")
     if (repo, split) in _HUB_CACHE:
         return _HUB_CACHE[(repo, split)]
-    try:
-        import datasets
-    except ImportError:
-        raise TaskUnavailableError(f"{local_reason}; fetching {repo} needs `datasets` (pip install datasets)") from None
-    errors: tuple[type[BaseException], ...] = (OSError, ValueError, datasets.exceptions.DatasetsError)
-    try:
-        import httpx
+    import datasets  # a core dependency, imported only when a task is fetched
+    from huggingface_hub.errors import HTTPError
 
-        errors += (httpx.HTTPError,)
-    except ImportError:
-        pass
     try:
         dataset = datasets.load_dataset(repo, split=HUB_SPLITS[split])
-    except errors as error:
+    except (OSError, ValueError, HTTPError, datasets.exceptions.DatasetsError) as error:
         unreachable = isinstance(error, ConnectionError) or type(error).__module__.startswith(("httpx", "requests"))
         raise TaskUnavailableError(
             f"{local_reason}; could not fetch {repo} from the Hub ({type(error).__name__}: {error})", unreachable
         ) from error
-    subtasks = STS_TASKS[task][1] or ()
-    names = {name.lower(): name for name in subtasks}
-    group_column = next((column for column in ("dataset", "subset", "source") if column in dataset.column_names
-                         and {str(v).lower() for v in dataset.unique(column)} <= set(names)), None)
-    groups: dict[str, list[int]] = {}
-    for index, value in enumerate(dataset[group_column] if group_column else [task] * len(dataset)):
-        groups.setdefault(names.get(str(value).lower(), task), []).append(index)
-    rows = dataset.to_dict()
-    loaded = {}
-    for name, indices in groups.items():
-        scores = np.asarray([float(rows["score"][i]) for i in indices], dtype=np.float64)
-        scores.setflags(write=False)
-        loaded[name] = STSPairs(tuple(rows["sentence1"][i] for i in indices),
-                                tuple(rows["sentence2"][i] for i in indices), scores, f"hf://datasets/{repo}")
     if task == "SICKRelatedness" and len(dataset) != 4927:
         logger.warning("%s '%s' holds %d pairs; SentEval's SICK-R test split has 4,927, so this score is not directly "
                        "comparable with published SentEval figures.", repo, HUB_SPLITS[split], len(dataset))
-    _HUB_CACHE[(repo, split)] = loaded
-    return loaded
+    names = {name.lower(): name for name in STS_TASKS[task][1] or ()}
+    column = next((column for column in ("dataset", "subset", "source") if column in dataset.column_names
+                   and {str(value).lower() for value in dataset.unique(column)} <= set(names)), None)
+    frame = dataset.to_pandas()  # grouped by sub-task when a column says which row belongs to which
+    groups = frame[column].astype(str).str.lower().map(names) if column else np.full(len(frame), task)
+    source = f"hf://datasets/{repo}"
+    _HUB_CACHE[(repo, split)] = {name: _pairs(rows["sentence1"], rows["sentence2"], rows["score"], source)
+                                 for name, rows in frame.groupby(groups, sort=False)}
+    return _HUB_CACHE[(repo, split)]
 
 
-def load_sts_task(
-    task: str, data_dir: str | os.PathLike | None = None, split: str = "test", hub: bool | str = True
-) -> dict[str, STSPairs]:
+def load_sts_task(task: str, data_dir: str | os.PathLike | None = None, split: str = "test",
+                  hub: bool | str = True) -> dict[str, STSPairs]:
     r"""The pairs of one STS task: ``{sub-task name: STSPairs}`` (one entry named after the task for STS-B/SICK-R).
 
     Args:
@@ -326,45 +296,45 @@ def load_sts_task(
     (1500,)
     """
     task = canonical_task(task)
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {list(SPLITS)}; got {split!r}.")
+    _check_choice("split", split, SPLITS)
     folder, subtasks = STS_TASKS[task]
     if subtasks and split != "test":
         raise TaskUnavailableError(
             f"{task} has no {split} split (SentEval scores STS12-16 on all their pairs); use split='test'"
         )
     if data_dir is None:
-        local_reason = "no local data directory (pass data_dir / --data-dir or set SIMCSE_DATA_DIR)"
-    else:
-        base = Path(data_dir) / folder
-        if subtasks and base.is_dir():
-            loaded = {}
-            for name in subtasks:
-                path = _find_file(base / name)
-                if path is None:
-                    raise FileNotFoundError(
-                        f"{base / name}.tsv.gz: missing sub-task file of {task} (its folder {base} exists; SentEval's "
-                        f"{task} has the sub-tasks {list(subtasks)}, each a .tsv or .tsv.gz file)."
-                    )
-                loaded[name] = _load_sts_file(path, SCORE_RANGES.get(folder, DEFAULT_SCORE_RANGE))
-            return loaded
-        if not subtasks:
-            path = _find_file(base / SPLIT_FILES[folder][split])
-            if path is not None:
-                return {task: _load_sts_file(path, SCORE_RANGES.get(folder, DEFAULT_SCORE_RANGE))}
-        wanted = f"{folder}/<sub-task>.tsv.gz" if subtasks else f"{folder}/{SPLIT_FILES[folder][split]}.tsv.gz"
-        local_reason = f"{wanted} not found in {data_dir}"
-    return _load_from_hub(task, split, local_reason, hub)
-
-EncodeFn = Callable[[list[str]], Any]  # list of n sentences -> (n, dim) numpy array or torch tensor
-
-# ---------------------------------------------------------------------------------------------------- encoding
+        reason = "no local data directory (pass data_dir / --data-dir or set SIMCSE_DATA_DIR)"
+        return _load_from_hub(task, split, reason, hub)
+    base, score_range = Path(data_dir) / folder, SCORE_RANGES.get(folder, DEFAULT_SCORE_RANGE)
+    if subtasks and base.is_dir():
+        paths = {name: _find_file(base / name) for name in subtasks}
+        for name, path in paths.items():
+            if path is None:
+                raise FileNotFoundError(
+                    f"{base / name}.tsv.gz: missing sub-task file of {task} (its folder {base} exists; SentEval's "
+                    f"{task} has the sub-tasks {list(subtasks)}, each a .tsv or .tsv.gz file)."
+                )
+        return {name: _load_sts_file(path, score_range) for name, path in paths.items()}
+    path = None if subtasks else _find_file(base / SPLIT_FILES[folder][split])
+    if path is not None:
+        return {task: _load_sts_file(path, score_range)}
+    wanted = f"{folder}/<sub-task>.tsv.gz" if subtasks else f"{folder}/{SPLIT_FILES[folder][split]}.tsv.gz"
+    return _load_from_hub(task, split, f"{wanted} not found in {data_dir}", hub)
 
 
-def _as_numpy(embeddings: Any) -> np.ndarray:
-    if hasattr(embeddings, "detach"):  # torch.Tensor
-        embeddings = embeddings.detach().float().cpu().numpy()
-    return np.asarray(embeddings, dtype=np.float32)
+# ---------------------------------------------------------------------------------------------------- measures
+
+
+def as_matrix(embeddings: Any, name: str, dtype: Any = np.float64) -> np.ndarray:
+    """A numpy ``(n, dim)`` copy of ``embeddings`` (array, torch tensor or nested lists) in ``dtype``; a `ValueError`
+    naming ``name`` for another shape. The one conversion of evaluation and post-processing."""
+    if hasattr(embeddings, "detach"):  # torch.Tensor, without importing torch here
+        embeddings = embeddings.detach().cpu()
+        embeddings = (embeddings.float() if np.dtype(dtype) == np.float32 else embeddings.double()).numpy()
+    array = np.asarray(embeddings, dtype=dtype)
+    if array.ndim != 2:
+        raise ValueError(f"{name}: embeddings must have shape (n, dim); got shape {array.shape}.")
+    return array
 
 
 def embed(encode_fn: EncodeFn, sentences: Sequence[str]) -> np.ndarray:
@@ -376,8 +346,8 @@ def embed(encode_fn: EncodeFn, sentences: Sequence[str]) -> np.ndarray:
     """
     if not sentences:
         raise ValueError("embed: no sentences to encode.")
-    embeddings = _as_numpy(encode_fn(list(sentences)))
-    if embeddings.ndim != 2 or embeddings.shape[0] != len(sentences):
+    embeddings = as_matrix(encode_fn(list(sentences)), "encode_fn", np.float32)
+    if len(embeddings) != len(sentences):
         raise ValueError(f"encode_fn returned shape {embeddings.shape} for {len(sentences)} sentences; expected "
                          f"({len(sentences)}, dim).")
     return embeddings
@@ -397,8 +367,8 @@ def memoized(encode_fn: EncodeFn) -> EncodeFn:
     return encode
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
+def _unit(x: Any, name: str) -> np.ndarray:
+    x = as_matrix(x, name)  # (n, dim) float64
     return x / np.clip(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12, None)
 
 
@@ -408,7 +378,9 @@ def spearman(predictions: Any, gold: Any) -> float:
     >>> spearman([0.1, 0.5, 0.3], [1.0, 4.0, 3.0])
     100.0
     """
-    result = spearmanr(np.asarray(predictions, dtype=np.float64), np.asarray(gold, dtype=np.float64))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConstantInputWarning)  # constant gold scores are warned about with their file
+        result = spearmanr(np.asarray(predictions, dtype=np.float64), np.asarray(gold, dtype=np.float64))
     return float(result.statistic) * 100
 
 
@@ -418,7 +390,7 @@ def alignment(x: Any, y: Any, alpha: float = 2.0) -> float:
     >>> round(alignment(np.array([[1.0, 0.0]]), np.array([[0.0, 2.0]])), 6)
     2.0
     """
-    difference = _unit(_as_numpy(x)) - _unit(_as_numpy(y))  # (n, dim)
+    difference = _unit(x, "alignment") - _unit(y, "alignment")  # (n, dim)
     return float(np.mean(np.linalg.norm(difference, axis=1) ** alpha))
 
 
@@ -430,7 +402,7 @@ def mean_cosine(x: Any) -> float:
     >>> round(mean_cosine(np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])), 6)
     0.471405
     """
-    u = _unit(_as_numpy(x))  # (n, dim)
+    u = _unit(x, "mean_cosine")  # (n, dim)
     n = u.shape[0]
     if n < 2:
         raise ValueError(f"mean_cosine needs at least 2 embeddings; got {n}.")
@@ -444,7 +416,7 @@ def uniformity(x: Any, t: float = 2.0, chunk_size: int = 2048) -> float:
     >>> round(uniformity(np.array([[1.0, 0.0], [-1.0, 0.0]])), 6)
     -8.0
     """
-    x = _unit(_as_numpy(x))  # (n, dim)
+    x = _unit(x, "uniformity")  # (n, dim)
     n = x.shape[0]
     if n < 2:
         raise ValueError(f"uniformity needs at least 2 embeddings; got {n}.")
@@ -462,29 +434,19 @@ def _aggregate(task: str, subsets: dict[str, STSPairs], similarities: dict[str, 
     n_pairs = sum(len(pairs) for pairs in subsets.values())
     if STS_TASKS[task][1] is None:
         return {"spearman": spearman(similarities[task], subsets[task].scores), "n_pairs": n_pairs}
-    per = {
-        name: {"spearman": spearman(similarities[name], pairs.scores), "n_pairs": len(pairs)}
-        for name, pairs in subsets.items()
-    }
+    per = {name: {"spearman": spearman(similarities[name], pairs.scores), "n_pairs": len(pairs)}
+           for name, pairs in subsets.items()}
     if setting == "all":
-        value = spearman(np.concatenate([similarities[name] for name in subsets]),
+        value = spearman(np.concatenate(list(similarities.values())),
                          np.concatenate([pairs.scores for pairs in subsets.values()]))
-    elif setting == "mean":
-        value = float(np.mean([entry["spearman"] for entry in per.values()]))
     else:
-        weights = [entry["n_pairs"] for entry in per.values()]
-        value = float(np.average([entry["spearman"] for entry in per.values()], weights=weights))
+        value = float(np.average([entry["spearman"] for entry in per.values()],
+                                 weights=[entry["n_pairs"] for entry in per.values()] if setting == "wmean" else None))
     return {"spearman": value, "n_pairs": n_pairs, "subtasks": per}
 
 
-def evaluate_sts(
-    encode_fn: EncodeFn,
-    tasks: Sequence[str] | None = None,
-    data_dir: str | os.PathLike | None = None,
-    setting: str = "all",
-    split: str = "test",
-    model_name: str | None = None,
-) -> dict:
+def evaluate_sts(encode_fn: EncodeFn, tasks: Sequence[str] | None = None, data_dir: str | os.PathLike | None = None,
+                 setting: str = "all", split: str = "test", model_name: str | None = None) -> dict:
     r"""Score ``encode_fn`` on STS tasks: Spearman x100 of cosine similarity against the gold scores, as SentEval.
 
     Every distinct sentence of the requested tasks is encoded once. Tasks neither on disk nor fetchable are listed
@@ -500,16 +462,15 @@ def evaluate_sts(
 
     Returns:
         `dict`: ``{"model", "setting", "split", "tasks": {task: {"spearman", "n_pairs"[, "subtasks"], "source"}},
-        "average", "missing": {task: reason}, "alignment": None, "uniformity": None, "whitening": None}``.
+        "average", "missing": {task: reason}, "alignment": None, "uniformity": None, "mean_cosine": None,
+        "whitening": None, "flow": None}``.
 
     >>> results = evaluate_sts(model.encode, tasks=["STSBenchmark"], split="dev")  # doctest: +SKIP
     >>> results["tasks"]["STSBenchmark"]["spearman"]  # doctest: +SKIP
     86.2...
     """
-    if setting not in SETTINGS:
-        raise ValueError(f"setting must be one of {list(SETTINGS)}; got {setting!r}.")
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {list(SPLITS)}; got {split!r}.")
+    _check_choice("setting", setting, SETTINGS)
+    _check_choice("split", split, SPLITS)
     tasks = [canonical_task(task) for task in (tasks or STS_TASKS)]
     if data_dir is None:
         data_dir = default_data_dir()
@@ -520,33 +481,21 @@ def evaluate_sts(
     loaded, missing = _load_tasks(tasks, data_dir, split, setting)
     sentences = list(dict.fromkeys(s for subsets in loaded.values() for pairs in subsets.values()
                                    for s in pairs.sentences1 + pairs.sentences2))
-    results_tasks: dict[str, dict] = {}
+    scored: dict[str, dict] = {}
     if sentences:
-        embeddings = _unit(embed(encode_fn, sentences))
+        embeddings = _unit(embed(encode_fn, sentences), "encode_fn")  # (n_sentences, dim)
         row = {sentence: i for i, sentence in enumerate(sentences)}
         for task, subsets in loaded.items():
-            similarities = {
-                name: np.einsum("ij,ij->i", embeddings[[row[s] for s in pairs.sentences1]],
-                                embeddings[[row[s] for s in pairs.sentences2]])  # (n_pairs,)
-                for name, pairs in subsets.items()
-            }
-            results_tasks[task] = _aggregate(task, subsets, similarities, setting)
+            similarities = {name: np.einsum("ij,ij->i", embeddings[[row[s] for s in pairs.sentences1]],
+                                            embeddings[[row[s] for s in pairs.sentences2]])  # (n_pairs,)
+                            for name, pairs in subsets.items()}
             sources = sorted({pairs.source for pairs in subsets.values()})
-            results_tasks[task]["source"] = sources[0] if len(sources) == 1 else os.path.dirname(sources[0])
-    scores = [entry["spearman"] for entry in results_tasks.values()]
-    return {
-        "model": model_name or getattr(encode_fn, "__qualname__", type(encode_fn).__name__),
-        "setting": setting,
-        "split": split,
-        "tasks": results_tasks,
-        "average": float(np.mean(scores)) if scores else None,
-        "missing": missing,
-        "alignment": None,
-        "uniformity": None,
-        "mean_cosine": None,
-        "whitening": None,
-        "flow": None,
-    }
+            scored[task] = _aggregate(task, subsets, similarities, setting)
+            scored[task]["source"] = sources[0] if len(sources) == 1 else os.path.dirname(sources[0])
+    scores = [entry["spearman"] for entry in scored.values()]
+    return {"model": model_name or getattr(encode_fn, "__qualname__", type(encode_fn).__name__), "setting": setting,
+            "split": split, "tasks": scored, "average": float(np.mean(scores)) if scores else None, "missing": missing,
+            "alignment": None, "uniformity": None, "mean_cosine": None, "whitening": None, "flow": None}
 
 
 def _load_tasks(tasks: list[str], data_dir: str | os.PathLike, split: str,
@@ -563,22 +512,17 @@ def _load_tasks(tasks: list[str], data_dir: str | os.PathLike, split: str,
             missing[task] = str(error)
             if error.hub_unreachable:
                 hub = f"the Hub was unreachable when fetching {task}"
-            logger.info("%s not evaluated: %s", task, error)
-            continue
         subtasks = STS_TASKS[task][1]
-        if subtasks and setting != "all" and set(loaded[task]) != set(subtasks):
+        if task in loaded and subtasks and setting != "all" and set(loaded[task]) != set(subtasks):
             source = next(iter(loaded.pop(task).values())).source
             missing[task] = f"setting {setting!r} needs {task}'s sub-tasks, which {source} does not identify"
+        if task in missing:
             logger.info("%s not evaluated: %s", task, missing[task])
     return loaded, missing
 
 
-def evaluate_alignment_uniformity(
-    encode_fn: EncodeFn,
-    data_dir: str | os.PathLike | None = None,
-    split: str = "dev",
-    threshold: float = 4.0,
-) -> dict[str, float]:
+def evaluate_alignment_uniformity(encode_fn: EncodeFn, data_dir: str | os.PathLike | None = None, split: str = "dev",
+                                  threshold: float = 4.0) -> dict[str, float]:
     r"""Alignment (alpha=2, STS-B pairs with gold score above ``threshold``) and uniformity (t=2, all distinct STS-B
     sentences of ``split``) on L2-normalised embeddings, as in the SimCSE paper (Figure 2).
 
@@ -596,7 +540,7 @@ def evaluate_alignment_uniformity(
         TaskUnavailableError: STS-B of that split is neither on disk nor fetchable.
 
     >>> evaluate_alignment_uniformity(model.encode, "../shared/data")  # doctest: +SKIP
-    {'alignment': 0.21..., 'uniformity': -2.3...}
+    {'alignment': 0.21..., 'uniformity': -2.3..., 'mean_cosine': 0.1...}
     """
     data_dir = data_dir if data_dir is not None else default_data_dir()
     pairs = load_sts_task("STSBenchmark", data_dir, split)["STSBenchmark"]
@@ -604,22 +548,16 @@ def evaluate_alignment_uniformity(
     if positive.size == 0:
         raise ValueError(f"{pairs.source}: no pair has a gold score above {threshold}, so alignment is undefined.")
     sentences = list(dict.fromkeys(pairs.sentences1 + pairs.sentences2))
-    embeddings = embed(encode_fn, sentences)
+    embeddings = embed(encode_fn, sentences)  # (n_sentences, dim)
     row = {sentence: i for i, sentence in enumerate(sentences)}
-    x = embeddings[[row[pairs.sentences1[i]] for i in positive]]  # (n_pos, dim)
-    y = embeddings[[row[pairs.sentences2[i]] for i in positive]]  # (n_pos, dim)
+    x = embeddings[[row[pairs.sentences1[i]] for i in positive]]  # (n_positive, dim)
+    y = embeddings[[row[pairs.sentences2[i]] for i in positive]]  # (n_positive, dim)
     return {"alignment": alignment(x, y), "uniformity": uniformity(embeddings), "mean_cosine": mean_cosine(embeddings)}
 
 
-def evaluate_model(
-    encode_fn: EncodeFn,
-    model_name: str,
-    tasks: Sequence[str] | None = None,
-    data_dir: str | os.PathLike | None = None,
-    setting: str = "all",
-    split: str = "test",
-    alignment_uniformity: bool = True,
-) -> dict:
+def evaluate_model(encode_fn: EncodeFn, model_name: str, tasks: Sequence[str] | None = None,
+                   data_dir: str | os.PathLike | None = None, setting: str = "all", split: str = "test",
+                   alignment_uniformity: bool = True) -> dict:
     r"""[`evaluate_sts`] and, unless turned off, [`evaluate_alignment_uniformity`] on STS-B dev, in one result, each
     distinct sentence encoded once.
 
@@ -638,12 +576,38 @@ def evaluate_model(
     return results
 
 
-def _cell(value: float | None) -> str:
-    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.2f}"
+# ---------------------------------------------------------------------------------------------------- reports
+
+
+def cell(value: float | None, digits: int = 2) -> str:
+    """A number as a table shows it: ``digits`` decimals, a dash for a missing or undefined (NaN) value."""
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A Markdown table, its first column left-aligned and the others (numbers) right-aligned."""
+    # ours: pandas' DataFrame.to_markdown needs tabulate, which is not a dependency
+    lines = ["| " + " | ".join(header) + " |", "|:--|" + "--:|" * (len(header) - 1)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
+def _notes(run: dict, prefix: str = "") -> list[str]:
+    """What a result says beside its STS scores: the space measures, the post-processing, the tasks not scored."""
+    notes = [f"{prefix}alignment {run['alignment']:.4f}, uniformity {run['uniformity']:.4f}"
+             + (f", mean cosine {run['mean_cosine']:.4f}" if run.get("mean_cosine") is not None else "")
+             + " (STS-B dev, normalised embeddings; lower is better)."] if run.get("alignment") is not None else []
+    if run.get("whitening"):
+        corpus, k = run["whitening"]["corpus"], run["whitening"]["k"]
+        notes.append(f"{prefix}BERT-whitening fitted on `{corpus}` ({f'k={k}' if k else 'all dimensions'}).")
+    if run.get("flow"):
+        notes.append(f"{prefix}BERT-flow fitted on `{run['flow']['corpus']}`.")
+    return notes + [f"{prefix}{DISPLAY_NAMES.get(task, task)} not evaluated: {reason}."
+                    for task, reason in run.get("missing", {}).items()]
 
 
 def results_to_markdown(results: dict | Sequence[dict]) -> str:
-    r"""The Markdown table of one or several results of [`evaluate_sts`] (one row per model), as in the SimCSE paper.
+    r"""The Markdown table of one or several results of [`evaluate_sts`] (one row per model), as in the SimCSE paper,
+    with notes: the setting, alignment and uniformity, the post-processing and the tasks not scored.
 
     >>> print(results_to_markdown(results))  # doctest: +SKIP
     | Model | STS-B | SICK-R | Avg. |
@@ -652,80 +616,43 @@ def results_to_markdown(results: dict | Sequence[dict]) -> str:
     runs = [results] if isinstance(results, dict) else list(results)
     present = {task for run in runs for task in list(run["tasks"]) + list(run.get("missing", {}))}
     columns = [task for task in STS_TASKS if task in present]
-    lines = ["| Model | " + " | ".join(DISPLAY_NAMES.get(t, t) for t in columns) + " | Avg. |",
-             "|:--|" + "--:|" * (len(columns) + 1)]
-    for run in runs:
-        cells = [_cell(run["tasks"].get(task, {}).get("spearman")) for task in columns]
-        lines.append(f"| {run['model']} | " + " | ".join(cells) + f" | {_cell(run.get('average'))} |")
-    first = runs[0]
-    notes = [
-        (
-            f"Spearman correlation x100 between cosine similarity and gold scores ({first['split']} split; STS12-16 "
-            f"aggregated with SentEval's `{first['setting']}` setting; no trained regressor). "
-            "Avg. is over the tasks scored."
-        )
-    ]
-    for run in runs:
-        prefix = f"{run['model']}: " if len(runs) > 1 else ""
-        if run.get("alignment") is not None:
-            notes.append(f"{prefix}alignment {run['alignment']:.4f}, uniformity {run['uniformity']:.4f} (STS-B dev, "
-                         "normalised embeddings; lower is better).")
-        if run.get("whitening"):
-            whitening = run["whitening"]
-            notes.append(f"{prefix}BERT-whitening fitted on `{whitening['corpus']}` (k={whitening['k']}).")
-        if run.get("flow"):
-            notes.append(f"{prefix}BERT-flow fitted on `{run['flow']['corpus']}`.")
-        for task, reason in run.get("missing", {}).items():
-            notes.append(f"{prefix}{DISPLAY_NAMES.get(task, task)} not evaluated: {reason}.")
-    return "\n".join(lines) + "\n\n" + "\n".join(f"* {note}" if len(notes) > 1 else note for note in notes) + "\n"
+    table = markdown_table(["Model", *(DISPLAY_NAMES.get(task, task) for task in columns), "Avg."],
+                           [[str(run["model"]), *(cell(run["tasks"].get(task, {}).get("spearman")) for task in columns),
+                             cell(run.get("average"))] for run in runs])
+    notes = [(f"Spearman correlation x100 between cosine similarity and gold scores ({runs[0]['split']} split; "
+              f"STS12-16 aggregated with SentEval's `{runs[0]['setting']}` setting; no trained regressor). Avg. is "
+              "over the tasks scored.")]
+    notes += [note for run in runs for note in _notes(run, f"{run['model']}: " if len(runs) > 1 else "")]
+    return table + "\n\n" + "\n".join(f"* {note}" if len(notes) > 1 else note for note in notes) + "\n"
 
 
 def format_results_table(results: dict) -> str:
-    r"""A plain-text table of one result of [`evaluate_sts`] for the console (sub-tasks indented).
+    r"""The console table of one result of [`evaluate_sts`]: a Markdown table of the tasks (sub-tasks indented) and
+    their average, then the notes of [`results_to_markdown`].
 
     >>> print(format_results_table(results))  # doctest: +SKIP
     """
-    width = 26
-    lines = [f"{results['model']}  (split {results['split']}, setting {results['setting']})",
-             f"{'Task':<{width}}{'Spearman':>10}{'Pairs':>8}", "-" * (width + 18)]
+    rows = []
     for task, entry in results["tasks"].items():
-        lines.append(f"{DISPLAY_NAMES.get(task, task):<{width}}{_cell(entry['spearman']):>10}{entry['n_pairs']:>8}")
-        for name, sub in entry.get("subtasks", {}).items():
-            lines.append(f"{'  ' + name:<{width}}{_cell(sub['spearman']):>10}{sub['n_pairs']:>8}")
-    scored = [DISPLAY_NAMES.get(task, task) for task in results["tasks"]]
-    total = len(scored) + len(results.get("missing", {}))
-    over = f"Average ({len(scored)} of {total} tasks)" if len(scored) < total else "Average"
-    lines += ["-" * (width + 18), f"{over:<{width}}{_cell(results.get('average')):>10}"]
-    if results.get("alignment") is not None:
-        lines.append(f"{'Alignment (STS-B dev)':<{width}}{results['alignment']:>10.4f}")
-        lines.append(f"{'Uniformity (STS-B dev)':<{width}}{results['uniformity']:>10.4f}")
-        if results.get("mean_cosine") is not None:
-            lines.append(f"{'Mean cosine (STS-B dev)':<{width}}{results['mean_cosine']:>10.4f}")
-    if results.get("whitening"):
-        lines.append(f"Whitening: fitted on {results['whitening']['corpus']} (k={results['whitening']['k']})")
-    if results.get("flow"):
-        lines.append(f"BERT-flow: fitted on {results['flow']['corpus']}")
-    lines += [f"Not evaluated, {DISPLAY_NAMES.get(task, task)}: {reason}"
-              for task, reason in results.get("missing", {}).items()]
-    return "\n".join(lines)
+        rows.append([DISPLAY_NAMES.get(task, task), cell(entry["spearman"]), f"{entry['n_pairs']:,}"])
+        rows += [[f"  {name}", cell(sub["spearman"]), f"{sub['n_pairs']:,}"] for name, sub in
+                 entry.get("subtasks", {}).items()]
+    scored, missing = len(results["tasks"]), len(results.get("missing", {}))
+    rows.append([f"Average ({scored} of {scored + missing} tasks)" if missing else "Average", cell(results["average"]),
+                 ""])
+    title = f"{results['model']} (split {results['split']}, setting {results['setting']})"
+    return "\n".join([title, "", markdown_table(["Task", "Spearman", "Pairs"], rows), "", *_notes(results)])
 
 
 def save_results(results: dict | Sequence[dict], path: str | os.PathLike) -> Path:
-    """Write results as JSON (NaN written as ``null``).
+    """Write results as JSON (NaN written as ``null``), creating the folder.
 
     >>> save_results(results, "results.json")  # doctest: +SKIP
     """
-
-    def clean(value: Any) -> Any:
-        if isinstance(value, dict):
-            return {key: clean(item) for key, item in value.items()}
-        if isinstance(value, (list, tuple)):
-            return [clean(item) for item in value]
-        return None if isinstance(value, float) and math.isnan(value) else value
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(clean(results), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    plain = json.loads(json.dumps(results), parse_constant=lambda name: None)  # NaN and infinities -> None
+    path.write_text(json.dumps(plain, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return path
 
 
@@ -741,7 +668,6 @@ def plot_alignment_uniformity(points: Sequence[dict], out_png: str | os.PathLike
     >>> points = [{"label": "step 0", "alignment": 0.3, "uniformity": -1.5}]
     >>> plot_alignment_uniformity(points, "au.png")  # doctest: +SKIP
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     if not points:
@@ -749,10 +675,8 @@ def plot_alignment_uniformity(points: Sequence[dict], out_png: str | os.PathLike
     for index, point in enumerate(points):
         if any(point.get(key) is None for key in ("label", "alignment", "uniformity")):
             raise ValueError(f"points[{index}] must have 'label', 'alignment' and 'uniformity' values; got {point!r}.")
-    xs = [float(p["uniformity"]) for p in points]
-    ys = [float(p["alignment"]) for p in points]
+    xs, ys = [float(p["uniformity"]) for p in points], [float(p["alignment"]) for p in points]
     figure = Figure(figsize=(5, 4), dpi=150)
-    FigureCanvasAgg(figure)
     axes = figure.add_subplot()
     axes.scatter(xs, ys, c=range(len(points)), cmap="viridis", s=40, zorder=3)  # colour: checkpoint order
     for i in range(len(points) - 1):
@@ -761,9 +685,8 @@ def plot_alignment_uniformity(points: Sequence[dict], out_png: str | os.PathLike
     for x, y, point in zip(xs, ys, points):
         axes.annotate(str(point["label"]), (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
     axes.margins(0.15)  # room for the labels
-    axes.set_xlabel(r"$\ell_{\mathrm{uniform}}$")
-    axes.set_ylabel(r"$\ell_{\mathrm{align}}$")
-    axes.set_title(title or "Alignment vs. uniformity (lower is better)")
+    axes.set(xlabel=r"$\ell_{\mathrm{uniform}}$", ylabel=r"$\ell_{\mathrm{align}}$",
+             title=title or "Alignment vs. uniformity (lower is better)")
     axes.grid(True, alpha=0.3)
     figure.tight_layout()
     out_png = Path(out_png)
@@ -772,4 +695,8 @@ def plot_alignment_uniformity(points: Sequence[dict], out_png: str | os.PathLike
     return out_png
 
 
-__all__ = ['DISPLAY_NAMES', 'HUB_DATASETS', 'SETTINGS', 'SPLITS', 'STSDataError', 'STSPairs', 'STS_TASKS', 'TaskUnavailableError', 'alignment', 'canonical_task', 'default_data_dir', 'embed', 'evaluate_alignment_uniformity', 'evaluate_model', 'evaluate_sts', 'format_results_table', 'load_sts_task', 'mean_cosine', 'memoized', 'plot_alignment_uniformity', 'read_sts_file', 'results_to_markdown', 'save_results', 'spearman', 'uniformity']
+__all__ = ["DISPLAY_NAMES", "HUB_DATASETS", "SETTINGS", "SPLITS", "STS_TASKS", "STSDataError", "STSPairs",
+           "TaskUnavailableError", "alignment", "as_matrix", "canonical_task", "cell", "default_data_dir", "embed",
+           "evaluate_alignment_uniformity", "evaluate_model", "evaluate_sts", "format_results_table", "load_sts_task",
+           "markdown_table", "mean_cosine", "memoized", "plot_alignment_uniformity", "read_sts_file",
+           "results_to_markdown", "save_results", "spearman", "uniformity"]

@@ -55,7 +55,7 @@ def test_a_saved_flow_is_applied_by_simcse(world, tmp_path, capsys):
     shutil.copytree(world["simcse"], folder)
     assert main(["evaluate", str(folder), "--flow", str(world["corpus"]), "--save-flow", "--data-dir",
                  str(world["sts"]), "--tasks", "STSBenchmark", "--device", "cpu"]) == 0
-    assert (folder / FLOW_FILE).is_file() and "BERT-flow: fitted on corpus.txt" in capsys.readouterr().out
+    assert (folder / FLOW_FILE).is_file() and "BERT-flow fitted on `corpus.txt`." in capsys.readouterr().out
     card = json.loads((folder / "simcse_card.json").read_text())
     assert card["evaluations"][0]["flow"] == {"corpus": "corpus.txt"}  # saved with the model: recorded in the card
     flow = Flow.load(folder)

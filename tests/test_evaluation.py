@@ -1,6 +1,6 @@
-"""Tests of simcse_hub.evaluation / sts_data / whitening: the STS scores, the SentEval settings, alignment and
-uniformity against values computed here by hand; file errors; missing tasks; whitening; the CLI; and the real
-all-MiniLM-L6-v2 figures (integration)."""
+"""Tests of simcse_hub.evaluation and the whitening of simcse_hub.postprocess: the STS scores, the SentEval settings,
+alignment and uniformity against values computed here by hand; file errors; missing tasks; whitening; the reports; the
+CLI; and the real all-MiniLM-L6-v2 figures (integration)."""
 
 from __future__ import annotations
 
@@ -8,14 +8,16 @@ import gzip
 import json
 import math
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from conftest import make_model
+from scipy.stats import ConstantInputWarning
 
-from simcse_hub import evaluation as sts_data
+from simcse_hub import evaluation
 from simcse_hub.evaluation import (
     STSDataError,
     alignment,
@@ -282,8 +284,8 @@ def test_missing_file_and_bad_gzip_name_the_file(tmp_path):
 def test_files_are_parsed_once_and_reread_when_changed(tmp_path, monkeypatch):
     path = write_sts(tmp_path / "stsb" / "dev.tsv.gz", [("a b", "c d", "1.5"), ("e", "f", "4.25")])
     calls = []
-    parse = sts_data._parse_sts_file
-    monkeypatch.setattr(sts_data, "_parse_sts_file", lambda p, *rest: calls.append(p) or parse(p, *rest))
+    parse = evaluation._parse_sts_file
+    monkeypatch.setattr(evaluation, "_parse_sts_file", lambda p, *rest: calls.append(p) or parse(p, *rest))
     s1, s2, scores = read_sts_file(path)
     assert (s1, s2, scores.tolist()) == (["a b", "e"], ["c d", "f"], [1.5, 4.25])
     s1.append("mutating the copy does not touch the cache")
@@ -295,6 +297,20 @@ def test_files_are_parsed_once_and_reread_when_changed(tmp_path, monkeypatch):
     os.utime(path, ns=(1, 1))  # a different modification time even on coarse clocks
     assert len(read_sts_file(path)[0]) == 3 and len(calls) == 2
 
+
+
+def test_constant_gold_scores_are_warned_once_naming_the_file(tmp_path, caplog):
+    """All gold scores equal: Spearman is undefined; one warning names the file (not scipy's, pointing at our code)."""
+    path = write_sts(tmp_path / "stsb" / "test.tsv", [("a b", "c d", "3"), ("e f", "g h", "3"), ("i j", "k l", "3")])
+    with warnings.catch_warnings(), caplog.at_level("WARNING", logger="simcse_hub.evaluation"):
+        warnings.simplefilter("error", ConstantInputWarning)
+        for _ in range(2):  # the parsed file is cached: one warning
+            results = evaluate_sts(lambda batch: np.random.default_rng(0).normal(size=(len(batch), 4)),
+                                   tasks=["STSBenchmark"], data_dir=tmp_path)
+    assert math.isnan(results["tasks"]["STSBenchmark"]["spearman"])
+    assert [record.getMessage() for record in caplog.records] == [
+        f"{path}: every gold score is 3; Spearman is undefined (NaN) for this task."]
+    assert "| STS-B | – | 3 |" in format_results_table(results)
 
 # ---------------------------------------------------------------------------------------------------- missing tasks
 
@@ -347,13 +363,13 @@ def test_hub_copy_is_used_when_online_and_unreachable_hub_is_reported(sts_dir, m
             return datasets.Dataset.from_dict(rows)
         raise ConnectionError(f"Couldn't reach '{repo}' on the Hub")
 
-    monkeypatch.setattr(sts_data, "_hub_offline", lambda: False)
+    monkeypatch.setattr(evaluation, "_hub_offline", lambda: False)
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
-    sts_data._HUB_CACHE.clear()
+    evaluation._HUB_CACHE.clear()
     (folder / "sts13").rename(folder / "elsewhere")
     results = evaluate_sts(AngleEncoder(angles), tasks=["STS13", "STS12", "STS14"], data_dir=folder,
                            setting="wmean")
-    sts_data._HUB_CACHE.clear()
+    evaluation._HUB_CACHE.clear()
     assert results["tasks"]["STS13"]["spearman"] == pytest.approx((3 * 100 - 5 * 100 + 4 * 80) / 12, abs=1e-9)
     assert results["tasks"]["STS13"]["source"] == "hf://datasets/mteb/sts13-sts"
     assert "could not fetch mteb/sts12-sts" in results["missing"]["STS12"]
@@ -362,7 +378,7 @@ def test_hub_copy_is_used_when_online_and_unreachable_hub_is_reported(sts_dir, m
 
 
 def test_load_sts_task_offline_without_data_dir_reports_reason():
-    with pytest.raises(sts_data.TaskUnavailableError, match=r"no local data directory.*offline"):
+    with pytest.raises(evaluation.TaskUnavailableError, match=r"no local data directory.*offline"):
         load_sts_task("SICK-R", None, split="test")
 
 
@@ -396,6 +412,34 @@ def test_whitening_gives_identity_covariance_on_its_corpus():
     with pytest.raises(ValueError, match=r"k must be an integer in \[1, 16\]"):
         Whitening().fit(x, k=17)
 
+
+def test_whitening_warns_of_a_singular_covariance_only_where_it_harms_and_says_what_was_measured(caplog):
+    """all-MiniLM-L6-v2's [CLS] vector has 3 constant dimensions of 384 (measured on 5,000 STS-B train sentences:
+    rank 381): those directions stay near 0 on other sentences, so 5,000 sentences get no warning; 300 sentences of
+    dimension 384 leave 85 directions unspanned, which would amplify noise: a warning with the rank and the count."""
+    rng = np.random.default_rng(0)
+    mix = rng.normal(size=(384, 384))
+
+    def sentences(n):
+        x = rng.normal(size=(n, 384)) @ mix
+        x[:, [127, 223, 319]] = 0.25  # constant dimensions
+        return x
+
+    with caplog.at_level("INFO", logger="simcse_hub.postprocess"):
+        whitening = Whitening().fit(sentences(5000))
+    assert not [record for record in caplog.records if record.levelname == "WARNING"]
+    assert "5000 embeddings of size 384: the covariance has rank 381 (condition number" in caplog.text
+    assert np.abs(whitening.transform(sentences(200))[:, -3:]).max() < 1e-3  # the 3 unspanned directions
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="simcse_hub.postprocess"):
+        Whitening().fit(sentences(300))
+    (warning,) = [record.getMessage() for record in caplog.records]
+    assert "300 embeddings of size 384: the covariance has rank 299 (condition number" in warning
+    assert "85 directions have no variance on the corpus; they amplify noise" in warning and "k <= 299" in warning
+    caplog.clear()
+    with caplog.at_level("INFO", logger="simcse_hub.postprocess"):
+        Whitening().fit(rng.normal(size=(1000, 384)) @ mix)  # full rank: nothing said about it
+    assert "rank" not in caplog.text
 
 def test_whitening_save_load_round_trip(tmp_path):
     from safetensors import safe_open
@@ -450,7 +494,8 @@ def test_markdown_console_table_and_plot(sts_dir, tmp_path):
     assert "alignment 0.2500, uniformity -2.5000" in markdown and "`wiki.txt` (k=64)" in markdown
     table = format_results_table(results)
     assert "  headlines" in table and f"{results['tasks']['STS13']['subtasks']['headlines']['spearman']:.2f}" in table
-    assert "Not evaluated, STS12:" in table and "Average (" in table
+    assert "STS12 not evaluated:" in table and "| Average (3 of 4 tasks) |" in table
+    assert "alignment 0.2500, uniformity -2.5000" in table and "`wiki.txt` (k=64)" in table
     out = plot_alignment_uniformity(
         [{"label": "step 0", "alignment": 0.4, "uniformity": -1.2}, {"label": "step 250", "alignment": 0.25,
                                                                       "uniformity": -2.5}], tmp_path / "au.png")
