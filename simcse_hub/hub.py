@@ -1,20 +1,17 @@
-"""From the former ``public_files`` module:
+"""Publishing: a saved model folder to a Hub model repo (:func:`push_model`), the demo to a Gradio Space
+(:func:`push_space`), and the one check of what may leave this machine.
 
-What may leave this machine: the files of a model folder that a push uploads (:func:`collect_files`), the files
-a pushed model needs (:func:`validate_model_folder`), and the checks that refuse, before any request, a folder whose
-files hold a token, a path of this machine or non-finite weights (:func:`check_files_are_public`,
-:func:`check_weights_are_finite`). Every refusal is a :class:`ModelFolderError` naming the file (and line).
+:func:`plan_push` is a push without the network: it lists the files of a model folder that a push uploads (with
+the rendered model card) and runs every check, refusing (a :class:`ModelFolderError` naming the file, and line) a
+folder that lacks a file a pushed model needs (:func:`validate_model_folder`), a file that holds a token or a path of
+this machine (:func:`check_files_are_public`) and weights that hold NaN or inf. It needs no token and sends nothing.
 
-From the former ``hub`` module:
-
-Publishing: a saved model folder to a Hub model repo (:func:`push_model`), the demo to a Gradio Space
-(:func:`push_space`).
-
-Both go through ``huggingface_hub.HfApi`` (``create_repo``, ``create_branch``, ``create_commit``), so the client's
-own upload protocols apply (Xet where ``hf_xet`` is installed, LFS otherwise). Both build one commit from the files
-on disk plus what is rendered in memory (the model card, the Space's README front matter): **nothing is ever written
-into the local folder**, whether the push succeeds or fails. The commit is atomic on the Hub: a failed push leaves
-the repo as it was (at most newly created and empty).
+Both pushes go through ``huggingface_hub.HfApi`` (``create_repo``, ``create_branch``, ``create_commit``), so the
+client's own upload protocols apply (Xet where ``hf_xet`` is installed, LFS otherwise), and build one commit from the
+files on disk plus what is rendered in memory (the model card, the Space's README front matter): **nothing is ever
+written into the local folder**. The commit is atomic on the Hub: a failed push leaves the repo as it was (at most
+newly created and empty) and raises a :class:`PushError` with the client's own account of what failed and the
+command that retries.
 
 The token comes from ``token=`` (``--token``), else ``HF_TOKEN``, else the login cache (``hf auth login``); it is
 sent only in the ``Authorization`` header and never logged, printed or written to a file.
@@ -22,7 +19,6 @@ sent only in the ``Authorization`` header and never logged, printed or written t
 
 from __future__ import annotations
 
-import contextlib
 import fnmatch
 import logging
 import mmap
@@ -30,26 +26,23 @@ import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from huggingface_hub import (
-    CommitInfo,
-    CommitOperationAdd,
-    HfApi,
-    SpaceCard,
-    constants,
-    get_token,
-)
-from huggingface_hub.errors import (
-    HfHubHTTPError,
-    HFValidationError,
-    OfflineModeIsEnabled,
-)
+from huggingface_hub import CommitInfo, CommitOperationAdd, HfApi, SpaceCard, constants, get_token
+from huggingface_hub.errors import HfHubHTTPError, HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
 from simcse_hub import __version__
-from simcse_hub.card import CARD_FILE, CARD_MARKER, read_json, render_model_card
+from simcse_hub.card import CARD_FILE, is_hand_written_card, read_json, render_model_card
+
+try:  # the client's network errors (refused, dropped, timed out): httpx2 under huggingface_hub 2.x, httpx under 1.x
+    from httpx2 import TransportError
+except ImportError:
+    from httpx import TransportError
+NETWORK_ERRORS = (TransportError, ConnectionError, TimeoutError)
+
+logger = logging.getLogger(__name__)
 
 # Never uploaded, and searched for the token all the same: files that hold credentials.
 CREDENTIAL_PATTERNS = (".env", ".env.*", "*.env", "token", ".git-credentials", ".huggingface/*", "*/.huggingface/*",
@@ -61,20 +54,29 @@ IGNORE_PATTERNS = (
     "*/__pycache__/*", "__pycache__/*", "*.pyc", ".ipynb_checkpoints/*", ".DS_Store", "*.tmp", "*.lock", ".gitignore",
     ".deleting-*", ".tmp-*", *CREDENTIAL_PATTERNS,
 )
-# What a Hugging Face access token looks like (any token, not only the one pushing).
-HF_TOKEN_PATTERN = re.compile(rb"hf_[A-Za-z0-9]{30,}")
 # Uploaded only with include_logs=True: training logs and TensorBoard event files.
 LOG_PATTERNS = ("*.log", "*.jsonl", "runs/*", "logs/*", "*events.out.tfevents*")
+SPACE_IGNORE_PATTERNS = (*IGNORE_PATTERNS, ".gradio/*", "flagged/*", "*.log")
+HF_TOKEN_PATTERN = re.compile(rb"hf_[A-Za-z0-9]{30,}")  # what a Hugging Face access token looks like (anyone's)
 TOKENIZER_VOCABULARIES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model")
+SENTENCE_TRANSFORMERS_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json")
+SPACE_MODEL_VARIABLE = "SIMCSE_MODEL"
 
 
 class ModelFolderError(ValueError):
-    """The folder cannot be pushed as it is; the message lists everything missing."""
+    """The folder cannot be pushed as it is; the message names the file (and line), or lists everything missing."""
+
+
+class PushError(RuntimeError):
+    """The Hub could not be reached or refused the push; the message says what failed and how to retry."""
+
+
+# ---------------------------------------------------------------------------------------------------- the files
 
 
 def _matches(relative: str, patterns: tuple[str, ...]) -> bool:
-    return any(fnmatch.fnmatch(relative, pattern) or fnmatch.fnmatch(Path(relative).name, pattern)
-               for pattern in patterns)
+    # ours: huggingface_hub's filter_repo_objects matches the whole path only; a `.env` in a subfolder must match too
+    return any(fnmatch.fnmatch(relative, p) or fnmatch.fnmatch(Path(relative).name, p) for p in patterns)
 
 
 def collect_files(folder: str | os.PathLike, ignore: tuple[str, ...] = IGNORE_PATTERNS) -> dict[str, Path]:
@@ -84,139 +86,96 @@ def collect_files(folder: str | os.PathLike, ignore: tuple[str, ...] = IGNORE_PA
     ['1_Pooling/config.json', 'config.json']
     """
     folder = Path(folder)
-    files = {}
-    for path in sorted(folder.rglob("*")):
-        relative = path.relative_to(folder).as_posix()
-        if path.is_file() and not _matches(relative, ignore):
-            files[relative] = path
-    return files
-
-
-def credential_files(folder: str | os.PathLike) -> dict[str, Path]:
-    """The files under ``folder`` that hold credentials (``CREDENTIAL_PATTERNS``): never uploaded, always searched
-    for the token."""
-    return {relative: path for relative, path in collect_files(folder, ()).items()
-            if _matches(relative, CREDENTIAL_PATTERNS)}
-
-
-def missing_remote_code(folder: Path, module: str, why: str) -> list[str]:
-    """The remote-code files ``module`` needs that ``folder`` lacks: itself, else the siblings it imports
-    relatively (``from .heads_simcse import ...``), which transformers downloads with it."""
-    from transformers.dynamic_module_utils import (
-        get_relative_imports,  # the rule transformers downloads by
-    )
-
-    if not (folder / module).is_file():
-        return [f"{module} ({why})"]
-    return [f"{name}.py (remote code imported by {module})" for name in get_relative_imports(folder / module)
-            if not (folder / f"{name}.py").is_file()]
+    return {path.relative_to(folder).as_posix(): path for path in sorted(folder.rglob("*"))
+            if path.is_file() and not _matches(path.relative_to(folder).as_posix(), ignore)}
 
 
 def validate_model_folder(folder: str | os.PathLike) -> None:
     """Raise :class:`ModelFolderError` listing every file a pushed model needs that ``folder`` lacks: the SimCSE
-    config (with ``auto_map``), the safetensors weights, the remote code, the tokenizer and the sentence-transformers
-    files."""
+    config (with ``auto_map``), the safetensors weights, the remote code (and the siblings it imports, which
+    transformers downloads with it), the tokenizer and the sentence-transformers files."""
+    from transformers.dynamic_module_utils import get_relative_imports  # the rule transformers downloads by
+
     folder = Path(folder)
     if not folder.is_dir():
         raise ModelFolderError(f"{folder} is not a folder; pass the output folder of `simcse-hub train` or save_model.")
-    missing = []
-    config: dict[str, Any] = {}
-    if not (folder / "config.json").is_file():
-        missing.append("config.json (the model configuration)")
-    else:
-        config = read_json(folder / "config.json")
-        if config.get("model_type") != "simcse":
-            raise ModelFolderError(
-                f"{folder / 'config.json'}: model_type is {config.get('model_type')!r}, not 'simcse'. Wrap the "
-                "encoder with SimCSEModel.from_encoder(...) and save it with simcse_hub.save_model(model, folder, "
-                "tokenizer) before pushing."
-            )
-        auto_map = config.get("auto_map") or {}
-        if "AutoModel" not in auto_map:
-            missing.append("auto_map.AutoModel in config.json (AutoModel cannot load the model from the Hub)")
-        for reference in sorted(set(auto_map.values())):
-            module = str(reference).split("--")[-1].rsplit(".", 1)[0] + ".py"
-            missing += missing_remote_code(folder, module, "remote code named by auto_map")
-    weights = folder / "model.safetensors"
+    config = read_json(folder / "config.json") if (folder / "config.json").is_file() else {}
+    if config and config.get("model_type") != "simcse":
+        raise ModelFolderError(f"{folder / 'config.json'}: model_type is {config.get('model_type')!r}, not 'simcse'. "
+                               "Wrap the encoder with SimCSEModel.from_encoder(...) and save it with "
+                               "simcse_hub.save_model(model, folder, tokenizer) before pushing.")
+    auto_map = config.get("auto_map") or {}
+    code = sorted({str(reference).split("--")[-1].rsplit(".", 1)[0] + ".py" for reference in auto_map.values()})
     index = folder / "model.safetensors.index.json"
-    if index.is_file():
-        shards = sorted(set(read_json(index).get("weight_map", {}).values()))
-        missing += [f"{shard} (a weight shard named by {index.name})" for shard in shards
-                    if not (folder / shard).is_file()]
-    elif not weights.is_file():
-        missing.append("model.safetensors (the weights)")
-    if not (folder / "tokenizer_config.json").is_file():
-        missing.append("tokenizer_config.json (the tokenizer)")
+    shards = sorted(set(read_json(index).get("weight_map", {}).values())) if index.is_file() else []
+    modules = read_json(folder / "modules.json") if (folder / "modules.json").is_file() else []
+    needed = {  # file -> what it is
+        "config.json": "the model configuration",
+        **{module: "remote code named by auto_map" for module in code},
+        **{f"{name}.py": f"remote code imported by {module}" for module in code if (folder / module).is_file()
+           for name in get_relative_imports(folder / module)},
+        **({shard: f"a weight shard named by {index.name}" for shard in shards}
+           or {"model.safetensors": "the weights"}),
+        "tokenizer_config.json": "the tokenizer",
+        **dict.fromkeys(SENTENCE_TRANSFORMERS_FILES, "sentence-transformers"),
+        **{f"{m['path']}/config.json": f"sentence-transformers module {m.get('name')}" for m in modules
+           if isinstance(m, dict) and m.get("path")},
+    }
+    missing = [f"{name} ({what})" for name, what in needed.items() if not (folder / name).is_file()]
+    if config and "AutoModel" not in auto_map:
+        missing.append("auto_map.AutoModel in config.json (AutoModel cannot load the model from the Hub)")
     if not any((folder / name).is_file() for name in TOKENIZER_VOCABULARIES) and not list(folder.glob("*.model")):
         missing.append(f"a tokenizer vocabulary (one of {', '.join(TOKENIZER_VOCABULARIES)})")
-    for name in ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json"):
-        if not (folder / name).is_file():
-            missing.append(f"{name} (sentence-transformers)")
-    if (folder / "modules.json").is_file():
-        for module in read_json(folder / "modules.json"):
-            path = module.get("path") if isinstance(module, dict) else None
-            if path and not (folder / path / "config.json").is_file():
-                missing.append(f"{path}/config.json (sentence-transformers module {module.get('name')})")
     if missing:
         listing = "\n".join(f"  - {item}" for item in missing)
-        raise ModelFolderError(
-            f"{folder} is not ready to push; missing:\n{listing}\nWrite the folder with "
-            "simcse_hub.save_model(model, folder, tokenizer) (as `simcse-hub train` does), then push again."
-        )
+        raise ModelFolderError(f"{folder} is not ready to push; missing:\n{listing}\nWrite the folder with "
+                               "simcse_hub.save_model(model, folder, tokenizer) (as `simcse-hub train` does), then "
+                               "push again.")
 
 
-def _line_of(content: bytes | mmap.mmap, position: int) -> int:
-    return content[:position].count(b"\n") + 1
+# ---------------------------------------------------------------------------------------------------- the checks
 
 
-def _home_paths() -> list[bytes]:
-    """This user's home folder as it may appear in a file (as set, and with symbolic links resolved)."""
-    homes = {str(Path.home()), os.path.realpath(Path.home())}
-    return sorted((home.encode() for home in homes if len(home.strip("/")) >= 2), key=len, reverse=True)
+@contextmanager
+def _bytes_of(source: Path | bytes) -> Iterator[bytes | mmap.mmap]:
+    """The content of a file (memory-mapped: weights are never read into memory) or of rendered text."""
+    if isinstance(source, bytes) or source.stat().st_size == 0:
+        yield source if isinstance(source, bytes) else b""
+        return
+    with open(source, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as content:
+        yield content
 
 
-def check_files_are_public(files: dict[str, Path | bytes], token: str | None, scanned_only: dict[str, Path]) -> None:
+def check_files_are_public(files: dict[str, Path | bytes], token: str | None,
+                           scanned_only: dict[str, Path] | None = None) -> None:
     """Refuse (`ModelFolderError` naming the file and line) to upload a folder where a file holds the token (any
     file, whatever its suffix, uploaded or not), a Hugging Face token, or an absolute path under the user's home.
 
     Args:
         files (`dict[str, Path | bytes]`): what would be uploaded (path in repo -> local file or content).
         token (`str`, *optional*): the token of this push.
-        scanned_only (`dict[str, Path]`): files that are not uploaded but are searched for the token all the same
-            (credential files: a token there means the folder is not fit to share).
+        scanned_only (`dict[str, Path]`, *optional*): files that are not uploaded but are searched for the token all
+            the same (credential files: a token there means the folder is not fit to share).
     """
-    homes = [re.compile(re.escape(home) + rb"(?![\w.-])") for home in _home_paths()]
-    for relative, source in {**scanned_only, **files}.items():
-        uploaded = relative in files
-        with contextlib.ExitStack() as stack:
-            if isinstance(source, bytes):
-                content: bytes | mmap.mmap = source
-            else:
-                handle = stack.enter_context(open(source, "rb"))
-                if os.fstat(handle.fileno()).st_size == 0:
-                    continue
-                content = stack.enter_context(mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ))
-            position = content.find(token.encode()) if token else -1
-            if position >= 0:
-                raise ModelFolderError(
-                    f"{relative}, line {_line_of(content, position)}: the file holds your Hugging Face token; "
-                    "nothing was uploaded. Remove the token from the folder (never keep it in a model folder) and "
-                    "push again.")
-            if not uploaded:
-                continue
-            found = HF_TOKEN_PATTERN.search(content)
-            if found is not None:
-                raise ModelFolderError(
-                    f"{relative}, line {_line_of(content, found.start())}: the file holds a Hugging Face access token "
-                    "(hf_...); nothing was uploaded. Remove it from the file and push again.")
-            for home in homes:
-                found = home.search(content)
-                if found is not None:
-                    raise ModelFolderError(
-                        f"{relative}, line {_line_of(content, found.start())}: the file holds the path "
-                        f"{found.group(0).decode(errors='replace')}... of this machine (under your home folder); "
-                        "nothing was uploaded. Remove the path from the file (save the model again with simcse_hub, "
-                        "which writes none) and push again.")
+    homes = sorted((h for h in {str(Path.home()), os.path.realpath(Path.home())} if len(h.strip("/")) >= 2), key=len,
+                   reverse=True)  # as set and with links resolved, longest first; never "/" alone
+    home = homes and re.compile(b"|".join(re.escape(h.encode()) for h in homes) + rb"(?![\w.-])")
+    rules = [  # (pattern, searched in files not uploaded too, what the file holds, what to do)
+        (token and re.compile(re.escape(token.encode())), True, "your Hugging Face token",
+         "Remove the token from the folder (never keep it in a model folder)"),
+        (HF_TOKEN_PATTERN, False, "a Hugging Face access token (hf_...)", "Remove it from the file"),
+        (home, False, "the path {}... of this machine (under your home folder)",
+         "Remove the path from the file (save the model again with simcse_hub, which writes none)"),
+    ]
+    for relative, source in {**(scanned_only or {}), **files}.items():
+        with _bytes_of(source) as content:
+            for pattern, everywhere, what, fix in rules:
+                found = pattern and (everywhere or relative in files) and pattern.search(content)
+                if found:
+                    line = content[:found.start()].count(b"\n") + 1
+                    shown = what.format(found.group(0).decode(errors="replace"))
+                    raise ModelFolderError(f"{relative}, line {line}: the file holds {shown}; nothing was uploaded. "
+                                           f"{fix} and push again.")
 
 
 def check_weights_are_finite(folder: Path) -> None:
@@ -236,17 +195,67 @@ def check_weights_are_finite(folder: Path) -> None:
                                            "nothing was uploaded. Such weights give no usable embeddings: train "
                                            "again (a lower learning rate) and push the new folder.")
 
-logger = logging.getLogger(__name__)
 
-SPACE_IGNORE_PATTERNS = IGNORE_PATTERNS + (".gradio/*", "flagged/*", "*.log")
-SPACE_MODEL_VARIABLE = "SIMCSE_MODEL"
+@dataclass
+class PushPlan:
+    """What a push of a model folder uploads, every check passed: ``files`` maps each path in the repo to its local
+    file or, for a rendered card, its content; ``card`` is the rendered README.md (``None``: the folder's own)."""
+
+    folder: Path
+    repo_id: str
+    files: dict[str, Path | bytes]
+    card: str | None
+
+    @property
+    def sizes(self) -> list[tuple[str, int]]:
+        """``(path in repo, size in bytes)`` of each file, in upload order."""
+        return [(path, len(src) if isinstance(src, bytes) else src.stat().st_size) for path, src in self.files.items()]
+
+    def __str__(self) -> str:
+        total = sum(size for _, size in self.sizes)
+        rows = [f"{size:>14,}  {path}{' (rendered)' if path == CARD_FILE and self.card else ''}"
+                for path, size in self.sizes]
+        return "\n".join([f"{self.repo_id}: {len(rows)} files, {total:,} bytes, from {self.folder}", *rows])
 
 
-class PushError(RuntimeError):
-    """The Hub could not be reached or refused the push; the message says what failed and how to retry."""
+def plan_push(folder: str | os.PathLike, repo_id: str, *, card: str = "auto", include_logs: bool = False,
+              token: str | None = None) -> PushPlan:
+    """What :func:`push_model` would upload, with every check it runs, and no request: the way to see a push before
+    making it (``simcse-hub push --dry-run``). Arguments as in :func:`push_model`; ``token`` (defaults to
+    ``HF_TOKEN``, then the login cache, else none) is only searched for in the files.
+
+    Raises:
+        `ModelFolderError`: a file a pushed model needs is missing (all are listed), or a file holds a token or a path
+            of this machine, or the weights hold NaN or inf.
+
+    >>> print(plan_push("outputs/my-simcse", "me/my-simcse"))  # doctest: +SKIP
+    me/my-simcse: 14 files, 91,577,163 bytes, from outputs/my-simcse
+    """
+    if card not in ("auto", "render", "keep"):
+        raise ValueError(f"card={card!r}: expected 'auto', 'render' or 'keep'.")
+    folder = Path(folder)
+    validate_model_folder(folder)
+    ignore = IGNORE_PATTERNS + (() if include_logs else LOG_PATTERNS)
+    files: dict[str, Path | bytes] = dict(collect_files(folder, ignore))
+    readme = folder / CARD_FILE
+    if card == "keep" and not readme.is_file():
+        raise ModelFolderError(f"card='keep' but {readme} does not exist; render one with card='render'.")
+    rendered = None
+    if card == "render" or (card == "auto" and not is_hand_written_card(readme)):
+        rendered = str(render_model_card(folder, repo_id=repo_id))
+        files[CARD_FILE] = rendered.encode("utf-8")
+    elif card == "auto":
+        logger.info("Keeping the hand-written %s (pass card='render' / --card render to replace it).", readme)
+    check_weights_are_finite(folder)
+    credentials = {path: file for path, file in collect_files(folder, ()).items()
+                   if _matches(path, CREDENTIAL_PATTERNS)}
+    check_files_are_public(files, token or get_token(), scanned_only=credentials)
+    if credentials:
+        logger.warning("Not uploading %s: credential files never leave the machine.", ", ".join(sorted(credentials)))
+    return PushPlan(folder, repo_id, files, rendered)
 
 
-# ---------------------------------------------------------------------------------------------------- helpers
+# ---------------------------------------------------------------------------------------------------- pushing
 
 
 def resolve_endpoint(endpoint: str | None = None) -> str:
@@ -255,122 +264,52 @@ def resolve_endpoint(endpoint: str | None = None) -> str:
     return (endpoint or os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
 
 
-def _resolve_token(token: str | None) -> str:
-    token = token or get_token()
+def _cannot_send(token: str | None) -> str | None:
+    """Why a push cannot send anything (no token, or huggingface_hub offline, naming the variable that is set)."""
     if not token:
-        raise PushError(
-            "no Hugging Face token found. Create a write token at https://huggingface.co/settings/tokens, then "
-            "run `hf auth login`, or set HF_TOKEN, or pass --token."
-        )
-    return token
-
-
-def _http_cause(error: BaseException) -> BaseException:
-    """The innermost HTTP or network error behind ``error`` (upload helpers wrap them in ``RuntimeError``)."""
-    seen = error
-    while seen is not None:
-        if isinstance(seen, (HfHubHTTPError, OfflineModeIsEnabled)) or _is_network_error(seen):
-            return seen
-        seen = seen.__cause__ or seen.__context__
-    return error
-
-
-def _transport_errors() -> tuple[type[BaseException], ...]:
-    """The HTTP client's network errors (refused connection, dropped connection, timeout): ``TransportError`` of
-    ``httpx2`` (huggingface_hub >= 1.x) and of ``httpx``, whichever is installed."""
-    import importlib
-
-    found: list[type[BaseException]] = [ConnectionError, TimeoutError]
-    for name in ("httpx2", "httpx"):
-        try:
-            found.append(importlib.import_module(name).TransportError)
-        except (ImportError, AttributeError):
-            continue
-    return tuple(found)
-
-
-NETWORK_ERRORS = _transport_errors()
-
-
-def _is_network_error(error: BaseException) -> bool:
-    return isinstance(error, NETWORK_ERRORS) and not isinstance(error, (HfHubHTTPError, OfflineModeIsEnabled))
-
-
-def describe_failure(error: BaseException, action: str, endpoint: str, repo_id: str) -> str:
-    """One plain sentence on what went wrong while ``action`` (``"creating the repo"``, ...)."""
-    if isinstance(error, ValueError) and "Invalid metadata" in str(error):  # the Hub's README check (400)
-        return f"the Hub rejected the README front matter while {action}: {error}"
-    cause = _http_cause(error)
-    if isinstance(cause, OfflineModeIsEnabled):
-        return f"huggingface_hub is in offline mode (HF_HUB_OFFLINE is set) while {action}; unset it to push."
-    if isinstance(cause, HfHubHTTPError) and cause.response is not None:
-        status = cause.response.status_code
-        server = (cause.server_message or "").strip().splitlines()
-        detail = f" (the Hub said: {server[0]})" if server else ""
-        if status == 401:
-            return (f"the Hub rejected the token (401 Unauthorized) while {action}{detail}. Check the token: "
-                    "`hf auth login`, HF_TOKEN or --token must hold a valid token with write access.")
-        if status == 403:
-            return (f"the token may not write to {repo_id} (403 Forbidden) while {action}{detail}. Use a token "
-                    "with write access to that namespace (a fine-grained token needs write permission on it).")
-        if status == 404:
-            return f"{repo_id} or the revision was not found (404) while {action}{detail}."
-        if status == 429 or status >= 500:
-            return (f"the Hub at {endpoint} is unavailable or overloaded ({status}) while {action}{detail}; "
-                    "wait a few minutes.")
-        return f"the Hub answered {status} while {action}{detail}."
-    if _is_network_error(cause):
-        return (f"the connection to {endpoint} failed while {action} ({type(cause).__name__}: {cause}). Check the "
-                "network connection (and HF_ENDPOINT if you set it).")
-    return f"{type(cause).__name__} while {action}: {cause}"
+        return ("no Hugging Face token found. Create a write token at https://huggingface.co/settings/tokens, then "
+                "run `hf auth login`, or set HF_TOKEN, or pass --token.")
+    if constants.HF_HUB_OFFLINE:  # read at import from HF_HUB_OFFLINE, else TRANSFORMERS_OFFLINE
+        name = next((name for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+                     if os.environ.get(name, "").upper() in constants.ENV_VARS_TRUE_VALUES), "HF_HUB_OFFLINE")
+        return f"huggingface_hub is in offline mode ({name} is set); unset {name} to push."
+    return None
 
 
 @contextmanager
-def _hub_call(state: dict[str, str], endpoint: str, repo_id: str, token: str, retry: str,
+def _hub_call(state: dict[str, str], endpoint: str, repo_id: str, token: str | None, retry: str,
               untouched: Path) -> Iterator[None]:
-    """Turn a Hub or network failure inside the block into a `PushError` that says what failed while
-    ``state["action"]`` and how to retry; other errors (bugs) pass through unchanged."""
+    """Run the Hub calls of a push in the block, or raise one `PushError`: before any request when nothing can be
+    sent (:func:`_cannot_send`), else on a Hub answer or a network failure (in the client's own words) while
+    ``state["action"]``; it says that nothing was committed or changed and gives the command that retries. Other
+    errors (bugs) pass through unchanged."""
+    failure = _cannot_send(token)
     try:
-        yield
-    except (HfHubHTTPError, OfflineModeIsEnabled, RuntimeError, ValueError, *NETWORK_ERRORS) as error:
-        cause = _http_cause(error)
-        rejected_card = isinstance(error, ValueError) and "Invalid metadata" in str(error)
-        if cause is error and not (isinstance(error, (HfHubHTTPError, OfflineModeIsEnabled)) or rejected_card
-                                   or _is_network_error(error)):
+        if failure is None:
+            yield
+    except Exception as error:
+        cause = error  # the Hub's answer may come wrapped (an upload's RuntimeError, the README check's ValueError)
+        while cause is not None and not isinstance(cause, (HfHubHTTPError, *NETWORK_ERRORS)):
+            cause = cause.__cause__ or cause.__context__
+        if cause is None:
             raise
         logger.debug("Hub call failed while %s", state["action"], exc_info=error)
-        message = describe_failure(error, state["action"], endpoint, repo_id)
-        message = (f"push to {repo_id} failed: {message}\nNo commit was made and nothing in {untouched} was "
-                   f"changed. Retry with:\n  {retry}").replace(token, "***")
-        raise PushError(message) from None
+        if isinstance(cause, HfHubHTTPError):
+            said = dict.fromkeys(line.strip() for text in (str(error), str(cause)) for line in text.splitlines())
+            failure = "\n  ".join([f"the Hub answered with an error while {state['action']}:", *filter(None, said)])
+        else:
+            failure = (f"the connection to {endpoint} failed while {state['action']} ({type(cause).__name__}: "
+                       f"{cause}). Check the network connection (and HF_ENDPOINT if you set it).")
+    if failure is not None:
+        message = (f"push to {repo_id} failed: {failure}\nNo commit was made and nothing in {untouched} was changed. "
+                   f"Retry with:\n  {retry}")
+        raise PushError(message.replace(token, "***") if token else message) from None
 
 
-def _operations(files: dict[str, Path | bytes]) -> list[CommitOperationAdd]:
-    return [CommitOperationAdd(path_in_repo=path, path_or_fileobj=src if isinstance(src, bytes) else str(src))
-            for path, src in files.items()]
-
-
-def _retry_command(*parts: str | None) -> str:
-    return " ".join(part for part in parts if part)
-
-
-# ---------------------------------------------------------------------------------------------------- model
-
-
-def push_model(
-    folder: str | os.PathLike,
-    repo_id: str,
-    *,
-    private: bool | None = None,
-    revision: str | None = None,
-    commit_message: str | None = None,
-    commit_description: str | None = None,
-    create_pr: bool = False,
-    token: str | None = None,
-    endpoint: str | None = None,
-    card: str = "auto",
-    include_logs: bool = False,
-) -> CommitInfo:
+def push_model(folder: str | os.PathLike, repo_id: str, *, private: bool | None = None, revision: str | None = None,
+               commit_message: str | None = None, commit_description: str | None = None, create_pr: bool = False,
+               token: str | None = None, endpoint: str | None = None, card: str = "auto",
+               include_logs: bool = False) -> CommitInfo:
     """Upload a saved SimCSE model folder, with its rendered model card, to a Hub model repo in one commit.
 
     Args:
@@ -384,7 +323,7 @@ def push_model(
         endpoint (`str`, *optional*): the Hub URL; defaults to ``HF_ENDPOINT`` (read at call time), then the Hub.
         card (`str`, *optional*, defaults to `"auto"`): ``"render"`` the card from the folder's config, training
             and evaluation files; ``"keep"`` the folder's README.md as it is; ``"auto"`` renders unless the folder
-            holds a README.md that simcse_hub did not generate (a hand-written card is never replaced).
+            holds a hand-written README.md (``simcse_hub.card.is_hand_written_card``).
         include_logs (`bool`, *optional*, defaults to `False`): also upload training logs (``*.jsonl``, ``*.log``,
             TensorBoard ``runs/``). Checkpoints and optimizer states are never uploaded.
 
@@ -392,66 +331,40 @@ def push_model(
         `huggingface_hub.CommitInfo`: ``commit_url``, ``oid`` and ``repo_url`` of the commit.
 
     Raises:
-        `ModelFolderError`: the folder lacks a file a pushed model needs (all are listed).
-        `PushError`: no token, or the Hub refused or could not be reached; the folder is untouched.
+        `ModelFolderError`: a check of :func:`plan_push` failed; nothing was sent.
+        `PushError`: no token, offline, or the Hub refused or could not be reached; the folder is untouched.
 
     >>> push_model("outputs/my-simcse", "me/my-simcse", private=True)  # doctest: +SKIP
     CommitInfo(commit_url='https://huggingface.co/me/my-simcse/commit/...', ...)
     """
-    folder = Path(folder)
-    files, render = _model_files(folder, repo_id, card, include_logs)
-    token = _resolve_token(token)
-    check_weights_are_finite(folder)
-    credentials = credential_files(folder)
-    check_files_are_public(files, token, scanned_only=credentials)
-    if credentials:
-        logger.warning("Not uploading %s: credential files never leave the machine.", ", ".join(sorted(credentials)))
+    token = token or get_token()
+    plan = plan_push(folder, repo_id, card=card, include_logs=include_logs, token=token)
     endpoint = resolve_endpoint(endpoint)
     api = HfApi(endpoint=endpoint, token=token, library_name="simcse_hub", library_version=__version__)
-    retry = _retry_command("simcse-hub push", str(folder), "--repo-id", repo_id, "--private" if private else None,
-                           f"--revision {revision}" if revision else None, "--create-pr" if create_pr else None)
+    retry = " ".join(part for part in ("simcse-hub push", str(plan.folder), "--repo-id", repo_id,
+                                       "--private" if private else None, revision and f"--revision {revision}",
+                                       "--create-pr" if create_pr else None) if part)
     state = {"action": "creating the repo"}
-    with _hub_call(state, endpoint, repo_id, token, retry, folder):
+    with _hub_call(state, endpoint, repo_id, token, retry, plan.folder):
         repo_url = api.create_repo(repo_id, private=private, exist_ok=True)
-        if repo_url.repo_id != repo_id:  # a bare name: the card must show the full id
-            repo_id = repo_url.repo_id
-            if render:
-                files[CARD_FILE] = str(render_model_card(folder, repo_id=repo_id)).encode("utf-8")
+        if repo_url.repo_id != repo_id and plan.card:  # a bare name: the card must load the full id
+            plan.files[CARD_FILE] = str(render_model_card(plan.folder, repo_id=repo_url.repo_id)).encode("utf-8")
         if revision and not create_pr:
             state["action"] = f"creating the branch {revision}"
-            api.create_branch(repo_id, branch=revision, exist_ok=True)
+            api.create_branch(repo_url.repo_id, branch=revision, exist_ok=True)
         state["action"] = "uploading the files and committing"
-        operations = _operations(files)
         info = api.create_commit(
-            repo_id,
-            operations=operations,
+            repo_url.repo_id, operations=_operations(plan.files), revision=revision, create_pr=create_pr,
             commit_message=commit_message or f"Upload SimCSE model with simcse_hub {__version__}",
             commit_description=commit_description,
-            revision=revision,
-            create_pr=create_pr,
         )
-    logger.info("Pushed %d files to %s (%s)", len(files), repo_url, info.commit_url)
+    logger.info("Pushed %d files to %s (%s)", len(plan.files), repo_url, info.commit_url)
     return info
 
 
-def _model_files(folder: Path, repo_id: str, card: str, include_logs: bool) -> tuple[dict[str, Path | bytes], bool]:
-    """``({path in the repo: file or content}, whether the card is rendered)`` of a model push: the checked folder's
-    files (logs only with ``include_logs``) and, unless ``card`` keeps the folder's README.md, the rendered card."""
-    if card not in ("auto", "render", "keep"):
-        raise ValueError(f"card={card!r}: expected 'auto', 'render' or 'keep'.")
-    validate_model_folder(folder)
-    ignore = IGNORE_PATTERNS + (() if include_logs else LOG_PATTERNS)
-    files: dict[str, Path | bytes] = dict(collect_files(folder, ignore))
-    readme = folder / CARD_FILE
-    if card == "keep" and not readme.is_file():
-        raise ModelFolderError(f"card='keep' but {readme} does not exist; render one with card='render'.")
-    hand_written = readme.is_file() and CARD_MARKER not in readme.read_text(encoding="utf-8", errors="replace")
-    render = card == "render" or (card == "auto" and not hand_written)
-    if render:
-        files[CARD_FILE] = str(render_model_card(folder, repo_id=repo_id)).encode("utf-8")
-    elif card == "auto":
-        logger.info("Keeping the hand-written %s (pass card='render' / --card render to replace it).", readme)
-    return files, render
+def _operations(files: dict[str, Path | bytes]) -> list[CommitOperationAdd]:
+    return [CommitOperationAdd(path_in_repo=path, path_or_fileobj=src if isinstance(src, bytes) else str(src))
+            for path, src in files.items()]
 
 
 # ---------------------------------------------------------------------------------------------------- space
@@ -462,10 +375,9 @@ def default_demo_dir() -> Path:
     import importlib.util
 
     spec = importlib.util.find_spec("simcse_hub.demo")  # the package's folder, without importing Gradio
-    for location in (spec.submodule_search_locations or []) if spec else []:
-        if (Path(location) / "app.py").is_file():
-            return Path(location)
-    raise FileNotFoundError("simcse_hub.demo (the packaged demo/) is not installed; pass demo_dir (--demo-dir).")
+    if spec is None or spec.origin is None or not (Path(spec.origin).parent / "app.py").is_file():
+        raise FileNotFoundError("simcse_hub.demo (the packaged demo/) is not installed; pass demo_dir (--demo-dir).")
+    return Path(spec.origin).parent
 
 
 def space_readme(text: str, model_id: str, sdk_version: str | None = None) -> str:
@@ -489,32 +401,21 @@ def space_readme(text: str, model_id: str, sdk_version: str | None = None) -> st
     data = space_card.data
     if data.sdk not in (None, "gradio"):
         raise ValueError(f"the Space README says sdk: {data.sdk}; the demo is a Gradio app (sdk: gradio).")
-    data.sdk = "gradio"
-    if not data.sdk_version:
-        if sdk_version is None:
-            try:
-                import gradio
-
-                sdk_version = gradio.__version__
-            except ImportError as error:
-                raise ValueError("the Space README has no sdk_version and Gradio is not installed to "
-                                 "supply one; add `sdk_version:` to the README front matter.") from error
-        data.sdk_version = sdk_version
-    data.app_file = data.app_file or "app.py"
+    if not data.sdk_version and sdk_version is None:
+        try:
+            import gradio
+        except ImportError as error:
+            raise ValueError("the Space README has no sdk_version and Gradio is not installed to supply one; add "
+                             "`sdk_version:` to the README front matter.") from error
+        sdk_version = gradio.__version__
+    data.sdk, data.sdk_version, data.app_file = "gradio", data.sdk_version or sdk_version, data.app_file or "app.py"
     data.models = [model_id]
     return str(space_card)
 
 
-def push_space(
-    model_id: str,
-    space_id: str,
-    *,
-    demo_dir: str | os.PathLike | None = None,
-    private: bool | None = None,
-    commit_message: str | None = None,
-    token: str | None = None,
-    endpoint: str | None = None,
-) -> CommitInfo:
+def push_space(model_id: str, space_id: str, *, demo_dir: str | os.PathLike | None = None, private: bool | None = None,
+               commit_message: str | None = None, token: str | None = None,
+               endpoint: str | None = None) -> CommitInfo:
     """Upload the Gradio demo as a Space that serves ``model_id``.
 
     The Space is created with ``sdk: gradio`` if needed; its README front matter is rewritten in the upload (not on
@@ -540,27 +441,26 @@ def push_space(
         raise ModelFolderError(f"{demo_dir} is not a Space folder; missing: {', '.join(missing)}.")
     files: dict[str, Path | bytes] = dict(collect_files(demo_dir, SPACE_IGNORE_PATTERNS))
     files["README.md"] = space_readme((demo_dir / "README.md").read_text(encoding="utf-8"), model_id).encode()
-
-    token = _resolve_token(token)
-    check_files_are_public(files, token, scanned_only={})
+    token = token or get_token()
+    check_files_are_public(files, token)
     endpoint = resolve_endpoint(endpoint)
     api = HfApi(endpoint=endpoint, token=token, library_name="simcse_hub", library_version=__version__)
-    retry = _retry_command("simcse-hub push-space --model", model_id, "--space-id", space_id,
-                           f"--demo-dir {demo_dir}", "--private" if private else None)
+    retry = (f"simcse-hub push-space --model {model_id} --space-id {space_id} --demo-dir {demo_dir}"
+             + (" --private" if private else ""))
     variable = {"key": SPACE_MODEL_VARIABLE, "value": model_id, "description": "the model the demo serves"}
     state = {"action": "creating the Space"}
     with _hub_call(state, endpoint, space_id, token, retry, demo_dir):
-        repo_url = api.create_repo(space_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True,
-                                   space_variables=[variable])
-        space_id = repo_url.repo_id
+        space_id = api.create_repo(space_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True,
+                                   space_variables=[variable]).repo_id
         state["action"] = f"setting the Space variable {SPACE_MODEL_VARIABLE}"
         api.add_space_variable(space_id, variable["key"], variable["value"], description=variable["description"])
         state["action"] = "uploading the demo and committing"
-        operations = _operations(files)
-        info = api.create_commit(space_id, operations=operations, repo_type="space",
+        info = api.create_commit(space_id, operations=_operations(files), repo_type="space",
                                  commit_message=commit_message or f"Demo of {model_id} (simcse_hub {__version__})")
-    logger.info("Pushed the demo of %s to %s", model_id, repo_url)
+    logger.info("Pushed the demo of %s to %s", model_id, info.repo_url)
     return info
 
 
-__all__ = ['CREDENTIAL_PATTERNS', 'HF_TOKEN_PATTERN', 'IGNORE_PATTERNS', 'LOG_PATTERNS', 'ModelFolderError', 'PushError', 'check_files_are_public', 'check_weights_are_finite', 'collect_files', 'credential_files', 'describe_failure', 'push_model', 'push_space', 'resolve_endpoint', 'space_readme', 'validate_model_folder']
+__all__ = ["CREDENTIAL_PATTERNS", "IGNORE_PATTERNS", "LOG_PATTERNS", "ModelFolderError", "PushError", "PushPlan",
+           "check_files_are_public", "collect_files", "default_demo_dir", "plan_push", "push_model", "push_space",
+           "resolve_endpoint", "space_readme", "validate_model_folder"]

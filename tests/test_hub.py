@@ -30,6 +30,7 @@ from simcse_hub.hub import (
     PushError,
     collect_files,
     default_demo_dir,
+    plan_push,
     push_model,
     push_space,
     space_readme,
@@ -188,12 +189,12 @@ def test_include_logs_and_hand_written_card(hub, model_dir):
 @pytest.mark.parametrize(
     ("status", "route", "expected"),
     [
-        (401, "create_repo", r"rejected the token \(401 Unauthorized\) while creating the repo"),
-        (403, "create_repo", r"may not write to user/tiny-simcse \(403 Forbidden\)"),
-        (503, "commit", r"unavailable or overloaded \(503\) while uploading the files and committing"),
+        (401, "create_repo", r"while creating the repo:\n  Client error '401 Unauthorized' for url"),
+        (403, "create_repo", r"while creating the repo:\n  403 Forbidden: Injected failure"),
+        (503, "commit", r"while uploading the files and committing:\n  Server error '503 Service Unavailable'"),
         (None, "create_repo", r"connection to http://127\.0\.0\.1:\d+ failed while creating the repo"),
-        (403, "lfs_upload", r"\(403 Forbidden\) while uploading the files"),
-        (400, "validate_yaml", r"the Hub rejected the README front matter"),
+        (403, "lfs_upload", r"committing:\n  Error while uploading 'model\.safetensors' to the Hub\.\n  403 Forbidden"),
+        (400, "validate_yaml", r"Invalid metadata in README\.md\.\n  Bad request"),
     ],
 )
 def test_failing_hub_gives_a_clear_error_and_leaves_the_folder_intact(hub, model_dir, status, route, expected):
@@ -217,9 +218,20 @@ def test_endpoint_down_and_wrong_token(hub, model_dir, monkeypatch):
         push_model(model_dir, REPO_ID, token=wrong)
     assert wrong not in str(raised.value)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    with pytest.raises(PushError, match=r"offline mode \(HF_HUB_OFFLINE is set\).*unset it"):
+    with pytest.raises(PushError, match=r"offline mode \(HF_HUB_OFFLINE is set\); unset HF_HUB_OFFLINE to push"):
         push_model(model_dir, REPO_ID)
     assert snapshot(model_dir) == before and hub.commits == []
+
+
+def test_offline_through_transformers_offline_names_that_variable(hub, model_dir, tmp_path):
+    """huggingface_hub goes offline on TRANSFORMERS_OFFLINE=1 alone: the error names it, not HF_HUB_OFFLINE."""
+    env = hub_env(hub, tmp_path / "hf_home", HF_TOKEN=TOKEN)
+    del env["HF_HUB_OFFLINE"]
+    env["TRANSFORMERS_OFFLINE"] = "1"
+    result = run_cli(["push", str(model_dir), "--repo-id", REPO_ID], env, tmp_path)
+    assert result.returncode == 1
+    assert "offline mode (TRANSFORMERS_OFFLINE is set); unset TRANSFORMERS_OFFLINE to push" in result.stderr
+    assert "HF_HUB_OFFLINE" not in result.stderr and hub.requests == []
 
 
 def test_missing_token_and_bad_folders_fail_before_any_request(hub, model_dir, monkeypatch):
@@ -297,6 +309,37 @@ def test_non_finite_weights_are_refused(hub, model_dir):
     assert hub.requests == []
 
 
+def test_plan_push_lists_the_upload_and_runs_every_check_without_token_or_network(hub, model_dir, monkeypatch):
+    """The dry run of a push (``simcse-hub push --dry-run``): the files and sizes, the repo id and the rendered card,
+    every check run, and not one request, with no token and huggingface_hub offline."""
+    monkeypatch.delenv("HF_TOKEN")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    before = snapshot(model_dir)
+    plan = plan_push(model_dir, REPO_ID)
+    card = str(render_model_card(model_dir, repo_id=REPO_ID))
+    assert plan.card == card and plan.repo_id == REPO_ID
+    expected = {path: (model_dir / path).stat().st_size for path in uploaded_files(model_dir) - {"README.md"}}
+    assert dict(plan.sizes) == {**expected, "README.md": len(card.encode())}
+    listing = str(plan)
+    assert listing.startswith(f"{REPO_ID}: {len(expected) + 1} files, ")
+    assert all(path in listing for path in expected) and "README.md (rendered)" in listing
+    other = "hf_" + "SomeoneElsesToken" * 2
+    (model_dir / "notes.md").write_text(f"token {other}\n", encoding="utf-8")
+    with pytest.raises(ModelFolderError, match=r"notes\.md, line 1: the file holds a Hugging Face access token"):
+        plan_push(model_dir, REPO_ID)
+    (model_dir / "notes.md").unlink()
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(model_dir / "model.safetensors")
+    weights[min(weights)].view(-1)[0] = float("inf")
+    save_file(weights, model_dir / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ModelFolderError, match=r"model\.safetensors: tensor .* holds 1 NaN or infinite value"):
+        plan_push(model_dir, REPO_ID)
+    assert hub.requests == []
+    assert {k: v for k, v in snapshot(model_dir).items() if k != "model.safetensors"} == {
+        k: v for k, v in before.items() if k != "model.safetensors"}
+
+
 def test_collect_files_ignores_training_state(model_dir):
     files = set(collect_files(model_dir))
     assert "model.safetensors" in files and "1_Pooling/config.json" in files
@@ -318,6 +361,15 @@ def test_cli_push_never_prints_the_token(hub, model_dir, tmp_path):
     assert snapshot(model_dir) == before
     for path in [*model_dir.rglob("*"), *(tmp_path / "hf_home").rglob("*")]:
         assert not path.is_file() or TOKEN.encode() not in path.read_bytes(), path
+
+
+def test_cli_push_dry_run_lists_the_files_and_makes_no_request(hub, model_dir, monkeypatch, capsys):
+    monkeypatch.delenv("HF_TOKEN")
+    before = snapshot(model_dir)
+    assert main(["push", str(model_dir), "--repo-id", REPO_ID, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"{REPO_ID}: ") and "model.safetensors" in out and "README.md (rendered)" in out
+    assert hub.requests == [] and snapshot(model_dir) == before
 
 
 def test_cli_push_reads_the_login_cache_and_the_token_flag(hub, model_dir, tmp_path, monkeypatch, capsys, caplog):

@@ -20,6 +20,7 @@ from huggingface_hub import ModelCard
 from simcse_hub.card import (
     SimCSEModelCardData,
     hub_id,
+    is_hand_written_card,
     render_model_card,
     template_path,
     write_model_card,
@@ -275,7 +276,7 @@ def test_card_data_is_saved_public_and_finite(model_folder):
                                     missing={}))
     assert [r["tasks"]["STSBenchmark"]["spearman"] for r in data.evaluations if r["split"] == "dev"] == [81.0]
     data.best_stsb_dev_spearman = float("nan")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"best_stsb_dev_spearman must be a finite int or float or null, got nan"):
         data.save(model_folder)
     data.best_stsb_dev_spearman = None
     data.hyperparameters = {"train_file": str(model_folder)}
@@ -283,11 +284,28 @@ def test_card_data_is_saved_public_and_finite(model_folder):
         data.save(model_folder)
 
 
-def test_not_a_simcse_folder(model_folder):
+def test_a_hand_written_card_is_never_replaced(model_folder):
+    readme = model_folder / "README.md"
+    data = SimCSEModelCardData.from_folder(model_folder)
+    assert not is_hand_written_card(readme)  # none yet
+    data.save(model_folder)
+    assert readme.is_file() and not is_hand_written_card(readme)  # ours: rendered again by the next save
+    readme.write_text("# My own card\n", encoding="utf-8")
+    assert is_hand_written_card(readme) and not is_hand_written_card(model_folder / "simcse_card.json")
+    data.license = "mit"
+    data.save(model_folder)
+    assert readme.read_text(encoding="utf-8") == "# My own card\n"
+    assert json.loads((model_folder / "simcse_card.json").read_text())["license"] == "mit"
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    ({"model_type": "bert"}, r"config\.json: model_type is 'bert', not 'simcse'"),
+    ({"pooler_type": "max"}, r"config\.json: pooler_type='max' is not supported; expected one of"),
+])
+def test_not_a_simcse_folder(model_folder, change, expected):
     config = json.loads((model_folder / "config.json").read_text())
-    config["model_type"] = "bert"
-    (model_folder / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ValueError, match="not 'simcse'"):
+    (model_folder / "config.json").write_text(json.dumps({**config, **change}))
+    with pytest.raises(ValueError, match=expected):
         SimCSEModelCardData.from_folder(model_folder)
 
 
@@ -374,8 +392,6 @@ def snippet_runs(tmp_path_factory, tokenizer) -> tuple[dict, list[float]]:
 @pytest.mark.parametrize("loader", LOADERS)
 def test_usage_snippets_run_against_the_saved_folder(snippet_runs, loader):
     runs, expected = snippet_runs
-    if loader == "SimCSE" and runs[loader]["error"] and "simcse_hub.inference" in runs[loader]["error"]:
-        pytest.skip("simcse_hub.SimCSE (tool.py) is not available")
     assert runs[loader]["error"] is None, runs[loader]["error"]
     printed = [float(x) for x in FLOAT.findall(runs[loader]["stdout"])]
     assert len(printed) == 9, runs[loader]["stdout"]
