@@ -1,12 +1,4 @@
-"""From the former ``tuning_report`` module:
-
-The record of a ``simcse-hub tune`` search, rewritten after every trial: ``trials.csv`` and ``trials.md`` (one row
-per trial: state, score, sampled values, runtime) and ``best_config.yaml`` (the base settings with the best trial's
-values, for ``simcse-hub train --config``). Every file is written through a temporary file and a rename.
-
-From the former ``tuning`` module:
-
-Search the settings of SimCSE training with Optuna: ``simcse-hub tune`` (``pip install 'simcse-hub[tune]'``).
+"""Search the settings of SimCSE training with Optuna: ``simcse-hub tune`` (``pip install 'simcse-hub[tune]'``).
 
 Each trial is a normal training run (:func:`simcse_hub.train.train`) into ``OUTPUT_DIR/trials/trial-NNN``: the base
 settings (``--preset``, ``--config``, ``--set``, as ``simcse-hub train`` reads them), then the settings for trials
@@ -14,14 +6,16 @@ only (``--trial-set``, e.g. a smaller ``max_train_samples``), then the values Op
 STS-B dev evaluation the trial reports the Spearman to Optuna, whose pruner stops a weak trial there (``median``:
 below the median of the earlier trials at the same update). A trial's score is the best STS-B dev Spearman of its
 run (the model it exports), or with ``objective="stsb+sickr"`` the mean of that and the exported model's Spearman
-on SICK-R trial (SICK's dev split). A trial whose loss diverges is recorded as FAIL and the search goes on.
+on SICK-R trial (SICK's dev split). A trial whose loss diverges is recorded as FAIL and the search goes on. Before
+the first trial the untouched encoder is scored the same way: the baseline the trials should beat.
 
-Written into ``OUTPUT_DIR`` after every trial, so an interrupted search keeps what it found: ``best_config.yaml``
-(the base settings with the best trial's values and ``output_dir: outputs/tuned``, without the ``--trial-set``
-settings: ``simcse-hub train --config best_config.yaml``), ``trials.md`` and ``trials.csv`` (one row per trial:
-state, score, sampled values, runtime) and ``tune.json`` (what was searched). A trial's model folder is deleted
-once it is scored unless ``keep_trials``. With ``storage`` (e.g. ``sqlite:///tune.db``) the same command resumes an
-interrupted search until it holds ``trials`` finished trials.
+Written into ``OUTPUT_DIR`` after every trial (each file through a temporary file and a rename), so an interrupted
+search keeps what it found: ``best_config.yaml`` (the base settings with the best trial's values and ``output_dir:
+outputs/tuned``, without the ``--trial-set`` settings: ``simcse-hub train --config best_config.yaml``), ``trials.csv``
+(Optuna's ``trials_dataframe``: state, score, sampled values, runtime) and ``trials.md`` (the same table with the
+baseline), and ``tune.json`` (what was searched). A trial's model folder is deleted once it is scored unless
+``keep_trials``. With ``storage`` (e.g. ``sqlite:///tune.db``) the same command resumes an interrupted search until
+it holds ``trials`` finished trials.
 
 A search that fits in about an hour on 2 CPU cores (all-MiniLM-L6-v2 on the 6,339 NLI triplets of ../shared/data):
 each trial trains on the first 1,920 triplets (30 updates at batch 64) and is evaluated on STS-B dev before training
@@ -38,120 +32,40 @@ best settings are then trained on all the triplets::
 from __future__ import annotations
 
 import copy
-import csv
-import io
-import os
-import tempfile
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from simcse_hub.config import TrainConfig
 import dataclasses
+import functools
 import json
 import logging
 import math
+import os
 import shutil
+import tempfile
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
+import pandas as pd
+import torch
 
-def write_reports(study, base: TrainConfig, options: TuneOptions, space: dict[str, Param]):
-    """Write ``trials.csv``, ``trials.md`` and (once a trial has completed) ``best_config.yaml``; returns the best
-    trial, or ``None``."""
-    output = Path(options.output_dir)
-    trials = sorted(study.trials, key=lambda t: t.number)
-    complete = [t for t in trials if t.state.name == "COMPLETE"]
-    best = max(complete, key=lambda t: t.value) if complete else None
-    names = [n for name, param in space.items() for n in _columns(name, param)]
-    scores = ["stsb_dev_spearman"] + (["sickr_dev_spearman"] if options.objective != "stsb" else [])
-    header = ["trial", "state", "score", *scores, "updates", *names, "runtime_s"]
-    rows = [_row(trial, scores, names) for trial in trials]
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerows([header, *rows])
-    write_text(output / "trials.csv", buffer.getvalue())
-    counts = {state: sum(t.state.name == state for t in trials) for state in ("COMPLETE", "PRUNED", "FAIL")}
-    what = "the best STS-B dev Spearman (x100) of the run" + (
-        ", averaged with the exported model's SICK-R trial Spearman" if options.objective != "stsb" else "")
-    found = f"Best: trial {best.number} ({best.value:.2f}), in best_config.yaml." if best else "No trial completed."
-    start = study.user_attrs.get("start")
-    baseline = "" if start is None else (
-        f"The starting encoder, untrained, scores {start['score']:.2f} ({_scores(start)}); "
-        f"{sum(t.value > start['score'] for t in complete)} of {len(complete)} complete trials beat it.")
-    lines = [f"# simcse-hub tune: study `{options.study_name}`", "",
-             f"Score: {what}. {len(trials)} trials: {counts['COMPLETE']} complete, {counts['PRUNED']} pruned, "
-             f"{counts['FAIL']} failed. {found}", *([baseline] if baseline else []), "",
-             "| " + " | ".join(header) + " |", "|" + "|".join("---" if i == 1 else "---:" for i in range(len(header)))
-             + "|"]
-    for trial, row in zip(trials, rows):
-        if best is not None and trial.number == best.number:
-            row = [f"**{row[0]}**", *row[1:]]
-        lines.append("| " + " | ".join(str(cell) for cell in row) + " |")
-    write_text(output / "trials.md", "\n".join(lines) + "\n")
-    if best is not None:
-        write_best_config(best, base, options, output / "best_config.yaml")
-    return best
+from simcse_hub.card import CARD_DATA_FILE
+from simcse_hub.config import TrainConfig
+from simcse_hub.data import read_examples, resolve_train_file
+from simcse_hub.evaluation import (
+    STSDataError,
+    TaskUnavailableError,
+    default_data_dir,
+    evaluate_model,
+    load_sts_task,
+    markdown_table,
+)
+from simcse_hub.inference import SimCSE, encode_sentences
+from simcse_hub.train import TrainingDiverged, load_encoder, train
 
-
-def _scores(start: dict[str, float]) -> str:
-    names = {"stsb_dev_spearman": "STS-B dev", "sickr_dev_spearman": "SICK-R trial"}
-    return ", ".join(f"{label} {start[key]:.2f}" for key, label in names.items() if key in start)
-
-
-def _columns(name: str, param: Param) -> tuple[str, ...]:
-    """The Optuna parameters of a searched setting, as table columns."""
-    if name == "mlm_weight":
-        return ("do_mlm", name)
-    if name == "source_weights":
-        return tuple(f"source_weight_{i}" for i in range(1, param.count + 1))
-    return (name,)
-
-
-def _row(trial, scores: list[str], names: list[str]) -> list:
-    """One trial in the table: number, state, score (complete trials only), STS scores, the update it reached, the
-    sampled values (blank when not sampled, e.g. mlm_weight without MLM), seconds."""
-    return [trial.number, trial.state.name, _format(trial.value if trial.state.name == "COMPLETE" else None),
-            *(_format(trial.user_attrs.get(name)) for name in scores), trial.user_attrs.get("updates", ""),
-            *(_format(trial.params.get(name)) for name in names),
-            "" if trial.duration is None else f"{trial.duration.total_seconds():.0f}"]
-
-
-def write_best_config(best, base: TrainConfig, options: TuneOptions, path: Path) -> None:
-    """``base`` with the best trial's values, ``output_dir`` set to ``options.best_output_dir``, as a YAML file
-    that ``simcse-hub train --config`` reads (written by ``TrainConfig.save_yaml``, a comment line on top)."""
-
-    config = copy.deepcopy(base).update(settings_for(dict(best.params), options), f"trial {best.number}")
-    config.update({"output_dir": options.best_output_dir, "overwrite_output_dir": False}, "tune").validate()
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        config.save_yaml(temporary)
-        settings = Path(temporary).read_text(encoding="utf-8")
-    finally:
-        Path(temporary).unlink(missing_ok=True)
-    write_text(path, f"# simcse-hub tune, study {options.study_name}: trial {best.number}, score {best.value:.2f}. "
-                      "Train with: simcse-hub train --config best_config.yaml\n" + settings)
-
-
-def _format(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:.2f}" if abs(value) >= 1 else f"{value:.3g}"
-    return str(value)
-
-
-def write_text(path: Path, text: str) -> None:
-    """Write ``text`` through a temporary file in the same folder, renamed over ``path`` once complete."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.write(text)
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+try:
+    import optuna
+except ImportError:  # the tune extra
+    optuna = None
 
 logger = logging.getLogger(__name__)
 
@@ -159,6 +73,9 @@ INSTALL_HINT = "simcse-hub tune needs Optuna: pip install 'simcse-hub[tune]'"
 OBJECTIVES = ("stsb", "stsb+sickr")
 PRUNERS = ("median", "none")
 TUNE_FILES = ("tune.json", "best_config.yaml", "trials.md", "trials.csv", "trials")
+DEV_TASKS = {"STSBenchmark": ("stsb_dev_spearman", "STS-B dev"), "SICKRelatedness": ("sickr_dev_spearman",
+                                                                                     "SICK-R trial")}
+STATES = ("COMPLETE", "PRUNED", "FAIL")
 
 
 class TuneError(ValueError):
@@ -238,15 +155,6 @@ class TuneResult:
     start_score: float | None = None  # the untouched encoder's score: the baseline
 
 
-def require_optuna():
-    """The ``optuna`` module; `TuneError` with the install command when it is missing."""
-    try:
-        import optuna
-    except ImportError:
-        raise TuneError(INSTALL_HINT) from None
-    return optuna
-
-
 # ---------------------------------------------------------------------------------------------------- the search
 
 
@@ -262,16 +170,14 @@ def tune(base: TrainConfig, options: TuneOptions) -> TuneResult:
 
     >>> tune(TrainConfig.from_yaml("base.yaml"), TuneOptions(trials=12, output_dir="outputs/tune"))  # doctest: +SKIP
     """
-    optuna = require_optuna()
-    from simcse_hub.train import TrainingDiverged
-
+    if optuna is None:
+        raise TuneError(INSTALL_HINT)
     space, data_dir = check_search(base, options)
-    output = Path(options.output_dir)
-    resuming = _study_exists(optuna, options)
+    output, resuming = Path(options.output_dir), _study_exists(options)
     # the baseline loads the encoder: before anything is written (a resumed study has its own)
     start = None if resuming and not options.overwrite else starting_scores(base, options, data_dir)
     _prepare_output(output, options, resuming)
-    if options.overwrite and options.storage and resuming:
+    if options.overwrite and resuming:
         optuna.delete_study(study_name=options.study_name, storage=options.storage)
     study = optuna.create_study(
         study_name=options.study_name, storage=options.storage, direction="maximize", load_if_exists=True,
@@ -279,72 +185,59 @@ def tune(base: TrainConfig, options: TuneOptions) -> TuneResult:
         pruner=make_pruner(options))
     write_text(output / "tune.json", json.dumps({
         "study_name": options.study_name, "storage": options.storage, "objective": options.objective,
-        "search": {name: asdict(param) for name, param in space.items()}, "trial_settings": options.trial_settings,
-        "base": base.to_dict()}, indent=2, default=str) + "\n")
+        "search": {name: dataclasses.asdict(param) for name, param in space.items()},
+        "trial_settings": options.trial_settings, "base": base.to_dict()}, indent=2, default=str) + "\n")
     if "start" not in study.user_attrs:  # once per study: a resumed search keeps its baseline
         study.set_user_attr("start", start or starting_scores(base, options, data_dir))
         logger.info("The starting encoder, untrained, scores %.2f: the baseline the trials should beat.",
                     study.user_attrs["start"]["score"])
-    finished = [t for t in study.trials if t.state.is_finished()]
-    remaining = max(0, options.trials - len(finished))
+    remaining = max(0, options.trials - sum(trial.state.is_finished() for trial in study.trials))
     logger.info("Tuning %s: %d trial(s) to run (%d finished before), searching %s", options.study_name, remaining,
-                len(finished), ", ".join(f"{n} {p.describe()}" for n, p in space.items()))
-
-    def objective(trial) -> float:
-        return run_trial(trial, base, options, space, data_dir)
-
+                options.trials - remaining, ", ".join(f"{n} {p.describe()}" for n, p in space.items()))
     try:
         if remaining:
-            study.optimize(objective, n_trials=remaining, timeout=options.timeout, catch=(TrainingDiverged,),
+            study.optimize(lambda trial: run_trial(trial, base, options, space, data_dir), n_trials=remaining,
+                           timeout=options.timeout, catch=(TrainingDiverged,),
                            callbacks=[lambda study, trial: write_reports(study, base, options, space)])
     finally:
         best = write_reports(study, base, options, space)
-    counts = {state: sum(t.state.name == state for t in study.trials) for state in ("COMPLETE", "PRUNED", "FAIL")}
-    return TuneResult(output_dir=output, best_trial=None if best is None else best.number,
-                      best_score=None if best is None else best.value,
-                      best_config=None if best is None else output / "best_config.yaml", counts=counts,
+    return TuneResult(output_dir=output, best_trial=best and best.number, best_score=best and best.value,
+                      best_config=best and output / "best_config.yaml", counts=_counts(study),
                       start_score=study.user_attrs.get("start", {}).get("score"))
 
 
 def make_pruner(options: TuneOptions):
     """The Optuna pruner of ``options.pruner``: ``median`` (after ``startup_trials`` trials), ``none``, or the
     pruner object itself."""
-    optuna = require_optuna()
     if options.pruner == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=options.startup_trials)
-    if options.pruner == "none":
-        return optuna.pruners.NopPruner()
-    return options.pruner
+    return optuna.pruners.NopPruner() if options.pruner == "none" else options.pruner
 
 
 def run_trial(trial, base: TrainConfig, options: TuneOptions, space: dict[str, Param], data_dir: Path | None) -> float:
     """One trial: sample, train with pruning on the periodic STS-B dev evaluations, score the exported model."""
-    optuna = require_optuna()
-    from simcse_hub.train import train
-
-    values = sample(trial, space)
-    config = trial_config(base, options, values, Path(options.output_dir) / "trials" / f"trial-{trial.number:03d}")
+    config = trial_config(base, options, sample(trial, space),
+                          Path(options.output_dir) / "trials" / f"trial-{trial.number:03d}")
     best = -math.inf
 
     def on_evaluate(step: int, metrics: dict[str, float]) -> None:
         nonlocal best
-        score = metrics["stsb_dev_spearman"]
-        best = max(best, score)
+        best = max(best, metrics["stsb_dev_spearman"])
         trial.set_user_attr("stsb_dev_spearman", best)
         trial.set_user_attr("updates", step)
-        trial.report(score, step)
+        trial.report(metrics["stsb_dev_spearman"], step)
         if trial.should_prune():
-            raise optuna.TrialPruned(f"STS-B dev Spearman {score:.2f} at update {step}")
+            raise optuna.TrialPruned(f"STS-B dev Spearman {metrics['stsb_dev_spearman']:.2f} at update {step}")
 
     try:
         folder = train(config, on_evaluate=on_evaluate)
-        card = json.loads((folder / "simcse_card.json").read_text(encoding="utf-8"))
-        score = card.get("best_stsb_dev_spearman")
+        score = json.loads((folder / CARD_DATA_FILE).read_text(encoding="utf-8")).get("best_stsb_dev_spearman")
         if score is None:
             raise TuneError(f"{folder}: the run has no STS-B dev evaluation to score (eval_steps={config.eval_steps}).")
         trial.set_user_attr("stsb_dev_spearman", score)
         if options.objective == "stsb+sickr":
-            sickr = sickr_dev_spearman(folder, data_dir, config.eval_batch_size)
+            encode = functools.partial(SimCSE(folder).encode, batch_size=config.eval_batch_size, return_numpy=True)
+            sickr = dev_scores(encode, str(folder), ["SICKRelatedness"], data_dir)["sickr_dev_spearman"]
             trial.set_user_attr("sickr_dev_spearman", sickr)
             score = (score + sickr) / 2
         return float(score)
@@ -390,8 +283,7 @@ def settings_for(values: dict[str, Any], options: TuneOptions) -> dict[str, Any]
 def trial_config(base: TrainConfig, options: TuneOptions, values: dict[str, Any], output_dir: Path) -> TrainConfig:
     """The settings of one trial: ``base``, then the trial-only settings, then the sampled values, into a fresh
     ``output_dir`` without trackers."""
-    config = copy.deepcopy(base)
-    config.update(options.trial_settings, source="--trial-set")
+    config = copy.deepcopy(base).update(options.trial_settings, source="--trial-set")
     config.update(settings_for(values, options), source="the sampled values")
     config.update({"output_dir": str(output_dir), "overwrite_output_dir": True, "report_to": "none"}, source="tune")
     return config.validate()
@@ -401,48 +293,113 @@ def starting_scores(base: TrainConfig, options: TuneOptions, data_dir: Path | No
     """The untouched encoder's dev scores, as a trial's are computed (the encoder under the base settings' pooler,
     STS-B dev as the training loop evaluates it, and SICK-R trial with ``objective="stsb+sickr"``): the baseline a
     search should beat. ``score`` is the objective."""
-    import torch
-
-    from simcse_hub.evaluation import evaluate_model
-    from simcse_hub.inference import encode_sentences
-    from simcse_hub.train import load_encoder
-
     with torch.random.fork_rng(devices=[]):  # the global random state untouched
         torch.manual_seed(base.seed)  # the MLP head of a cls pooler starts as a trial's does
         model = load_encoder(base).eval()
     tasks = ["STSBenchmark"] + (["SICKRelatedness"] if options.objective == "stsb+sickr" else [])
-    results = evaluate_model(lambda sentences: encode_sentences(model, model.tokenizer, sentences,
-                                                                batch_size=base.eval_batch_size),
-                             base.model_name_or_path, tasks=tasks, data_dir=data_dir, split="dev",
-                             alignment_uniformity=False)
-    keys = {"STSBenchmark": "stsb_dev_spearman", "SICKRelatedness": "sickr_dev_spearman"}
-    scores = {keys[task]: float(results["tasks"][task]["spearman"]) for task in tasks}
+    encode = functools.partial(encode_sentences, model, model.tokenizer, batch_size=base.eval_batch_size)
+    scores = dev_scores(encode, base.model_name_or_path, tasks, data_dir)
     return {**scores, "score": sum(scores.values()) / len(scores)}
 
 
-def sickr_dev_spearman(folder: Path, data_dir: Path | None, batch_size: int) -> float:
-    """Spearman x100 of the model in ``folder`` on SICK-R trial (the ``dev`` split of ``simcse_hub.evaluation``)."""
-    from simcse_hub.evaluation import evaluate_model
-    from simcse_hub.inference import SimCSE
+def dev_scores(encode: Any, name: str, tasks: list[str], data_dir: Path | None) -> dict[str, float]:
+    """Spearman x100 of ``encode`` on the ``dev`` split of each of ``tasks``, keyed as ``trials.csv`` names them."""
+    results = evaluate_model(encode, name, tasks=tasks, data_dir=data_dir, split="dev", alignment_uniformity=False)
+    for task in tasks:
+        if task not in results["tasks"]:
+            raise TuneError(f"{DEV_TASKS[task][1]} could not be read: {results['missing'].get(task)}")
+    return {DEV_TASKS[task][0]: float(results["tasks"][task]["spearman"]) for task in tasks}
 
-    model = SimCSE(folder)
-    results = evaluate_model(lambda sentences: model.encode(sentences, batch_size=batch_size, return_numpy=True),
-                             str(folder), tasks=["SICKRelatedness"], data_dir=data_dir, split="dev",
-                             alignment_uniformity=False)
-    if "SICKRelatedness" not in results["tasks"]:
-        raise TuneError(f"SICK-R trial could not be read: {results['missing'].get('SICKRelatedness')}")
-    return float(results["tasks"]["SICKRelatedness"]["spearman"])
+
+# ---------------------------------------------------------------------------------------------------- the record
+
+
+def _counts(study) -> dict[str, int]:
+    return {state: sum(trial.state.name == state for trial in study.trials) for state in STATES}
+
+
+def trials_frame(study, options: TuneOptions, space: dict[str, Param]) -> pd.DataFrame:
+    """Optuna's ``trials_dataframe`` as ``trials.csv`` holds it: one row per trial with its number, state, score
+    (complete trials only), STS scores, the update it reached, the sampled values (blank when not sampled, e.g.
+    mlm_weight without MLM) and seconds."""
+    names = []  # the Optuna parameters of the searched settings
+    for name, param in space.items():
+        names += {"mlm_weight": ["do_mlm", name], "source_weights": [
+            f"source_weight_{i}" for i in range(1, param.count + 1)]}.get(name, [name])
+    scores = [key for task, (key, _) in DEV_TASKS.items() if task == "STSBenchmark" or options.objective != "stsb"]
+    frame = study.trials_dataframe(attrs=("number", "state", "value", "duration", "params", "user_attrs"))
+    frame.columns = [name.removeprefix("params_").removeprefix("user_attrs_") for name in frame.columns]
+    if "duration" in frame:
+        frame["runtime_s"] = frame["duration"].dt.total_seconds().round()
+    frame = frame.rename(columns={"number": "trial", "value": "score"})
+    frame = frame.reindex(columns=["trial", "state", "score", *scores, "updates", *names, "runtime_s"])
+    frame.loc[frame["state"] != "COMPLETE", "score"] = None  # a pruned trial's value is its last report
+    return frame.astype({"updates": "Int64", "runtime_s": "Int64"})
+
+
+def write_reports(study, base: TrainConfig, options: TuneOptions, space: dict[str, Param]):
+    """Write ``trials.csv``, ``trials.md`` (the same table, the best trial in bold, with the baseline) and (once a
+    trial has completed) ``best_config.yaml``; returns the best trial, or ``None``."""
+    output, counts, frame = Path(options.output_dir), _counts(study), trials_frame(study, options, space)
+    write_text(output / "trials.csv", frame.to_csv(index=False))
+    best = study.best_trial if counts["COMPLETE"] else None
+    what = "the best STS-B dev Spearman (x100) of the run" + (
+        ", averaged with the exported model's SICK-R trial Spearman" if options.objective != "stsb" else "")
+    found = f"Best: trial {best.number} ({best.value:.2f}), in best_config.yaml." if best else "No trial completed."
+    summary = (f"Score: {what}. {len(frame)} trials: {counts['COMPLETE']} complete, {counts['PRUNED']} pruned, "
+               f"{counts['FAIL']} failed. {found}")
+    lines = [f"# simcse-hub tune: study `{options.study_name}`", "", summary]
+    start, complete = study.user_attrs.get("start"), frame["score"].dropna()
+    if start is not None:
+        lines.append(f"The starting encoder, untrained, scores {start['score']:.2f} ("
+                     + ", ".join(f"{label} {start[key]:.2f}" for key, label in DEV_TASKS.values() if key in start)
+                     + f"); {int((complete > start['score']).sum())} of {len(complete)} complete trials beat it.")
+    rows = [[f"**{row[0]}**" if best and row[0] == str(best.number) else row[0], *row[1:]]
+            for row in frame.map(_cell).values.tolist()]
+    write_text(output / "trials.md", "\n".join([*lines, "", markdown_table(list(frame.columns), rows)]) + "\n")
+    if best is not None:
+        write_best_config(best, base, options, output / "best_config.yaml")
+    return best
+
+
+def _cell(value: Any) -> str:
+    """A value as ``trials.md`` shows it: blank when missing, a float to 2 decimals (3 digits below 1)."""
+    if pd.isna(value):
+        return ""
+    if isinstance(value, float):
+        return f"{value:.2f}" if abs(value) >= 1 else f"{value:.3g}"
+    return str(value)
+
+
+def write_best_config(best, base: TrainConfig, options: TuneOptions, path: Path) -> None:
+    """``base`` with the best trial's values, ``output_dir`` set to ``options.best_output_dir``, as a YAML file
+    that ``simcse-hub train --config`` reads (written by ``TrainConfig.save_yaml``, a comment line on top)."""
+    config = copy.deepcopy(base).update(settings_for(dict(best.params), options), f"trial {best.number}")
+    config.update({"output_dir": options.best_output_dir, "overwrite_output_dir": False}, "tune").validate()
+    with tempfile.TemporaryDirectory(dir=path.parent) as folder:
+        config.save_yaml(Path(folder) / path.name)
+        settings = (Path(folder) / path.name).read_text(encoding="utf-8")
+    write_text(path, f"# simcse-hub tune, study {options.study_name}: trial {best.number}, score {best.value:.2f}. "
+                     "Train with: simcse-hub train --config best_config.yaml\n" + settings)
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write ``text`` through a temporary file in the same folder, renamed over ``path`` once complete."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        temporary.write_text(text, encoding="utf-8")
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------------------------------------------- checks
 
 
 def check_search(base: TrainConfig, options: TuneOptions) -> tuple[dict[str, Param], Path | None]:
-    """Check everything before the first trial: the options, the base and trial settings, every searched range (each
-    end must be a valid setting), the data, STS-B dev (and SICK-R trial), the encoder. Returns the search space and
-    the evaluation data folder."""
-    from simcse_hub.config import ConfigError
-
+    """Check everything before the first trial: the options, the base and trial settings (`ConfigError`), every
+    searched range (each end must be a valid setting), the data, STS-B dev (and SICK-R trial). Returns the search
+    space and the evaluation data folder."""
     if options.trials < 1 or (options.timeout is not None and not options.timeout > 0):
         raise TuneError(f"--trials {options.trials} / --timeout {options.timeout}: expected >= 1 and > 0 seconds.")
     if options.objective not in OBJECTIVES:
@@ -452,25 +409,20 @@ def check_search(base: TrainConfig, options: TuneOptions) -> tuple[dict[str, Par
     if options.startup_trials < 0 or options.mini_batch_size < 1:
         raise TuneError(f"--startup-trials {options.startup_trials} / --mini-batch-size {options.mini_batch_size}: "
                         "expected an integer >= 0 and one >= 1.")
-    names = list(options.search) if options.search is not None else list(DEFAULT_SEARCH)
-    unknown = [name for name in names if name not in SPACE]
-    if unknown:
-        raise TuneError(f"--search {unknown[0]!r}: not a setting tune searches; expected names from {list(SPACE)}.")
-    unsearched = [name for name in options.ranges if name not in names]
-    if unsearched:
-        raise TuneError(f"--range {unsearched[0]}: {unsearched[0]} is not searched (the search is {names}); add it "
-                        "to --search.")
-    try:
-        trial_base = copy.deepcopy(base.validate()).update(options.trial_settings, "--trial-set").validate()
-    except ConfigError as error:
-        raise TuneError(str(error)) from None
+    names = list(options.search if options.search is not None else DEFAULT_SEARCH)
+    for name in [name for name in names if name not in SPACE]:
+        raise TuneError(f"--search {name!r}: not a setting tune searches; expected names from {list(SPACE)}.")
+    for name in [name for name in options.ranges if name not in names]:
+        raise TuneError(f"--range {name}: {name} is not searched (the search is {names}); add it to --search.")
+    trial_base = copy.deepcopy(base.validate()).update(options.trial_settings, "--trial-set").validate()
     if trial_base.eval_steps == 0:
         raise TuneError("eval_steps=0: every trial is scored and pruned on its periodic STS-B dev evaluations; set "
                         "eval_steps, e.g. --trial-set eval_steps=10.")
     sources = len(trial_base.sources())
     for name, applies, why in (
-            ("hard_negative_weight", _triplets(trial_base), "the training data has no hard-negative column (3 columns: "
-             "sent0, sent1, hard_neg); mine one with `simcse-hub mine`"),
+            ("hard_negative_weight", _triplets(trial_base), ("the training data has no hard-negative column (3 "
+                                                              "columns: sent0, sent1, hard_neg); mine one with "
+                                                              "`simcse-hub mine`")),
             ("source_weights", sources > 1, "there is one training source; give several (train_file=A,B)")):
         if name in names and not applies:
             if options.search is not None:
@@ -481,14 +433,11 @@ def check_search(base: TrainConfig, options: TuneOptions) -> tuple[dict[str, Par
         space["source_weights"] = dataclasses.replace(space["source_weights"], count=sources - 1)
     for name, param in space.items():
         _check_param(trial_base, options, name, param)
-    _check_model(trial_base)
     return space, _check_eval_data(trial_base, options.objective)
 
 
 def _check_param(config: TrainConfig, options: TuneOptions, name: str, param: Param) -> None:
     """A range is ``low < high`` (``low > 0`` when log-uniform) or some choices, and each end is a valid setting."""
-    from simcse_hub.config import ConfigError
-
     if not param.choices and not (param.low is not None and param.high is not None and param.low < param.high
                                   and (param.low > 0 or not param.log)):
         raise TuneError(f"--range {name}={param.low}:{param.high}: expected LOW:HIGH with LOW < HIGH"
@@ -497,52 +446,30 @@ def _check_param(config: TrainConfig, options: TuneOptions, name: str, param: Pa
         values = {name: value, **({"do_mlm": True} if name == "mlm_weight" else {})}
         if name == "source_weights":
             values = {name: [1.0] + [value] * param.count}
-        try:
-            copy.deepcopy(config).update(settings_for(values, options), f"--range {name}").validate()
-        except ConfigError as error:
-            raise TuneError(str(error)) from None
+        copy.deepcopy(config).update(settings_for(values, options), f"--range {name}").validate()
 
 
 def _triplets(config: TrainConfig) -> bool:
     """Whether a training file has a hard-negative column (3 columns), read from its first example (the columns of
     a Hub dataset are known once it is downloaded)."""
-    from simcse_hub.data import read_examples, resolve_train_file
-
     if config.columns is not None:
         return len(config.columns) == 3
     return any(len(read_examples(resolve_train_file(name), None, 1).columns) == 3 for name in config.train_files())
 
 
-def _check_model(config: TrainConfig) -> None:
-    from simcse_hub.inference import ModelNotFoundError, resolve_model
-
-    try:
-        resolve_model(config.model_name_or_path, "model_name_or_path")
-    except ModelNotFoundError as error:
-        raise TuneError(str(error)) from None
-
-
 def _check_eval_data(config: TrainConfig, objective: str) -> Path | None:
     """The data folder holding STS-B dev (and SICK-R trial for ``stsb+sickr``); `TuneError` when one is missing."""
-    from simcse_hub.evaluation import (
-        STSDataError,
-        TaskUnavailableError,
-        default_data_dir,
-        load_sts_task,
-    )
-
     data_dir = Path(config.data_dir) if config.data_dir is not None else default_data_dir()
-    needed = [("STSBenchmark", "STS-B dev")] + ([("SICKRelatedness", "SICK-R trial")] if objective != "stsb" else [])
-    for task, label in needed:
+    for task in ["STSBenchmark"] + (["SICKRelatedness"] if objective != "stsb" else []):
         try:
             load_sts_task(task, data_dir, split="dev")
         except (TaskUnavailableError, STSDataError, OSError) as error:
-            raise TuneError(f"{label} scores the trials but cannot be read ({error}); set data_dir (--set "
+            raise TuneError(f"{DEV_TASKS[task][1]} scores the trials but cannot be read ({error}); set data_dir (--set "
                             "data_dir=FOLDER) or $SIMCSE_DATA_DIR to the folder holding stsb/ and sickr/.") from None
     return data_dir
 
 
-def _study_exists(optuna, options: TuneOptions) -> bool:
+def _study_exists(options: TuneOptions) -> bool:
     """Whether ``options.storage`` already holds the study (a search to resume)."""
     if options.storage is None:
         return False
@@ -559,12 +486,11 @@ def _prepare_output(output: Path, options: TuneOptions, resuming: bool) -> None:
     ``overwrite``, which removes that search's files); then create the folder."""
     if output.exists() and not output.is_dir():
         raise TuneError(f"--output-dir {str(output)!r} is a file; expected a folder.")
-    marker = output / "tune.json"
     if output.is_dir() and any(output.iterdir()):
-        if not marker.is_file():
+        if not (output / "tune.json").is_file():
             raise TuneError(f"--output-dir {str(output)!r} is not empty and holds no earlier search (tune.json); "
                             "choose a new folder.")
-        recorded = json.loads(marker.read_text(encoding="utf-8")).get("study_name")
+        recorded = json.loads((output / "tune.json").read_text(encoding="utf-8")).get("study_name")
         if options.overwrite:
             for name in TUNE_FILES:
                 shutil.rmtree(output / name) if (output / name).is_dir() else (output / name).unlink(missing_ok=True)
@@ -574,4 +500,6 @@ def _prepare_output(output: Path, options: TuneOptions, resuming: bool) -> None:
     output.mkdir(parents=True, exist_ok=True)
 
 
-__all__ = ['DEFAULT_SEARCH', 'Param', 'SPACE', 'TuneError', 'TuneOptions', 'TuneResult', 'check_search', 'make_pruner', 'require_optuna', 'run_trial', 'sample', 'settings_for', 'trial_config', 'tune', 'write_best_config', 'write_reports', 'write_text']
+__all__ = ["DEFAULT_SEARCH", "OBJECTIVES", "PRUNERS", "SPACE", "Param", "TuneError", "TuneOptions", "TuneResult",
+           "check_search", "make_pruner", "run_trial", "sample", "settings_for", "trial_config", "trials_frame", "tune",
+           "write_best_config", "write_reports", "write_text"]

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import random
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -64,23 +66,31 @@ def read_pairs_of(path: Path) -> dict[str, set[str]]:
 def test_the_negative_is_the_most_similar_candidate_below_the_margin_past_range_min(tmp_path):
     angles = {"a": 0, "p": 10, "near": 12, "x": 20, "y": 40, "b": 90, "q": 95}
     model = FixedModel(angles)
-    pairs = [("a", "p"), ("a", "near"), ("b", "q"), ("x", "y")]
-    # Candidates are the positives (p, near, q, y), never the pair's anchor nor any positive of the same anchor.
-    # For a: near and p are its own; y (cos 40 deg = .766) is below cos(10 deg) - .05 = .935 -> y.
+    pairs = [("a", "p"), ("x", "y"), ("b", "q"), ("a", "near"), ("a", "p")]
+    # Candidates are the positives (p, near, q, y), never the pair's anchor nor any positive of the same anchor; the
+    # margin is below the anchor's lowest positive cosine.
+    # For a: near and p are its own; y (cos 40 deg = .766) is below cos(12 deg) - .05 = .928 -> y.
     # For b: q is its own; y (cos 50 deg = .643) is below cos(5 deg) - .05 = .946 -> y.
     # For x: y is its own; near (cos 8 deg = .990) is not below cos(20 deg) - .05 = .890, p (.985) neither, q
     # (cos 75 deg = .259) is -> q.
     result = mine_hard_negatives(pairs, model, tmp_path / "t.tsv", margin=0.05)
-    assert read_examples(tmp_path / "t.tsv").rows == [("a", "p", "y"), ("a", "near", "y"), ("b", "q", "y"),
-                                                      ("x", "y", "q")]
+    # Grouped by anchor, in the order of each anchor's first pair; the repeated pair once.
+    assert read_examples(tmp_path / "t.tsv").rows == [("a", "p", "y"), ("a", "near", "y"), ("x", "y", "q"),
+                                                      ("b", "q", "y")]
     assert (result.pairs, result.mined, result.skipped) == (4, 4, 0)
-    assert result.mean_positive == pytest.approx(np.mean(np.cos(np.deg2rad([10, 12, 5, 20]))), abs=1e-6)
+    assert result.mean_positive == pytest.approx(np.mean(np.cos(np.deg2rad([10, 12, 20, 5]))), abs=1e-6)
+    assert result.mean_negative == pytest.approx(np.mean(np.cos(np.deg2rad([40, 40, 75, 50]))), abs=1e-6)
 
-    # range_min=1 skips the most similar candidate before the margin applies: a gets q instead of y, b near instead
-    # of y; x's first candidate (near) was within the margin anyway, so x keeps q.
-    mine_hard_negatives(pairs, model, tmp_path / "r.tsv", margin=0.05, range_min=1)
-    assert [row[2] for row in read_examples(tmp_path / "r.tsv").rows] == ["q", "q", "near", "q"]
-    # A margin no candidate satisfies: every pair is skipped, and the file holds the header only.
+    # range_min=1 skips the most similar candidate the margin keeps: a gets q instead of y, b near instead of y; x
+    # has one candidate below the margin (q), so it is skipped.
+    skipped = mine_hard_negatives(pairs, model, tmp_path / "r.tsv", margin=0.05, range_min=1)
+    assert read_examples(tmp_path / "r.tsv").rows == [("a", "p", "q"), ("a", "near", "q"), ("b", "q", "near")]
+    assert (skipped.mined, skipped.skipped) == (3, 1)
+    # Both margins apply, each on its own (sentence-transformers' rule): for a (lowest positive .978), y (.766) is
+    # below .978 - .05 = .928 and below .978 - .978 * .2 = .782, so it is kept, though not below .978 - .05 - .196.
+    mine_hard_negatives(pairs, model, tmp_path / "m.tsv", margin=0.05, relative_margin=0.2)
+    assert [row[2] for row in read_examples(tmp_path / "m.tsv").rows] == ["y", "y", "q", "y"]
+    # A margin no candidate satisfies: every pair is skipped, and the file is empty.
     skipped = mine_hard_negatives(pairs, model, tmp_path / "s.jsonl", margin=2.0)
     assert (skipped.mined, skipped.skipped) == (0, 4)
     assert (tmp_path / "s.jsonl").read_text() == ""
@@ -101,7 +111,10 @@ def test_random_sampling_is_seeded_and_stays_within_the_rules(tmp_path):
     angles = {f"s{i}": rng.uniform(0, 360) for i in range(60)}
     pairs = [(f"s{i}", f"s{i + 30}") for i in range(30)]
     model = FixedModel(angles)
+    random.seed(7)
+    state = random.getstate()
     first = mine_hard_negatives(pairs, model, tmp_path / "1.tsv", sampling="random", seed=3, margin=0.0)
+    assert random.getstate() == state  # the seed is used, and the global state left as it was
     mine_hard_negatives(pairs, model, tmp_path / "2.tsv", sampling="random", seed=3, margin=0.0)
     mine_hard_negatives(pairs, model, tmp_path / "3.tsv", sampling="random", seed=4, margin=0.0)
     top = mine_hard_negatives(pairs, model, tmp_path / "top.tsv", margin=0.0)
@@ -130,6 +143,9 @@ def test_mine_on_a_tiny_model_writes_triplets_the_trainer_reads(tmp_path, model_
         assert positive in positives[anchor]
         assert negative.strip() != anchor.strip() and negative not in positives[anchor]
     assert not list(tmp_path.glob(".*.tmp"))  # the temporary file was renamed
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(output.stat().st_mode) == 0o666 & ~umask  # an ordinary file, not a private 0600 one
 
     from simcse_hub import SimCSE
 
@@ -184,3 +200,33 @@ def test_bad_input_ends_in_one_line_with_status_2(tmp_path, model_dir, capsys):
     assert main(["mine", str(tmp_path / "no-model"), "--input", str(tmp_path / "pairs.tsv"), "--output",
                  str(tmp_path / "out.tsv")]) == 2
     assert "no-model" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------------- a real encoder
+
+
+@pytest.mark.integration
+def test_minilm_mines_what_sentence_transformers_mines_on_snli(minilm_path, shared_data, tmp_path):
+    """On 300 SNLI (premise, entailment) pairs, all-MiniLM-L6-v2 loaded by SimCSE gives the triplets that
+    sentence-transformers' own mine_hard_negatives gives with the SentenceTransformer (up to float near-ties)."""
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.util import mine_hard_negatives as st_mine_hard_negatives
+
+    from simcse_hub import SimCSE
+    from simcse_hub.mine import read_pairs
+
+    pairs = read_pairs(shared_data / "nli" / "snli_devtest_triplets.tsv.gz", ["sent0", "sent1"], 300)
+    result = mine_hard_negatives(pairs, SimCSE(minilm_path, device="cpu"), tmp_path / "t.tsv", range_max=20,
+                                 relative_margin=0.05)
+    ours = read_examples(tmp_path / "t.tsv").rows
+    distinct = list(dict.fromkeys(pairs))
+    theirs = st_mine_hard_negatives(
+        Dataset.from_dict({"sent0": [a for a, _ in distinct], "sent1": [p for _, p in distinct]}),
+        SentenceTransformer(str(minilm_path), device="cpu"), range_max=20, absolute_margin=0.05, relative_margin=0.05,
+        num_negatives=1, verbose=False)
+    theirs = list(zip(theirs["sent0"], theirs["sent1"], theirs["negative"]))
+    assert (result.pairs, result.mined, result.skipped) == (len(distinct), len(ours), len(distinct) - len(ours))
+    assert len(ours) > 0.8 * len(distinct) and abs(len(ours) - len(theirs)) <= 3
+    assert len(set(ours) & set(theirs)) >= 0.97 * len(theirs)
+    assert 0 < result.mean_negative < result.mean_positive < 1

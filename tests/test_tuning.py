@@ -16,7 +16,7 @@ from conftest import WORDS
 
 optuna = pytest.importorskip("optuna")
 
-import simcse_hub.tune as tuning  # noqa: E402
+import simcse_hub.tune as tuning
 from simcse_hub.cli import main
 from simcse_hub.config import TrainConfig
 
@@ -96,8 +96,8 @@ def test_tune_runs_three_trials_prunes_one_and_writes_a_config_that_train_runs(t
     best_row = max((row for row in table if row["state"] == "COMPLETE"), key=lambda row: float(row["score"]))
     assert f"Best: trial {best_row['trial']}, score {float(best_row['score']):.2f} (the untrained encoder: " in out
     best = TrainConfig.from_yaml(output / "best_config.yaml")
-    assert f"{best.learning_rate:.3g}" == best_row["learning_rate"]
-    assert f"{best.temperature:.3g}" == best_row["temperature"]
+    # trials.csv holds the sampled values exactly as best_config.yaml does
+    assert (best.learning_rate, best.temperature) == (float(best_row["learning_rate"]), float(best_row["temperature"]))
     assert best.output_dir == "outputs/tuned" and best.max_steps is None and best.eval_steps == 125  # no --trial-set
     assert best.model_name_or_path == str(encoder_dir) and best.pooler_type == "avg" and best.batch_size == 16
     assert (output / "best_config.yaml").read_text().startswith("# simcse-hub tune, study tune: trial ")
@@ -140,7 +140,7 @@ def test_the_mix_of_two_sources_is_searched_and_kept_in_the_best_config(tmp_path
     row = read_table(output)[0]
     assert row["state"] == "COMPLETE" and 0.5 <= float(row["source_weight_1"]) <= 2
     best = TrainConfig.from_yaml(output / "best_config.yaml")
-    assert best.source_weights[0] == 1.0 and f"{best.source_weights[1]:.3g}" == row["source_weight_1"]
+    assert best.source_weights[0] == 1.0 and best.source_weights[1] == float(row["source_weight_1"])
     assert best.train_file == f"{data['triplets']},{data['pairs']}"
 
 
@@ -176,7 +176,7 @@ BAD = [
     (["--trials", "0"], "--trials 0"),
     (["--storage", "tune.db"], "expected a database URL"),
     (["--search", "learning_rate,source_weights"], "--search source_weights: there is one training source"),
-    (["--search", "learning_rate,source_weights", "--range", "source_weights=1,2"], "expected source_weights=LOW"),
+    (["--search", "learning_rate,source_weights", "--range", "source_weights=1,2"], "source_weights=LOW:HIGH"),
 ]
 
 
@@ -226,3 +226,20 @@ def test_output_folders_and_data_that_do_not_fit_are_refused(tmp_path, encoder_d
     assert (tmp_path / "mine" / "notes.txt").read_text() == "mine\n" and (tmp_path / "old" / "tune.json").exists()
     monkeypatch.setitem(sys.modules, "optuna", None)  # as if Optuna were not installed
     assert error_of(tune_args(encoder_dir, data, tmp_path / "b")).endswith("pip install 'simcse-hub[tune]'")
+
+
+@pytest.mark.integration
+def test_the_stsb_sickr_objective_averages_the_two_dev_scores(tmp_path, encoder_dir, data, shared_data, monkeypatch):
+    """With --objective stsb+sickr (on the real STS-B dev and SICK-R trial), a trial's score is the mean of its best
+    STS-B dev Spearman and its exported model's SICK-R trial Spearman, and the baseline gives both."""
+    monkeypatch.setattr(tuning, "make_pruner", lambda options: PruneTrial(set()))
+    output = tmp_path / "tune"
+    args = tune_args(encoder_dir, data, output, "--trials", "1", "--objective", "stsb+sickr")
+    args[args.index(f"data_dir={data['sts']}")] = f"data_dir={shared_data}"
+    assert main(args) == 0
+    row = read_table(output)[0]
+    stsb, sickr = float(row["stsb_dev_spearman"]), float(row["sickr_dev_spearman"])
+    assert float(row["score"]) == pytest.approx((stsb + sickr) / 2)
+    markdown = (output / "trials.md").read_text()
+    assert "averaged with the exported model's SICK-R trial Spearman" in markdown
+    assert "(STS-B dev " in markdown and ", SICK-R trial " in markdown
