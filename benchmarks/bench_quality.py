@@ -98,7 +98,7 @@ def worker_ours(args: argparse.Namespace) -> dict:
     from simcse_hub.config import TrainConfig, preset_path, read_yaml
     from simcse_hub.train import train
 
-    config = TrainConfig()
+    config = TrainConfig(train_file=args.train_file)
     if args.variant.startswith("preset:"):  # the preset's recipe on the run's triplets (replacing its dataset)
         name = args.variant.removeprefix("preset:")
         config.update(read_yaml(preset_path(name)), source=f"preset {name!r}")
@@ -120,10 +120,10 @@ def preset_files(variant: str, train_file: Path, folder: Path, sentences_file: s
     """The ``train_file`` of a run: the triplets; for a preset of two sources, the triplets and the sentences file."""
     if not variant.startswith("preset:"):
         return str(train_file)
-    from simcse_hub.config import TrainConfig, preset_path, read_yaml
+    from simcse_hub.config import layered_config
 
     name = variant.removeprefix("preset:")
-    count = len(TrainConfig().update(read_yaml(preset_path(name)), source=name).sources())
+    count = len(layered_config(preset=name).sources())
     if count > 2:
         raise SystemExit(f"preset {name!r} has {count} sources; bench_quality.py maps at most 2 (the triplets, then "
                          "--sentences-file).")

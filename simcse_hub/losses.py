@@ -2,8 +2,6 @@
 
 * :func:`info_nce` is the one definition of the loss in the package (it lives in the remote code, ``modeling``,
   because ``SimCSEModel.forward`` computes it too; it is re-exported here).
-* :func:`all_gather_with_grad` concatenates a tensor over processes and lets gradients flow back to the local slice
-  (``accelerate.utils.gather`` does not carry gradients).
 * :func:`contrastive_loss` is what the trainer calls on local embeddings: with ``gather_across_devices`` each process
   scores its own anchors against the positives (and hard negatives) of every process.
 * :class:`SimCSELoss` follows the sentence-transformers loss contract, so ``SentenceTransformerTrainer`` trains
@@ -12,18 +10,14 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable
 from typing import Any
 
 import torch
-import torch.distributed as dist
-import torch.distributed.nn.functional as dist_fn
+from sentence_transformers.util.distributed import all_gather_with_grad, get_rank, get_world_size
 from torch import Tensor, nn
 
 from simcse_hub.modeling.heads_simcse import info_nce
-
-logger = logging.getLogger(__name__)
 
 CITATION = """@inproceedings{gao2021simcse,
     title = "{S}im{CSE}: Simple Contrastive Learning of Sentence Embeddings",
@@ -32,47 +26,6 @@ CITATION = """@inproceedings{gao2021simcse,
     year = "2021",
     url = "https://arxiv.org/abs/2104.08821",
 }"""
-
-
-def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
-def _gather_with_offset(tensor: Tensor) -> tuple[Tensor, int]:
-    """Concatenate ``tensor`` (rows, ...) over processes, with gradients; also return where this process's rows start."""
-    if not _distributed():
-        return tensor, 0
-    world_size, rank = dist.get_world_size(), dist.get_rank()
-    size = torch.tensor([tensor.size(0)], device=tensor.device, dtype=torch.long)
-    sizes = [torch.zeros_like(size) for _ in range(world_size)]
-    dist.all_gather(sizes, size)
-    sizes = [int(s.item()) for s in sizes]
-    longest = max(sizes)
-    if tensor.size(0) < longest:  # all_gather needs equal shapes: pad, then cut the padding off again
-        tensor = torch.cat([tensor, tensor.new_zeros(longest - tensor.size(0), *tensor.shape[1:])])
-    # torch.distributed.nn's all_gather is differentiable: its backward sums, over processes, the gradients that
-    # reach each slice and hands every process the gradient of its own slice.
-    pieces = dist_fn.all_gather(tensor)
-    gathered = torch.cat([piece[:n] for piece, n in zip(pieces, sizes)])  # (sum(sizes), ...)
-    return gathered, sum(sizes[:rank])
-
-
-def all_gather_with_grad(tensor: Tensor) -> Tensor:
-    """Concatenate ``tensor`` over all processes along the first dimension; gradients flow to the local rows.
-
-    Local batches may differ in size. Without an initialised process group (or with one process) the tensor is
-    returned as is.
-
-    Args:
-        tensor (`torch.Tensor` of shape `(rows, ...)`): this process's tensor.
-
-    Returns:
-        `torch.Tensor` of shape `(total_rows, ...)`: the tensors of processes 0, 1, ... in order.
-
-    >>> all_gather_with_grad(torch.ones(2, 3)).shape  # single process
-    torch.Size([2, 3])
-    """
-    return _gather_with_offset(tensor)[0]
 
 
 def contrastive_loss(
@@ -88,10 +41,10 @@ def contrastive_loss(
     """SimCSE's InfoNCE on this process's embeddings, optionally with the negatives of every process.
 
     With ``gather_across_devices`` and several processes, each process scores its local anchors against the
-    positives and hard negatives of all processes (its own positive at offset ``rank start + i``). With equal local
-    batches, the mean of the per-process losses equals :func:`info_nce` on the concatenated batch; the gradient that
-    reaches a local embedding is the sum over processes of their losses' gradients, so DDP's averaging of parameter
-    gradients gives exactly the gradient of the global loss.
+    positives and hard negatives of all processes (gathered with sentence-transformers' ``all_gather_with_grad``; its
+    own positive at row ``rank * batch + i``: every process holds a local batch of the same size, as Accelerate's
+    even batches and simcse_hub's samplers give). The mean of the per-process losses equals :func:`info_nce` on the
+    concatenated batch, and DDP's averaging of parameter gradients gives exactly the gradient of the global loss.
 
     Args:
         anchors (`torch.Tensor` of shape `(batch, dim)`): local anchor embeddings.
@@ -102,23 +55,19 @@ def contrastive_loss(
         symmetric (`bool`, *optional*, defaults to `False`): add the positive -> anchor direction and average.
         gather_across_devices (`bool`, *optional*, defaults to `False`): use every process's negatives.
 
-    Returns:
-        `torch.Tensor`: the scalar loss of this process.
-
     >>> z = torch.nn.functional.normalize(torch.randn(4, 8), dim=-1)
     >>> contrastive_loss(z, z).item() < contrastive_loss(z, z.flip(0)).item()
     True
     """
     settings = {"temperature": temperature, "hard_negative_weight": hard_negative_weight}
-    if not (gather_across_devices and _distributed()):
+    if not (gather_across_devices and get_world_size() > 1):
         return info_nce(anchors, positives, hard_negatives, symmetric=symmetric, **settings)
-    all_positives, start = _gather_with_offset(positives)
-    all_hard = _gather_with_offset(hard_negatives)[0] if hard_negatives is not None else None
-    labels = start + torch.arange(anchors.size(0), device=anchors.device)
-    loss = info_nce(anchors, all_positives, all_hard, labels=labels, **settings)
+    labels = get_rank() * anchors.size(0) + torch.arange(anchors.size(0), device=anchors.device)
+    all_hard = all_gather_with_grad(hard_negatives) if hard_negatives is not None else None
+    loss = info_nce(anchors, all_gather_with_grad(positives), all_hard, labels=labels, **settings)
     if symmetric:
-        all_anchors = _gather_with_offset(anchors)[0]
-        loss = (loss + info_nce(positives, all_anchors, labels=labels, temperature=temperature)) / 2
+        reverse = info_nce(positives, all_gather_with_grad(anchors), labels=labels, temperature=temperature)
+        loss = (loss + reverse) / 2
     return loss
 
 

@@ -1,51 +1,26 @@
-"""From the former ``dropout`` module:
+"""How a training step is computed fast, each with the same result as the plain computation.
 
-Dropout with cheaper random numbers on the CPU, for training.
+* **Length buckets** (:func:`length_buckets`, :func:`bucketed`): a contrastive batch keeps its random composition
+  (its sentences are each other's negatives) but goes through the encoder in a few groups of similar length, each
+  padded only to its own longest; the embeddings, the loss and the gradient are those of the whole batch.
+* **One embedding lookup** (:func:`looked_up_once`): the tokens of all groups are looked up in one call, so the dense
+  gradient of the embedding matrix is formed once per step, not once per group.
+* **Fast CPU dropout** (:class:`FastDropout`, :func:`fast_dropout_attention`): SimCSE's positives *are* dropout. On
+  a CPU torch draws one 32-bit random number per activation; here each 64-bit draw gives four 16-bit numbers,
+  compared as integers: masks of the same distribution from a quarter of the draws. ``p`` is used rounded to a
+  multiple of 1/65536 (0.1 becomes 0.1000061) and the kept activations are scaled by ``1 / (1 - that p)``. Masks come
+  from torch's default generator, so ``torch.manual_seed`` makes a run repeatable and gradient caching replays them.
+  On other devices and in eval mode, :class:`FastDropout` is ``nn.Dropout``.
+* **Gradient caching** (:func:`cached_backward`; Gao et al., 2021, "Scaling Deep Contrastive Learning Batch Size
+  under Memory Limited Setup"): embed the batch chunk by chunk without a graph, compute the loss and its gradient
+  with respect to each embedding, then run each chunk again with the graph (replaying its dropout masks) and
+  backpropagate the cached gradients: the full-batch gradient with the memory of one chunk.
+* **Precision**: ``fp32``, ``bf16`` (autocast; master weights stay fp32), ``fp16`` (GPUs) and ``auto``: bf16 on a
+  CPU that computes bfloat16 natively (AVX-512 BF16 or AMX), fp32 everywhere else (an emulated bf16 is several
+  times slower). Encoding alone also has ``int8`` (``simcse_hub.inference``).
 
-SimCSE's positives *are* dropout: every layer of the encoder draws a mask for every activation of both copies of a
-sentence, and one for its attention weights. On a CPU, torch's dropout draws one 32-bit random number (from its
-Mersenne Twister) per activation and turns it into a float before comparing, a noticeable share of a training step.
-Here each 64-bit draw of the same generator gives four 16-bit numbers, compared as integers: Bernoulli masks of the
-same distribution from a quarter of the draws (benchmarks/README.md has the measured speed).
-
-* :func:`use_fast_dropout` replaces the encoder's ``nn.Dropout`` layers (embeddings, attention output, feed-forward
-  output) by :class:`FastDropout`;
-* :func:`fast_dropout_attention` (the transformers attention function ``"simcse_fast_dropout"``, switched on for
-  the training forward by :func:`attention_with_fast_dropout`) drops attention weights the same way; ``sdpa``, which
-  it replaces there, draws its own masks with torch's dropout.
-
-The one difference: ``p`` is used rounded to a multiple of 1/65536 (0.1 becomes 0.1000061), and the kept activations
-are scaled by ``1 / (1 - that p)``, so the expected activation is unchanged. Masks come from torch's default
-generator, so ``torch.manual_seed`` makes a run repeatable and gradient caching replays them. On other devices (GPU
-dropout is already one fused kernel) and in eval mode, :class:`FastDropout` is ``nn.Dropout``.
-
-From the former ``batching`` module:
-
-How a training step is computed fast: a contrastive batch in groups of similar length, its tokens looked up once.
-
-A contrastive batch must keep its (random) composition, since its sentences are each other's negatives, but it need
-not go through the encoder as one padded tensor. :func:`length_buckets` splits its sequences into a few groups of
-similar length, each padded only to its own longest; the embeddings, the loss and the gradient are those of the
-whole batch. :class:`TrainingForward` is that forward pass (with the MLM loss) as one module, what Accelerate prepares.
-
-The batches themselves: every sentence is tokenized once (:class:`TokenizedDataset`, token ids in one flat
-``int32`` array); :class:`SimCSECollator` pads each batch to its longest sentence (an unsupervised sentence's ids are
-put twice in the batch, never re-tokenized); :func:`mask_tokens` makes the MLM inputs of a batch.
-
-From the former ``gradcache`` module:
-
-Gradient caching (Gao et al., 2021, "Scaling Deep Contrastive Learning Batch Size under Memory Limited Setup"):
-the gradient of a contrastive loss over a large batch, with the memory of one small chunk.
-
-The loss of a batch couples all its embeddings, but the encoder treats each sentence alone. So:
-
-1. embed the whole batch chunk by chunk **without** an autograd graph, remembering the RNG state before each chunk;
-2. compute the loss on the full batch of (detached) embeddings and its gradient with respect to each embedding;
-3. run each chunk again **with** the graph, replaying its RNG state so that dropout draws the same masks, and
-   backpropagate the cached embedding gradients: ``backward(sum(embedding * cached_gradient))``.
-
-The parameter gradient equals that of one backward pass through the full batch, at the cost of one extra forward
-pass. Under DDP, only the last chunk's backward synchronises gradients.
+:class:`TrainingForward` is the forward of a training step (buckets, lookup, dropout, and the MLM loss) as one
+module, what Accelerate prepares. benchmarks/README.md has the measured speed of each.
 """
 
 from __future__ import annotations
@@ -54,21 +29,14 @@ import contextlib
 import logging
 import math
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from accelerate import Accelerator
 from torch import nn
 from transformers import AttentionInterface, AttentionMaskInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import sdpa_mask
-
-if TYPE_CHECKING:
-    from transformers import PreTrainedTokenizerBase
-
-    from simcse_hub.data import Examples
-
-from accelerate import Accelerator
 
 ATTENTION = "simcse_fast_dropout"
 LEVELS = 1 << 16  # p is rounded to a multiple of 1 / LEVELS
@@ -323,7 +291,7 @@ def looked_up_once(lookup: nn.Module | None, calls: Sequence[torch.Tensor]) -> I
             or len(calls) < 2):
         yield False
         return
-    rows = lookup(torch.cat([ids.reshape(-1) for ids in calls])).split([ids.numel() for ids in calls])  # (tokens, hidden)
+    rows = lookup(torch.cat([ids.reshape(-1) for ids in calls])).split([ids.numel() for ids in calls])  # (n, hidden)
     position = 0
 
     def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
@@ -358,7 +326,7 @@ class TrainingForward(nn.Module):
             of the token-embedding layer (:func:`looked_up_once`; the same results, a cheaper backward pass).
 
     >>> step = TrainingForward(model, length_buckets=4)  # doctest: +SKIP
-    >>> embeddings, mlm_sum = step(input_ids=ids, attention_mask=mask)  # ids: (batch, num_sent, seq_len)  # doctest: +SKIP
+    >>> embeddings, mlm_sum = step(input_ids=ids, attention_mask=mask)  # (batch, num_sent, seq_len)  # doctest: +SKIP
     """
 
     def __init__(
@@ -412,128 +380,7 @@ class TrainingForward(nn.Module):
             return embeddings, self.model.mlm_loss(mlm_input_ids, mlm_labels, attention_mask) * masked
 
 
-# ---------------------------------------------------------------------------------------------------- the batches of a run
-
-
-class TokenizedDataset(torch.utils.data.Dataset):
-    """Examples tokenized once: the ids of every column in one flat ``int32`` array, with offsets.
-
-    Item ``i`` is a tuple of 1-3 ``np.ndarray`` of token ids (special tokens included, truncated to
-    ``max_seq_length``).
-
-    Args:
-        examples (`Examples`): the text examples.
-        tokenizer (`PreTrainedTokenizerBase`): the encoder's tokenizer.
-        max_seq_length (`int`, *optional*, defaults to 32): truncation length (SimCSE trains on 32 tokens).
-        chunk_size (`int`, *optional*, defaults to 10000): sentences per call of the (fast) tokenizer.
-
-    >>> dataset = TokenizedDataset(read_examples("sentences.txt"), tokenizer, max_seq_length=32)  # doctest: +SKIP
-    >>> dataset[0]  # doctest: +SKIP
-    (array([ 101, 1037, 2158, 2003, 2652, 1037, 2858, 1012,  102], dtype=int32),)
-    """
-
-    def __init__(
-        self,
-        examples: Examples,
-        tokenizer: PreTrainedTokenizerBase,
-        max_seq_length: int = 32,
-        chunk_size: int = 10_000,
-    ) -> None:
-        self.examples = examples
-        self.num_columns = len(examples.columns)
-        self.ids: list[np.ndarray] = []
-        self.offsets: list[np.ndarray] = []
-        for column in range(self.num_columns):
-            pieces, lengths = [], []
-            for start in range(0, len(examples.rows), chunk_size):
-                texts = [row[column] for row in examples.rows[start : start + chunk_size]]
-                encoded = tokenizer(texts, add_special_tokens=True, truncation=True, max_length=max_seq_length)
-                for ids in encoded["input_ids"]:
-                    pieces.append(np.asarray(ids, dtype=np.int32))
-                    lengths.append(len(ids))
-            self.ids.append(np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int32))
-            self.offsets.append(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64))
-
-    def __len__(self) -> int:
-        return len(self.examples.rows)
-
-    def __getitem__(self, index: int) -> tuple[np.ndarray, ...]:
-        return tuple(ids[offsets[index] : offsets[index + 1]] for ids, offsets in zip(self.ids, self.offsets))
-
-
-class SimCSECollator:
-    """Pad a list of tokenized examples into grouped tensors of shape ``(batch, num_sent, seq_len)``.
-
-    One column (unsupervised) gives ``num_sent=2``: the same ids twice, so the two copies differ only by dropout.
-    Two or three columns give anchor, positive[, hard negative]. Padding is dynamic (to the longest sentence of the
-    batch) and on the right.
-
-    Args:
-        pad_token_id (`int`): the tokenizer's padding id.
-        token_type_ids (`bool`, *optional*, defaults to `False`): also return zero ``token_type_ids`` (BERT-style
-            encoders that read them).
-
-    >>> collate = SimCSECollator(pad_token_id=0)
-    >>> batch = collate([(np.array([101, 7, 102]),), (np.array([101, 102]),)])
-    >>> batch["input_ids"].shape
-    torch.Size([2, 2, 3])
-    """
-
-    def __init__(self, pad_token_id: int, token_type_ids: bool = False) -> None:
-        self.pad_token_id = pad_token_id
-        self.token_type_ids = token_type_ids
-
-    def __call__(self, features: Sequence[tuple[np.ndarray, ...]]) -> dict[str, torch.Tensor]:
-        groups = [feature * 2 if len(feature) == 1 else feature for feature in features]
-        batch_size, num_sent = len(groups), len(groups[0])
-        seq_len = max(len(ids) for group in groups for ids in group)
-        input_ids = torch.full((batch_size, num_sent, seq_len), self.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((batch_size, num_sent, seq_len), dtype=torch.long)
-        for i, group in enumerate(groups):
-            for j, ids in enumerate(group):
-                input_ids[i, j, : len(ids)] = torch.from_numpy(ids.astype(np.int64))
-                attention_mask[i, j, : len(ids)] = 1
-        batch = {"input_ids": input_ids, "attention_mask": attention_mask}  # (batch, num_sent, seq_len)
-        if self.token_type_ids:
-            batch["token_type_ids"] = torch.zeros_like(input_ids)
-        return batch
-
-
-def mask_tokens(
-    input_ids: torch.Tensor,
-    tokenizer: PreTrainedTokenizerBase,
-    mlm_probability: float = 0.15,
-    attention_mask: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """BERT's masking for the auxiliary MLM loss: ``mlm_probability`` of the real tokens are chosen; of those 80%
-    become the mask token, 10% a random token, 10% stay. Draws from the global torch RNG (so a resumed run replays
-    it exactly).
-
-    Args:
-        input_ids (`torch.LongTensor` of any shape ending in seq_len): token ids (not modified).
-        tokenizer (`PreTrainedTokenizerBase`): gives the mask token, the special tokens and the vocabulary size.
-        mlm_probability (`float`, *optional*, defaults to 0.15): share of tokens chosen.
-        attention_mask (`torch.LongTensor`, *optional*): padding positions (0) are never chosen.
-
-    Returns:
-        `tuple(torch.LongTensor, torch.LongTensor)`: the masked ids and the labels (-100 where not chosen).
-
-    >>> masked, labels = mask_tokens(batch["input_ids"], tokenizer)  # doctest: +SKIP
-    """
-    if tokenizer.mask_token_id is None:
-        raise ValueError(f"do_mlm=True needs a tokenizer with a mask token; {type(tokenizer).__name__} has none.")
-    labels = input_ids.clone()
-    special = torch.isin(input_ids, torch.tensor(tokenizer.all_special_ids, device=input_ids.device))
-    if attention_mask is not None:
-        special |= attention_mask == 0
-    chosen = torch.bernoulli(torch.full(input_ids.shape, mlm_probability, device=input_ids.device)).bool() & ~special
-    labels[~chosen] = -100
-    masked = input_ids.clone()
-    replaced = torch.bernoulli(torch.full(input_ids.shape, 0.8, device=input_ids.device)).bool() & chosen
-    masked[replaced] = tokenizer.mask_token_id
-    randomized = torch.bernoulli(torch.full(input_ids.shape, 0.5, device=input_ids.device)).bool() & chosen & ~replaced
-    masked[randomized] = torch.randint(len(tokenizer), input_ids.shape, device=input_ids.device)[randomized]
-    return masked, labels
+# ---------------------------------------------------------------------------------------------------- gradient caching
 
 
 class RandState:
@@ -566,7 +413,7 @@ class RandState:
 def split_batch(batch: dict[str, torch.Tensor], chunk_size: int) -> list[dict[str, torch.Tensor]]:
     """Cut every tensor of ``batch`` along its first (example) dimension into chunks of ``chunk_size``."""
     size = next(iter(batch.values())).size(0)
-    return [{key: value[start : start + chunk_size] for key, value in batch.items()} for start in range(0, size, chunk_size)]
+    return [{key: value[i:i + chunk_size] for key, value in batch.items()} for i in range(0, size, chunk_size)]
 
 
 def cached_backward(
@@ -687,4 +534,7 @@ def autocast(precision: str, device: torch.device) -> contextlib.AbstractContext
     return contextlib.nullcontext()
 
 
-__all__ = ['ATTENTION', 'FastDropout', 'INFERENCE_PRECISIONS', 'PRECISIONS', 'RandState', 'SimCSECollator', 'TokenizedDataset', 'TrainingForward', 'attention_with_fast_dropout', 'autocast', 'bucketed', 'cached_backward', 'fast_cpu_bf16', 'fast_dropout', 'fast_dropout_attention', 'keep_mask', 'length_buckets', 'looked_up_once', 'mask_tokens', 'resolve_precision', 'split_batch', 'use_fast_dropout']
+__all__ = ["ATTENTION", "FastDropout", "INFERENCE_PRECISIONS", "PRECISIONS", "RandState", "TrainingForward",
+           "attention_with_fast_dropout", "autocast", "bucketed", "cached_backward", "fast_cpu_bf16", "fast_dropout",
+           "fast_dropout_attention", "keep_mask", "length_buckets", "looked_up_once", "resolve_precision",
+           "split_batch", "use_fast_dropout"]

@@ -10,6 +10,7 @@ import shutil
 import string
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The Arrow caches of the training files the tests write, away from the user's ~/.cache (subprocesses inherit it).
+os.environ.setdefault("HF_DATASETS_CACHE", tempfile.mkdtemp(prefix="simcse-hub-tests-datasets-"))
 
 from transformers import BertConfig, BertTokenizer, DistilBertConfig, RobertaConfig  # noqa: E402
 

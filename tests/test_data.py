@@ -7,17 +7,16 @@ import gzip
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from simcse_hub.data import (
     DataError,
+    SimCSECollator,
     load_hub_examples,
     read_examples,
     resolve_train_file,
 )
-from simcse_hub.speed import SimCSECollator, TokenizedDataset, mask_tokens
 
 NLI_HEADER = "sent0,sent1,hard_neg"
 
@@ -202,8 +201,7 @@ def test_unsupervised_sentence_is_tokenized_once_and_doubled(tmp_path, tokenizer
         return original(self, text, *args, **kwargs)
 
     monkeypatch.setattr(type(tokenizer), "__call__", counting)
-    dataset = TokenizedDataset(examples, tokenizer, max_seq_length=32)
-    batch = SimCSECollator(tokenizer.pad_token_id)([dataset[0], dataset[1]])
+    batch = SimCSECollator(tokenizer, max_seq_length=32)([examples.dataset[0], examples.dataset[1]])
     assert calls == [["a man is playing a guitar .", "the dog runs ."]]  # one call, each sentence once
     assert batch["input_ids"].shape == (2, 2, 9)  # (batch, num_sent = 2 copies, longest)
     assert torch.equal(batch["input_ids"][:, 0], batch["input_ids"][:, 1])
@@ -213,32 +211,26 @@ def test_unsupervised_sentence_is_tokenized_once_and_doubled(tmp_path, tokenizer
 
 def test_dynamic_padding_truncation_and_masks(tmp_path, tokenizer):
     rows = "sent0\tsent1\thard_neg\na man\ta woman is slicing an onion\tthe cat\n" + "dog " * 40 + "\tb\tc\n"
-    dataset = TokenizedDataset(read_examples(write(tmp_path / "t.tsv", rows)), tokenizer, max_seq_length=10)
-    assert [len(ids) for ids in dataset[1]] == [10, 3, 3]  # truncated to max_seq_length, special tokens included
-    collate = SimCSECollator(tokenizer.pad_token_id, token_type_ids=True)
+    dataset = read_examples(write(tmp_path / "t.tsv", rows)).dataset
+    collate = SimCSECollator(tokenizer, max_seq_length=10)
+    assert collate([dataset[1]])["attention_mask"][0].sum(-1).tolist() == [10, 3, 3]  # truncated, specials included
     first = collate([dataset[0]])
     assert first["input_ids"].shape == (1, 3, 8)  # padded to the longest of this batch only
     assert first["attention_mask"][0].sum(-1).tolist() == [4, 8, 4]
     assert (first["input_ids"][0, 0, 4:] == tokenizer.pad_token_id).all()
     assert torch.equal(first["token_type_ids"], torch.zeros_like(first["input_ids"]))
     assert collate([dataset[0], dataset[1]])["input_ids"].shape == (2, 3, 10)
+    tokenizer.padding_side = "left"  # the encoders here have absolute positions: always padded on the right
+    try:
+        assert (collate([dataset[0]])["input_ids"][0, 0, 4:] == tokenizer.pad_token_id).all()
+    finally:
+        tokenizer.padding_side = "right"
 
 
-def test_tokenized_storage_is_flat_int32(tmp_path, tokenizer):
-    dataset = TokenizedDataset(read_examples(write(tmp_path / "s.txt", "a man\nthe dog runs\n")), tokenizer)
-    assert len(dataset.ids) == 1 and dataset.ids[0].dtype == np.int32
-    assert dataset.offsets[0].tolist() == [0, 4, 9]
-
-
-def test_mask_tokens_masks_only_real_tokens(tokenizer):
-    torch.manual_seed(0)
-    ids = torch.tensor([tokenizer("a man is playing a guitar on the street with a dog")["input_ids"] + [0, 0, 0]] * 64)
-    attention = (ids != tokenizer.pad_token_id).long()
-    masked, labels = mask_tokens(ids, tokenizer, 0.15, attention)
-    chosen = labels != -100
-    special = torch.isin(ids, torch.tensor(tokenizer.all_special_ids))
-    assert not (chosen & special).any() and not (chosen & (attention == 0)).any()
-    assert 0.10 < chosen.float().sum() / (~special).sum() < 0.20
-    assert torch.equal(labels[chosen], ids[chosen]) and torch.equal(masked[~chosen], ids[~chosen])
-    share_mask = (masked[chosen] == tokenizer.mask_token_id).float().mean()
-    assert 0.7 < share_mask < 0.9
+def test_examples_are_memory_mapped_and_a_changed_file_is_read_again(tmp_path):
+    path = write(tmp_path / "s.txt", "a man\nthe dog runs\n")
+    first = read_examples(path)
+    assert first.dataset.cache_files  # an Arrow file, memory-mapped, not Python strings
+    assert read_examples(path).dataset.cache_files == first.dataset.cache_files  # read once, then from the cache
+    write(path, "a man\nthe dog runs\nthe cat sleeps\n")
+    assert read_examples(path).rows[-1] == ("the cat sleeps",)

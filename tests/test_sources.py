@@ -70,9 +70,9 @@ def test_a_last_partial_batch_is_kept_on_one_process_when_it_has_negatives():
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
-    ({"weights": [1.0]}, "1 source weights for 2 sources"),
-    ({"weights": [1.0, 0.0]}, "must be positive"),
-    ({"weights": [1.0, float("nan")]}, "must be positive"),
+    ({"weights": [1.0]}, r"source weights \[1.0\]: expected one positive number per source \(2\)"),
+    ({"weights": [1.0, 0.0]}, "expected one positive number per source"),
+    ({"weights": [1.0, float("nan")]}, "expected one positive number per source"),
     ({"sampling": "random"}, "expected one of"),
     ({"batch_size": 32, "num_processes": 2}, "source 1 gives no batch of 64 examples"),
 ])

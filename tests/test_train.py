@@ -5,7 +5,6 @@ Each run takes seconds: a 2-layer BERT of width 32 over the vocabulary of confte
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
 import gzip
@@ -25,12 +24,11 @@ import torch
 import yaml
 from conftest import REPO_ROOT, WORDS, make_model, save_encoder
 from safetensors.torch import load_file
-from transformers import AutoModel
+from transformers import AutoModel, DataCollatorForLanguageModeling
 
 import simcse_hub.train as train_module
-from simcse_hub.cli import add_train_arguments, config_from_args
 from simcse_hub.cli import main as cli_main
-from simcse_hub.config import ConfigError, TrainConfig, list_presets
+from simcse_hub.config import ConfigError, TrainConfig, list_presets, parse_train_args
 from simcse_hub.losses import contrastive_loss
 from simcse_hub.speed import (
     RandState,
@@ -94,7 +92,10 @@ def make_config(tmp_path: Path, encoder: Path, train_file: Path, **overrides) ->
 
 
 def read_log(folder: Path) -> list[dict]:
-    return [json.loads(line) for line in (Path(folder) / "training_log.jsonl").read_text().splitlines()]
+    """The training log of a finished run, or of the run in progress (kept in checkpoints/ until it finishes)."""
+    path = Path(folder) / "training_log.jsonl"
+    path = path if path.exists() else Path(folder) / "checkpoints" / "training_log.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def losses(folder: Path) -> list[float]:
@@ -187,7 +188,7 @@ def test_auto_precision_is_bf16_only_on_a_cpu_that_computes_it_natively(tmp_path
     from simcse_hub import speed as encoding
 
     monkeypatch.setattr(encoding, "fast_cpu_bf16", lambda: native_bf16)
-    assert TrainConfig().mixed_precision == "auto"
+    assert TrainConfig.mixed_precision == "auto"
     with caplog.at_level(logging.INFO, logger="simcse_hub.train"):
         out = train(make_config(tmp_path, encoder_dir, unsup_file, mixed_precision="auto", max_steps=2))
     expected = "bf16" if native_bf16 else "fp32"
@@ -299,12 +300,13 @@ def test_gradient_cache_and_length_buckets_equal_one_padded_pass(do_mlm, tokeniz
     cached = make_model("bert", pooler_type="avg", do_mlm=do_mlm).eval()
     plain = copy.deepcopy(cached)
     batch = triplet_batch()
+    masker = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.3) if do_mlm else None
     torch.manual_seed(7)
     loss_cached = training_step(accelerator, TrainingForward(cached, length_buckets=3), batch,
-                                TrainConfig(mini_batch_size=4, **base), tokenizer)
+                                TrainConfig(mini_batch_size=4, **base), masker)
     torch.manual_seed(7)
     loss_plain = training_step(accelerator, TrainingForward(plain, length_buckets=1), batch, TrainConfig(**base),
-                               tokenizer)
+                               masker)
     assert torch.allclose(loss_cached, loss_plain, atol=1e-5)
     assert_same_update(cached, plain)
     if do_mlm:
@@ -350,10 +352,10 @@ def test_resume_after_sigkill_ends_like_an_uninterrupted_run(tmp_path, encoder_d
                             capture_output=True, text=True, timeout=600)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     out = Path(config.output_dir)
-    assert [p.name for p in (out / "checkpoints").iterdir()] == ["step-0000009"]  # the newest, complete checkpoint
+    assert [p.name for p in (out / "checkpoints").glob("step-*")] == ["step-0000009"]  # the newest, complete checkpoint
     assert not (out / "model.safetensors").exists()
     assert max(record["step"] for record in read_log(out)) == 9
-    with (out / "training_log.jsonl").open("a") as log:  # as if the kill had torn a line in half
+    with (out / "checkpoints" / "training_log.jsonl").open("a") as log:  # as if the kill had torn a line in half
         log.write('{"step": 10, "epoch": 1.07, "lo')
 
     train(config, resume="latest")
@@ -432,9 +434,8 @@ def test_round_robin_alternates_the_sources(tmp_path, encoder_dir, unsup_file, s
 ])
 def test_bad_source_settings_fail_before_anything_is_written(tmp_path, encoder_dir, unsup_file, sup_file, settings,
                                                              message):
-    config = make_config(tmp_path, encoder_dir, f"{unsup_file},{sup_file}", **({"num_train_epochs": 1} | settings))
-    with pytest.raises(ConfigError, match=message):
-        train(config)
+    with pytest.raises(ConfigError, match=message):  # refused when the settings are built
+        train(make_config(tmp_path, encoder_dir, f"{unsup_file},{sup_file}", **({"num_train_epochs": 1} | settings)))
     assert not (tmp_path / "out").exists()
 
 
@@ -463,8 +464,9 @@ def test_resume_refuses_changed_settings_and_missing_checkpoints(tmp_path, encod
 
 
 def test_resume_skips_a_checkpoint_that_is_not_whole(tmp_path, encoder_dir, unsup_file, monkeypatch, caplog):
-    """A checkpoint missing a file (here its RNG state, which would resume silently but not exactly) is skipped with
-    a warning; the run resumes from the previous whole one and ends exactly like an uninterrupted run."""
+    """A checkpoint folder appears by one rename once whole; a step folder that is not one (left by a crash of an
+    older version, or by hand) is skipped with a warning; the run resumes from the newest whole one and ends exactly
+    like an uninterrupted run."""
     settings = {"max_steps": 6, "save_steps": 1, "save_total_limit": 2, "learning_rate": 3e-4}
     uninterrupted = train(make_config(tmp_path / "a", encoder_dir, unsup_file, **settings))
     config = make_config(tmp_path / "b", encoder_dir, unsup_file, **settings)
@@ -473,13 +475,11 @@ def test_resume_skips_a_checkpoint_that_is_not_whole(tmp_path, encoder_dir, unsu
         train(config)
     monkeypatch.undo()
     out = Path(config.output_dir)
-    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-0000003", "step-0000004"]
-    (out / "checkpoints" / "step-0000004" / "random_states_0.pkl").unlink()
-    (out / "checkpoints" / "step-0000009").mkdir()  # a folder left by a crash: no checkpoint.json
+    assert sorted(p.name for p in (out / "checkpoints").glob("step-*")) == ["step-0000003", "step-0000004"]
+    (out / "checkpoints" / "step-0000009").mkdir()  # not a whole checkpoint: no train_config.yaml
     with caplog.at_level(logging.WARNING):
         train(config, resume="latest")
-    assert "Skipping checkpoint" in caplog.text and "step-0000004 lacks random_states_0.pkl" in caplog.text
-    assert "step-0000009 has no checkpoint.json" in caplog.text
+    assert "Skipping checkpoint" in caplog.text and "step-0000009: it has no train_config.yaml" in caplog.text
     assert losses(out) == pytest.approx(losses(uninterrupted), abs=1e-6)
     for name, tensor in weights(uninterrupted).items():
         assert torch.allclose(weights(out)[name], tensor, atol=1e-6), name
@@ -534,7 +534,7 @@ def test_a_non_finite_loss_stops_the_run_keeps_the_last_checkpoint_and_exports_n
     (line,) = [line for line in err.splitlines() if line.startswith("simcse-hub")]
     assert "update 5: the loss is nan, so the run stopped and exported nothing" in line
     assert "step-0000004" in line and "learning_rate=0.001" in line and "Traceback" not in err
-    assert [p.name for p in (out / "checkpoints").iterdir()] == ["step-0000004"]
+    assert [p.name for p in (out / "checkpoints").glob("step-*")] == ["step-0000004"]
     assert not (out / "config.json").exists() and not (out / "model.safetensors").exists()
     assert [record["step"] for record in read_log(out)] == [1, 2, 3, 4]  # valid JSON, up to the last good update
 
@@ -555,7 +555,7 @@ def test_non_finite_weights_are_never_checkpointed(tmp_path, encoder_dir, unsup_
     with pytest.raises(train_module.TrainingDiverged, match=r"update 4: the weights became non-finite"):
         train(config)
     out = Path(config.output_dir)
-    assert [p.name for p in (out / "checkpoints").iterdir()] == ["step-0000002"]
+    assert [p.name for p in (out / "checkpoints").glob("step-*")] == ["step-0000002"]
     assert not (out / "config.json").exists()
 
 
@@ -574,6 +574,105 @@ def test_overwrite_replaces_the_old_run_only_after_the_first_update(tmp_path, en
     train(make_config(tmp_path, encoder_dir, unsup_file, max_steps=3, overwrite_output_dir=True))
     assert not (out / "whitening.safetensors").exists() and (out / "my-notes.txt").read_text() == "the user's own file\n"
     assert [r["step"] for r in read_log(out)] == [1, 2, 3]
+
+
+def snapshot(folder: Path, leave_out: str = "checkpoints") -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and not p.relative_to(folder).as_posix().startswith(leave_out)}
+
+
+def test_a_diverging_overwrite_keeps_the_old_model_byte_identical(tmp_path, encoder_dir, unsup_file, monkeypatch,
+                                                                   capsys):
+    out = train(make_config(tmp_path, encoder_dir, unsup_file, max_steps=2))
+    before = snapshot(out)
+    calls = iter(range(1, 10**6))
+    real_step = train_module.training_step
+    monkeypatch.setattr(train_module, "training_step", lambda *a, **k: real_step(*a, **k) * (
+        float("nan") if next(calls) >= 3 else 1.0))
+    argv = ["train", "--model-name-or-path", str(encoder_dir), "--train-file", str(unsup_file), "--output-dir",
+            str(out), "--overwrite-output-dir", "--batch-size", "8", "--max-steps", "4", "--save-steps", "1",
+            "--eval-steps", "0", "--max-seq-length", "16", "--report-to", "none", "--mixed-precision", "no"]
+    assert cli_main(argv) == 2
+    (line,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("simcse-hub")]
+    assert "update 3: the loss is nan" in line and "the earlier model in output_dir is untouched" in line
+    assert snapshot(out) == before  # the finished model, byte for byte; the failed run lives in checkpoints/ only
+    with pytest.raises(ConfigError, match=r"holds an interrupted run \(checkpoint step-0000002\)"):
+        train(make_config(tmp_path, encoder_dir, unsup_file, max_steps=2))
+
+
+def test_an_export_killed_at_any_file_resumes_to_the_same_weights(tmp_path, encoder_dir, unsup_file, monkeypatch):
+    """The export is written aside and renamed once whole; the earlier run's files are moved aside and the new ones
+    in, each step repeatable. A kill (here an exception raised by os.replace or by the save itself) at any of those
+    steps leaves a folder that --resume finishes with the weights of an uninterrupted run, and the earlier model
+    untouched until the new one is whole."""
+    settings = {"max_steps": 4, "save_steps": 2, "learning_rate": 3e-4}
+    expected = weights(train(make_config(tmp_path / "a", encoder_dir, unsup_file, **settings)))
+    real_replace, calls = os.replace, []
+
+    def recording(src, dst):
+        calls.append((Path(src).name, Path(dst).parent.name))
+        return real_replace(src, dst)
+
+    old = make_config(tmp_path / "rec", encoder_dir, unsup_file, max_steps=2)
+    train(old)
+    monkeypatch.setattr(train_module.os, "replace", recording)
+    train(make_config(tmp_path / "rec", encoder_dir, unsup_file, overwrite_output_dir=True, **settings))
+    monkeypatch.undo()
+    first = [name for name, _ in calls].index(".export-tmp")  # the export is renamed once whole; then the moves
+    kills = sorted({first, *range(first + 1, len(calls), 4), len(calls) - 1})  # files moved aside and in, clean-up
+    kills = [("save", None)] + [("replace", k) for k in kills]
+    for number, (kind, at) in enumerate(kills):
+        folder = tmp_path / f"b{number}"
+        out = train(make_config(folder, encoder_dir, unsup_file, max_steps=2))
+        earlier = snapshot(out)
+        counter = iter(range(10**6))
+
+        def killing_replace(src, dst, at=at):
+            if next(counter) == at:
+                raise KeyboardInterrupt(f"killed at os.replace {at}: {src}")
+            return real_replace(src, dst)
+
+        def killing_save(model, target, *args, **kwargs):
+            if Path(target).name == ".export-tmp":
+                (Path(target) / "config.json").parent.mkdir(parents=True, exist_ok=True)
+                (Path(target) / "config.json").write_text("")  # half written
+                raise KeyboardInterrupt("killed while the export is written")
+            return real_save(model, target, *args, **kwargs)
+
+        real_save = train_module.save_model
+        with monkeypatch.context() as patch:
+            if kind == "save":
+                patch.setattr(train_module, "save_model", killing_save)
+            else:
+                patch.setattr(train_module.os, "replace", killing_replace)
+            with pytest.raises(KeyboardInterrupt):
+                train(make_config(folder, encoder_dir, unsup_file, overwrite_output_dir=True, **settings))
+        if kind == "save" or at == first:
+            assert snapshot(out) == earlier, (kind, at)  # the earlier model is untouched until the export is whole
+        train(make_config(folder, encoder_dir, unsup_file, **settings), resume="latest")
+        resumed = weights(out)
+        assert all(torch.equal(resumed[name], tensor) for name, tensor in expected.items()), (kind, at, calls[at or 0])
+        assert sorted(p.name for p in out.iterdir() if p.name.startswith(".") or p.name == "checkpoints") == []
+
+
+def test_a_run_that_cannot_learn_exits_with_status_2(tmp_path, encoder_dir, unsup_file, monkeypatch, capsys):
+    real_step = train_module.training_step
+    argv = ["train", "--model-name-or-path", str(encoder_dir), "--train-file", str(unsup_file), "--batch-size", "8",
+            "--max-steps", "3", "--eval-steps", "0", "--max-seq-length", "16", "--report-to", "none",
+            "--mixed-precision", "no"]
+
+    def no_backward(accelerator, model, batch, config, masker=None):  # the loss, but no gradient reaches a weight
+        with torch.no_grad():
+            embeddings, _ = model(**batch)
+            return contrastive_loss(embeddings[:, 0].float(), embeddings[:, 1].float())
+
+    monkeypatch.setattr(train_module, "training_step", no_backward)
+    assert cli_main([*argv, "--output-dir", str(tmp_path / "frozen")]) == 2
+    assert "the weights did not move, so the run learned nothing" in capsys.readouterr().err
+    monkeypatch.setattr(train_module, "training_step", lambda *a, **k: real_step(*a, **k) * 0 + 2.5)
+    assert cli_main([*argv, "--output-dir", str(tmp_path / "flat")]) == 2
+    assert "the loss stayed at 2.5 for all 3 updates" in capsys.readouterr().err
+    assert not (tmp_path / "frozen" / "config.json").exists() and not (tmp_path / "flat" / "config.json").exists()
 
 
 # ---------------------------------------------------------------------------------------------------- evaluation
@@ -624,7 +723,6 @@ def test_evaluation_during_training_keeps_and_exports_the_best_model(tmp_path, e
     assert "## What training changed" in readme and "| Starting encoder | 40.00 |" in readme
     assert "| Trained model | 70.00 |" in readme
     best = out / "checkpoints" / "best-model"
-    assert json.loads((best / "best_step.json").read_text()) == {"step": 4}
     exported = weights(out)
     assert all(torch.equal(exported[name], tensor) for name, tensor in weights(best).items())
 
@@ -744,7 +842,7 @@ def test_two_processes_draw_each_step_from_one_source(tmp_path, encoder_dir, uns
 
 
 def parse(*argv: str) -> TrainConfig:
-    return config_from_args(add_train_arguments(argparse.ArgumentParser()).parse_args(list(argv)))
+    return parse_train_args(list(argv))[0]
 
 
 def test_presets_hold_the_paper_settings():
@@ -815,7 +913,7 @@ def test_layers_override_in_order(tmp_path):
         (["--columns", "a,b,c,d"], r"columns=\['a', 'b', 'c', 'd'\]: expected 1 to 3 names"),
         (["--batch-size", "0"], r"batch_size=0: expected an integer >= 1"),
         (["--warmup-ratio", "1.5"], r"warmup_ratio=1\.5: expected a number in \[0, 1\)"),
-        (["--set", "train_file=null"], r"set a data source"),
+        (["--set", "dataset_name=null"], r"set a data source"),
         (["--source-weights", "1,x"], r"source_weights='1,x': expected a list of numbers"),
         (["--preset", "unsup-bert-huge"], r"--preset 'unsup-bert-huge': no such preset; expected one of"),
         (["--config", "missing.yaml"], r"missing\.yaml: no such configuration file"),
@@ -846,12 +944,14 @@ def test_paths_given_as_path_objects_are_saved_as_strings(tmp_path):
     assert TrainConfig.from_yaml(tmp_path / "saved.yaml") == config
 
 
-def test_launch_checks(tmp_path, encoder_dir, unsup_file):
-    from types import SimpleNamespace
+def test_launch_checks(tmp_path, encoder_dir, unsup_file, monkeypatch):
+    class ThreeProcesses(train_module.Accelerator):
+        num_processes = 3
 
-    with pytest.raises(ConfigError, match=r"batch_size=16 must be a multiple of the number of processes \(3\)"):
-        train_module.check_setup(TrainConfig(train_file="x", batch_size=16),
-                                 SimpleNamespace(num_processes=3, device=torch.device("cpu")))
+    with monkeypatch.context() as patch:
+        patch.setattr(train_module, "Accelerator", ThreeProcesses)
+        with pytest.raises(ConfigError, match=r"batch_size=16 must be a multiple of the number of processes \(3\)"):
+            train_module.make_accelerator(TrainConfig(train_file="x", batch_size=16, mixed_precision="no"))
     with pytest.raises(ConfigError, match=r"mixed_precision='fp16' needs a GPU; on a CPU use 'auto' \(bf16 where"):
         train(make_config(tmp_path, encoder_dir, unsup_file, mixed_precision="fp16"))
 
