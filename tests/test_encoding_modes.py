@@ -88,6 +88,21 @@ def test_token_budget_forms_batches_by_padded_tokens(tokenizer):
     assert seen[-1][0] > seen[0][0]  # short sentences share a larger batch than long ones
 
 
+def test_a_model_without_a_text_tokenizer_is_batched_by_characters():
+    """A sentence-transformers model whose tokenizer is not callable (e.g. a static embedding) is ordered and
+    budgeted by characters, as sentence-transformers orders it."""
+    seen: list[list[str]] = []
+
+    def embed(texts, features):
+        seen.append(texts)
+        return torch.tensor([[float(len(text))] for text in texts])
+
+    out = encode_in_batches(MIXED, None, embed, max_tokens_per_batch=120, max_length=48)
+    assert out[:, 0].tolist() == [float(len(text)) for text in MIXED]  # in the order given
+    assert seen[0][0] == max(MIXED, key=len) and all(len(batch) * len(batch[0]) <= 120 or len(batch) == 1
+                                                     for batch in seen)
+
+
 def test_token_budget_errors(tool):
     for bad in (0, -5, 2.5, "1024", True):
         with pytest.raises(ValueError, match="max_tokens_per_batch must be a positive integer"):

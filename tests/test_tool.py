@@ -11,7 +11,6 @@ import torch
 from conftest import make_config, make_model
 
 from simcse_hub import SimCSE, save_model
-from simcse_hub.inference import _check_sentences
 
 HAS_FAISS = importlib.util.find_spec("faiss") is not None
 CORPUS = [
@@ -99,7 +98,7 @@ def test_encode_non_strings_raise_type_error_naming_the_index(tool):
         tool.encode(42)
     with pytest.raises(TypeError, match="got NoneType"):
         tool.similarity(None, "a")
-    assert _check_sentences(np.array(["a", "b"])) == (["a", "b"], False)
+    assert close(tool.encode(np.array(["fine", "a man"])), tool.encode(["fine", "a man"]))
 
 
 def test_long_text_is_truncated_to_max_length(tool, tokenizer):
@@ -113,8 +112,9 @@ def test_long_text_is_truncated_to_max_length(tool, tokenizer):
     assert close(tool.encode(long_b), tool.encode(head))
     shorter = tool.encode(long_a, max_length=10)
     assert close(shorter, tool.encode(" ".join(words[:8])))
-    with pytest.raises(ValueError, match="max_length must be an integer in"):
-        tool.encode("a", max_length=4096)
+    for bad in (4096, 1, 2.5, True):
+        with pytest.raises(ValueError, match=rf"^max_length={bad!r}: expected an integer in \[2, 48\]"):
+            tool.encode("a", max_length=bad)
 
 
 def test_progress_bar_when_asked(tool, capsys):
@@ -143,6 +143,22 @@ def test_similarity_agrees_with_a_hand_computation(tool, sentences):
     assert close(tool.similarity(queries, keys[0]), hand[:, 0])  # (n,)
     assert close(tool.similarity(queries, raw[3:].astype(np.float32)), hand)  # vectors as keys
     assert tool.similarity(sentences[0], sentences[0]) == pytest.approx(1.0, abs=1e-5)
+    torch_keys = torch.from_numpy(raw[3:].astype(np.float32))
+    assert close(tool.similarity(queries, torch_keys), hand)  # vectors as a tensor
+    assert close(tool.similarity(raw[:3].astype(np.float32), keys), hand)  # vectors as queries
+    assert close(tool.similarity(queries, torch_keys[0]), hand[:, 0])
+    with pytest.raises(ValueError, match="keys have dimension 3, the queries' 32"):
+        tool.similarity(queries, np.ones((2, 3), dtype=np.float32))
+
+
+def test_similarities_are_clipped_to_one(tool):
+    """Rounding made the empty sentence's similarity with itself 1.0000002; cosines are clipped to [-1, 1]."""
+    vectors = torch.randn(64, 32, generator=torch.Generator().manual_seed(0))
+    unit = torch.nn.functional.normalize(vectors, dim=-1)
+    assert (unit @ unit.T).max() > 1.0  # float32 rounding, unclipped
+    assert tool.similarity(vectors, vectors).max() <= 1.0 and tool.similarity(-vectors, vectors).min() >= -1.0
+    scores = [tool.similarity(text, text) for text in ("", "a", "A man is playing a guitar.", "the " * 40)]
+    assert all(score <= 1.0 for score in scores) and scores == pytest.approx([1.0] * 4, abs=1e-5)
 
 
 # ---------------------------------------------------------------------------------------------------- search
@@ -250,8 +266,10 @@ def test_pooler_override_and_plain_encoder_rules(saved, sentences, caplog):
         SimCSE(saved["plain"])
     with pytest.raises(ValueError, match="pooler='mean' is not supported"):
         SimCSE(saved["avg"], pooler="mean")
-    with pytest.raises(ValueError, match="exceeds what"):
-        SimCSE(saved["avg"], max_length=1000)
+    for bad in (1000, 1, 0, "64"):  # max_length, its value and the range it may take
+        with pytest.raises(ValueError, match=rf"^max_length={bad!r}: expected an integer in \[2, 48\] \(tokens"):
+            SimCSE(saved["avg"], max_length=bad)
+    assert SimCSE(saved["avg"], max_length=2).max_length == 2
 
 
 def test_official_release_names_and_bert_pooler(tmp_path, tokenizer, sentences):
@@ -263,7 +281,10 @@ def test_official_release_names_and_bert_pooler(tmp_path, tokenizer, sentences):
     features = tokenizer(sentences, padding=True, return_tensors="pt")
     with torch.inference_mode():
         out = bert(**features)
-    unit = lambda x: torch.nn.functional.normalize(x, dim=1)
+
+    def unit(x):
+        return torch.nn.functional.normalize(x, dim=1)
+
     for name in ("sup-simcse-tiny-bert", "unsup-simcse-tiny-bert", "tiny-bert"):
         bert.save_pretrained(tmp_path / name)
         tokenizer.save_pretrained(tmp_path / name)
@@ -320,7 +341,8 @@ def test_cli_encode_writes_the_tools_embeddings(saved, sentences, tmp_path, caps
     assert cli.main(["encode", str(saved["avg"]), "--input", str(source), "--output", str(out)]) == 0
     assert np.load(out).shape == (4, 32) and close(np.load(out), expected)
     capsys.readouterr()
-    assert cli.main(["encode", str(saved["plain"]), "--pooler", "avg", "--input", str(source), "--batch-size", "2"]) == 0
+    assert cli.main(["encode", str(saved["plain"]), "--pooler", "avg", "--input", str(source),
+                     "--batch-size", "2"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [row["sentence"] for row in rows] == sentences[:4]
     assert close([row["embedding"] for row in rows], expected)
