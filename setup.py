@@ -57,6 +57,7 @@ setup(
     long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="MIT",
+    license_files=["LICENSE"],
     python_requires=">=3.10",
     packages=["simcse_hub", "simcse_hub.modeling", "simcse_hub.demo"],
     package_dir={"simcse_hub": "simcse_hub", "simcse_hub.modeling": "modeling", "simcse_hub.demo": "demo"},

@@ -297,6 +297,9 @@ class SimCSEModel(PreTrainedModel):
             return
         write_loader_files(Path(save_directory), self.config, self.tokenizer if tokenizer is None else tokenizer,
                            max_seq_length)
+        mode = (Path(save_directory) / "config.json").stat().st_mode & 0o777  # what this umask gives a plain file
+        for weights in Path(save_directory).glob("model*.safetensors"):  # transformers writes them 0600 (mkstemp)
+            weights.chmod(mode)
         if push_to_hub:
             hub_kwargs = {key: kwargs[key] for key in ("commit_message", "private", "create_pr", "token")
                           if key in kwargs}

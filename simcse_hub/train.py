@@ -373,15 +373,21 @@ def load_encoder(config: TrainConfig) -> SimCSEModel:
     return model
 
 
-def load_data(config: TrainConfig, tokenizer: Any, accelerator: Accelerator) -> tuple[list[Examples], DataLoader]:
-    """The examples of every source (the train files, then the Hub datasets) and their shuffled loader: each process
-    takes ``batch_size / num_processes`` examples per batch, in an order of its own seed (the global RNG, which draws
-    dropout, is kept out of it). With several sources (or a source weight), every batch comes from one source."""
+def read_sources(config: TrainConfig, accelerator: Accelerator) -> list[Examples]:
+    """The examples of every source: the train files, then the Hub datasets (read before the encoder loads, so a
+    wrong file is named at once)."""
     with accelerator.main_process_first():  # the main process writes the Arrow cache, the others read it
         sources = [read_examples(resolve_train_file(path), config.columns, config.max_train_samples)
                    for path in config.train_files()]
-        sources += [load_hub_examples(name, config.dataset_split, config.dataset_config_name, files, config.columns,
-                                      config.max_train_samples) for name, files in config.hub_datasets()]
+        return sources + [load_hub_examples(name, config.dataset_split, config.dataset_config_name, files,
+                                            config.columns, config.max_train_samples)
+                          for name, files in config.hub_datasets()]
+
+
+def make_loader(config: TrainConfig, sources: list[Examples], tokenizer: Any, accelerator: Accelerator) -> DataLoader:
+    """The shuffled loader of the sources: each process takes ``batch_size / num_processes`` examples per batch, in an
+    order of its own seed (the global RNG, which draws dropout, is kept out of it). With several sources (or a source
+    weight), every batch comes from one source."""
     collator = SimCSECollator(tokenizer, config.max_seq_length)
     local_batch = config.batch_size // accelerator.num_processes
     generator = torch.Generator().manual_seed(config.seed)
@@ -403,7 +409,7 @@ def load_data(config: TrainConfig, tokenizer: Any, accelerator: Accelerator) -> 
         logger.info("%d %s examples from %s (%d skipped: empty sentence)", len(examples),
                     "supervised" if examples.supervised else "unsupervised", public_name(examples.source),
                     examples.skipped)
-    return sources, loader
+    return loader
 
 
 def find_eval_data(config: TrainConfig, accelerator: Accelerator) -> Path | None | bool:
@@ -515,9 +521,10 @@ def setup(config: TrainConfig, accelerator: Accelerator, checkpoint: Path | None
     """Model, data, optimizer and schedule (what is prepared, and DDP wraps, is a step's forward), the run's state
     (loaded from ``checkpoint``: weights, optimizer, schedule, RNG, where we were in the data), the STS-B dev data
     and the starting encoder's evaluation."""
+    sources = read_sources(config, accelerator)
     model = load_encoder(config)
     tokenizer = model.tokenizer
-    sources, loader = load_data(config, tokenizer, accelerator)
+    loader = make_loader(config, sources, tokenizer, accelerator)
     eval_dir = find_eval_data(config, accelerator) if config.eval_steps else False
     try:  # BERT's 80/10/10 masking of the MLM inputs, by transformers
         masker = DataCollatorForLanguageModeling(tokenizer, mlm_probability=config.mlm_probability) \

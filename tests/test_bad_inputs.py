@@ -88,6 +88,8 @@ CASES = [
     ("config-bad-yaml", "train", ["--config", f"{R}/bad.yaml"], "bad.yaml: not valid YAML"),
     # ---- data: the file and the line
     ("train-file-missing", "train", ["--train-file", f"{R}/sentence.txt"], "sentence.txt: no such file"),
+    ("train-file-before-encoder", "train", ["--model-name-or-path", f"{R}/empty", "--train-file", f"{R}/nope.txt"],
+     "nope.txt: no such file"),  # named before the encoder (which would not load) is even tried
     ("train-file-type", "train", ["--train-file", f"{R}/data.xyz"], "data.xyz: unknown training file type '.xyz'"),
     ("train-file-columns", "train", ["--train-file", f"{R}/pairs.csv"], "pairs.csv, line 3: 3 field(s)"),
     ("train-file-utf8", "train", ["--train-file", f"{R}/latin1.txt"], "latin1.txt, line 2: invalid UTF-8"),

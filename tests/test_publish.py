@@ -69,6 +69,8 @@ def test_save_pretrained_writes_the_complete_folder_every_loader_reads(saved_wit
             sentences, convert_to_tensor=True)
         gap = (1 - torch.nn.functional.cosine_similarity(got, expected[key])).abs().max().item()
         assert gap < 1e-5, (key, gap)
+        modes = {path.name: path.stat().st_mode & 0o777 for path in folder.iterdir() if path.is_file()}
+        assert modes["model.safetensors"] == modes["config.json"], modes  # not 0600 while the rest follows the umask
 
 
 REMOTE_LOAD = r"""
