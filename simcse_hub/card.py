@@ -33,10 +33,11 @@ from typing import Any, ClassVar
 from huggingface_hub import CardData, EvalResult, ModelCard, ModelCardData
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
+from transformers import AutoConfig
 
 from simcse_hub import __version__
 from simcse_hub.evaluation import DISPLAY_NAMES, HUB_DATASETS, SETTINGS, SPLITS, STS_TASKS
-from simcse_hub.modeling.configuration_simcse import SimCSEConfig
+from simcse_hub.modeling.configuration_simcse import POOLER_TYPES, SimCSEConfig
 
 logger = logging.getLogger(__name__)
 
@@ -188,6 +189,24 @@ def check_evaluation(record: Any, where: str, source: str) -> dict[str, Any]:
     return checked
 
 
+def check_portable(record: Any, source: str) -> dict[str, Any]:
+    """The ``portable`` record of a portable folder's ``simcse_card.json`` (``simcse_hub.export``), checked: ``of``
+    (the SimCSE model it is the variant of), the SimCSE ``pooler_type``, ``mlp_only_train`` and ``temperature``,
+    what the encoder's ``pooler_output`` is (``"embedding"``, ``"zero"``, or ``None`` for a class without a pooler)
+    and ``dense``, the sentence-transformers module holding the MLP where the pooler does not."""
+    where = "portable"
+    expect(record, dict, where, source)
+    return {
+        "of": expect(record.get("of"), str, f"{where}.of", source),
+        "pooler_type": expect_choice(record.get("pooler_type"), POOLER_TYPES, f"{where}.pooler_type", source),
+        "mlp_only_train": expect(record.get("mlp_only_train", False), bool, f"{where}.mlp_only_train", source),
+        "temperature": expect(record.get("temperature"), NUMBER, f"{where}.temperature", source, True),
+        "pooler_output": expect_choice(record.get("pooler_output"), ("embedding", "zero", None),
+                                       f"{where}.pooler_output", source),
+        "dense": expect(record.get("dense"), str, f"{where}.dense", source, True),
+    }
+
+
 def evaluation_key(record: dict[str, Any]) -> tuple:
     """Evaluations with the same split, setting and task set replace each other; others are kept side by side."""
     return record["split"], record["setting"], tuple(sorted({*record["tasks"], *record["missing"]}))
@@ -318,13 +337,14 @@ class SimCSEModelCardData(CardData):
     before_after: dict[str, Any] | None = None
     plot: str | None = None
     example_sentences: tuple[str, ...] = EXAMPLE_SENTENCES
+    portable: dict[str, Any] | None = None
 
     # Fields kept in simcse_card.json, with their types (the architecture is read from config.json instead).
     SAVED: ClassVar[dict[str, type | tuple[type, ...]]] = {
         "base_model": str, "base_model_name": str, "language": (str, list), "license": str, "objective": str,
         "datasets": list, "hyperparameters": dict, "hardware": str, "train_runtime_seconds": NUMBER,
         "peak_memory": str, "global_steps": int, "best_step": int, "best_stsb_dev_spearman": NUMBER,
-        "evaluations": list, "before_after": dict,
+        "evaluations": list, "before_after": dict, "portable": dict,
     }
 
     def __post_init__(self) -> None:  # CardData's own __init__ is not called: the dataclass fields are the data
@@ -343,32 +363,56 @@ class SimCSEModelCardData(CardData):
             raise CardDataError(f"{path}: model_type is {values.get('model_type')!r}, not 'simcse'; save the model "
                                 "with simcse_hub.save_model(model, folder, tokenizer) first.")
         try:
-            config = SimCSEConfig.from_dict(values)
-            dim = config.hidden_size
+            return cls.from_simcse_config(SimCSEConfig.from_dict(values))
         except (ValueError, KeyError) as error:
             raise CardDataError(f"{path}: {error}") from None
-        return cls(encoder_type=config.encoder_config.model_type, embedding_dim=dim, pooler_type=config.pooler_type,
-                   mlp_only_train=config.mlp_only_train, temperature=config.temperature,
-                   num_layers=getattr(config.encoder_config, "num_hidden_layers", None),
-                   base_model=hub_id(values.get("base_model_name_or_path")))
+
+    @classmethod
+    def from_simcse_config(cls, config: SimCSEConfig,
+                           card_data_file: str | os.PathLike | None = None) -> SimCSEModelCardData:
+        """The architecture, from a loaded ``SimCSEConfig``; with ``card_data_file``, what a ``simcse_card.json``
+        adds (the card data of a model read from the Hub)."""
+        data = cls(encoder_type=config.encoder_config.model_type, embedding_dim=config.hidden_size,
+                   pooler_type=config.pooler_type, mlp_only_train=config.mlp_only_train,
+                   temperature=config.temperature, num_layers=getattr(config.encoder_config, "num_hidden_layers", None),
+                   base_model=hub_id(getattr(config, "base_model_name_or_path", None)))
+        return data.update(read_json(card_data_file), str(card_data_file)) if card_data_file else data
+
+    @classmethod
+    def from_portable_config(cls, path: Path, portable: Any, source: str) -> SimCSEModelCardData:
+        """The architecture of a portable folder (``simcse_hub.export``): the encoder's own ``config.json`` and the
+        ``portable`` record of its ``simcse_card.json`` (the SimCSE pooler it computes)."""
+        record = check_portable(portable, source)
+        try:
+            config = AutoConfig.from_pretrained(path.parent)  # a standard model_type: no remote code
+        except (OSError, ValueError) as error:
+            raise CardDataError(f"{path}: {' '.join(str(error).split())}") from None
+        return cls(encoder_type=config.model_type, embedding_dim=config.hidden_size, portable=record,
+                   pooler_type=record["pooler_type"], mlp_only_train=record["mlp_only_train"],
+                   temperature=record["temperature"], num_layers=getattr(config, "num_hidden_layers", None))
 
     @classmethod
     def from_folder(cls, folder: str | os.PathLike) -> SimCSEModelCardData:
         """Read a model folder: ``config.json`` (required), the sentence-transformers files, ``simcse_card.json``
         (or the two files of simcse_hub 0.1) and ``align_uniform.png``, whichever exist."""
         folder = Path(folder)
-        data = cls.from_config(folder / "config.json")
+        saved = read_json(folder / CARD_DATA_FILE) if (folder / CARD_DATA_FILE).is_file() else None
+        portable = saved.get("portable") if isinstance(saved, dict) else None
+        data = (cls.from_portable_config(folder / "config.json", portable, str(folder / CARD_DATA_FILE)) if portable
+                else cls.from_config(folder / "config.json"))
         data.model_name = Path(os.path.abspath(folder)).name
         data.model_id = folder.as_posix() if not folder.is_absolute() else data.model_name
         data.plot = PLOT_FILE if (folder / PLOT_FILE).is_file() else None
-        if (folder / "sentence_bert_config.json").is_file():
-            max_len = read_json(folder / "sentence_bert_config.json").get("max_seq_length")
+        name, key = (("tokenizer_config.json", "model_max_length") if portable  # where sentence-transformers 6 keeps it
+                     else ("sentence_bert_config.json", "max_seq_length"))
+        if (folder / name).is_file():
+            max_len = read_json(folder / name).get(key)
             data.max_seq_length = max_len if isinstance(max_len, int) else None
         if (folder / "config_sentence_transformers.json").is_file():
             versions = read_json(folder / "config_sentence_transformers.json").get("__version__") or {}
             data.versions = {k: str(v) for k, v in versions.items() if v}
-        if (folder / CARD_DATA_FILE).is_file():
-            return data.update(read_json(folder / CARD_DATA_FILE), str(folder / CARD_DATA_FILE))
+        if saved is not None:
+            return data.update(saved, str(folder / CARD_DATA_FILE))
         return data._read_legacy(folder)
 
     def update(self, values: dict[str, Any], source: str = CARD_DATA_FILE) -> SimCSEModelCardData:
@@ -386,6 +430,7 @@ class SimCSEModelCardData(CardData):
         self.hyperparameters = dict(self.hyperparameters or {})
         if isinstance(self.hyperparameters.get("temperature"), NUMBER):
             self.temperature = self.hyperparameters["temperature"]
+        self.portable = check_portable(self.portable, source) if self.portable is not None else None
         return self
 
     @staticmethod
@@ -418,6 +463,14 @@ class SimCSEModelCardData(CardData):
         record = check_evaluation(results, "the evaluation", "evaluate")
         self.evaluations = [r for r in self.evaluations if evaluation_key(r) != evaluation_key(record)] + [record]
         return record
+
+    def as_portable(self, of: str, **facts: Any) -> SimCSEModelCardData:
+        """Make this the card data of the portable variant (``simcse_hub.export``) of the SimCSE model ``of`` (its
+        public name); ``facts`` are the rest of the ``portable`` record (:func:`check_portable`). Evaluations made
+        with BERT-whitening or BERT-flow are dropped: the portable folder gives the raw embeddings."""
+        self.portable = check_portable({"of": of, "temperature": self.temperature, **facts}, "as_portable")
+        self.evaluations = [r for r in self.evaluations if not (r["whitening"] or r["flow"])]
+        return self
 
     def shown_evaluation(self) -> dict[str, Any] | None:
         """The evaluation the card shows: test before dev, then the one with the most tasks scored, then the latest."""
@@ -502,6 +555,9 @@ class SimCSEModelCardData(CardData):
             **evaluation_tables(shown, self.evaluations),
             "versions_list": sorted({**self.versions, "simcse_hub": __version__}.items()),
             "before_after_rows": before_after_rows(self.before_after),
+            "portable_of_text": self.portable and (f"[{self.portable['of']}](https://huggingface.co/"
+                                                   f"{self.portable['of']})" if hub_id(self.portable["of"])
+                                                   else f"`{markdown_text(self.portable['of'])}`"),
         }
 
     def run_facts(self) -> list[tuple[str, str]]:

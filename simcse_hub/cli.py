@@ -1,4 +1,4 @@
-"""The ``simcse-hub`` command line: train, tune, evaluate, encode, mine, info, card, push, push-space, demo.
+"""The ``simcse-hub`` command line: train, tune, evaluate, encode, mine, info, card, export, push, push-space, demo.
 
 Each sub-command is a ``(help, declare arguments, run)`` entry of :data:`COMMANDS`; the work itself is a library call,
 imported only by the command that needs it. This is the only place that sets up logging.
@@ -74,9 +74,12 @@ def writable_file(path: str | None, option: str, suffixes: tuple[str, ...] | Non
         raise CLIError(f"{option} {path!r} is a folder; expected a file name.")
 
 
-def quiet_accelerate(args: argparse.Namespace) -> None:
-    if not args.verbose:  # Accelerate logs every file of every checkpoint at INFO
-        logging.getLogger("accelerate").setLevel(logging.WARNING)
+def quiet_libraries(args: argparse.Namespace, *names: str) -> None:
+    """Without -v, keep the INFO logs of these libraries out of the console: Accelerate logs every file of every
+    checkpoint, sentence-transformers each save and load of an export's temporary folder."""
+    if not args.verbose:
+        for name in names:
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 # ---------------------------------------------------------------------------------------------------- train, tune
@@ -102,7 +105,7 @@ def _run_train(args: argparse.Namespace) -> int:
     if options.list_presets:
         print("\n".join(f"{name:22s} {description}" for name, description in list_presets().items()))
         return 0
-    quiet_accelerate(args)
+    quiet_libraries(args, "accelerate")
     from simcse_hub.train import train
 
     train(config, resume=options.resume)
@@ -183,7 +186,7 @@ def _run_tune(args: argparse.Namespace) -> int:
 
     if importlib.util.find_spec("optuna") is None:
         raise CLIError(INSTALL_HINT)
-    quiet_accelerate(args)
+    quiet_libraries(args, "accelerate")
     search = None if args.search is None else list(SPACE) if args.search.strip() == "all" else [
         name.strip() for name in args.search.split(",") if name.strip()]
     options = TuneOptions(
@@ -261,6 +264,8 @@ def _check_evaluate(args: argparse.Namespace) -> list[str] | None:
          "--no-alignment-uniformity."),
         ((args.save_whitening or args.save_flow) and not all(Path(model).is_dir() for model in args.models),
          "--save-whitening and --save-flow write into the model folder: every MODEL must be a local folder."),
+        ((args.save_whitening or args.save_flow) and (args.pooler or args.max_length), "--save-whitening and "
+         "--save-flow fit on the model as saved: drop --pooler and --max-length."),
         (args.data_dir is not None and not Path(args.data_dir).is_dir(), f"--data-dir {args.data_dir!r} is not a "
          "folder (expected the layout stsb/, sickr/, sts12/ ... of ../shared/data)."),
     ]
@@ -411,38 +416,87 @@ def _plot(all_results: list[dict], png: str) -> None:
 
 
 def _encode_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", help="a model folder or Hub id")
+    parser.add_argument("model", help="a model folder or Hub id (an ONNX export encodes through onnxruntime)")
     parser.add_argument("--input", default="-", help="a UTF-8 text file, one sentence per line ('-': standard input)")
     parser.add_argument("--output", help="FILE.npy or FILE.jsonl (default: JSON lines on standard output)")
     model_options(parser)
     parser.add_argument("--no-normalize", action="store_true", help="keep the raw lengths (default: unit vectors)")
+    parser.add_argument("--num-processes", type=int, default=1, help="encode in this many processes, each a share "
+                        "of the input, into one output in input order (default: 1); `torchrun --nproc_per_node N -m "
+                        "simcse_hub.cli encode ...` and `accelerate launch` (on CPUs: --multi_gpu) do the same")
 
 
 def _run_encode(args: argparse.Namespace) -> int:
     """Embed sentences (one per line) with any model SimCSE loads.
 
     Embed the lines of INPUT (blank lines skipped) with simcse_hub.SimCSE: a SimCSE model, a
-    sentence-transformers model, or a plain transformers encoder with --pooler. Writes a float32 .npy matrix
-    (one row per sentence, in order) or JSON lines {"sentence", "embedding"} (.jsonl, or standard output).
+    sentence-transformers model, a plain transformers encoder with --pooler, or an ONNX export. Writes a float32
+    .npy matrix (one row per sentence, in order) or JSON lines {"sentence", "embedding"} (.jsonl, or standard
+    output). Under torchrun or accelerate launch (or with --num-processes N), each process encodes a share of the
+    input and the first writes the whole output.
     """
-    import numpy as np
+    import os
+
+    import torch
+    from accelerate import PartialState
+    from transformers.utils import logging as transformers_logging
 
     writable_file(args.output, "--output", (".npy", ".jsonl"))
     if args.input != "-" and (not Path(args.input).exists() or Path(args.input).is_dir()):
         raise CLIError(f"cannot read --input {args.input!r}: no such file (one sentence per line, or '-' for "
                        "standard input).")
+    if args.num_processes < 1:
+        raise CLIError(f"--num-processes {args.num_processes}: expected an integer >= 1.")
+    if args.num_processes > 1 and int(os.environ.get("WORLD_SIZE", 1)) == 1:
+        return _launch_encode(args)
+    cpu = not torch.cuda.is_available() or (args.device or "").startswith("cpu")
+    state = PartialState(cpu=cpu)  # torchrun / accelerate launch: a process group (gloo on CPUs); else one process
+    if state.num_processes > 1 and args.input == "-":
+        raise CLIError(f"--input -: {state.num_processes} processes cannot share standard input; give a file.")
+    if state.num_processes > 1 and not cpu:
+        args.device = str(state.device)  # this process's GPU
+    if not state.is_main_process:  # the first process speaks for all
+        logging.getLogger().setLevel(logging.WARNING)
+        transformers_logging.disable_progress_bar()
+    try:
+        return _encode_share(args, state)
+    finally:  # a process that exits with its gloo group alive may abort: "terminate called without an active exception"
+        if state.num_processes > 1 and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def _encode_share(args: argparse.Namespace, state: Any) -> int:
+    """The work of ``encode`` in one process of ``state`` (Accelerate's ``PartialState``): read, load, encode this
+    process's share, gather, and (the first process) write."""
+    import numpy as np
+    from accelerate.utils import gather_object
+
     try:  # a file is read before the model loads; standard input after, once the model and options are known good
         text = None if args.input == "-" else Path(args.input).read_text(encoding="utf-8")
         model = load_tool(args.model, args)
         text = sys.stdin.read() if text is None else text
-    except UnicodeDecodeError as error:
-        raise CLIError(f"--input {args.input!r}: not UTF-8 text ({error.reason} at byte {error.start}).") from None
-    sentences = [line for line in text.splitlines() if line.strip()]
-    if not sentences:
-        raise CLIError(f"--input {args.input!r}: no sentences (the input is empty or blank); give one sentence per "
-                       "line. Nothing was written.")
-    embeddings = model.encode(sentences, batch_size=args.batch_size, normalize_to_unit=not args.no_normalize,
-                              return_numpy=True, show_progress_bar=len(sentences) > 1000)
+        sentences = [line for line in text.splitlines() if line.strip()]
+        if not sentences:
+            raise CLIError(f"--input {args.input!r}: no sentences (the input is empty or blank); give one sentence "
+                           "per line. Nothing was written.")
+    except (CLIError, UnicodeDecodeError, ImportError) as error:
+        if not state.is_main_process:
+            return 2  # every process meets the same error: the first one says it
+        if isinstance(error, UnicodeDecodeError):
+            raise CLIError(f"--input {args.input!r}: not UTF-8 text ({error.reason} at byte {error.start}).") from None
+        if isinstance(error, ImportError):  # an ONNX export without the onnx extra
+            raise CLIError(f"cannot load {args.model!r}: {one_line(error)}") from error
+        raise
+    if state.num_processes > 1:
+        logger.info("Encoding %d sentences in %d processes, a consecutive share each (the progress bar is the first "
+                    "process's)", len(sentences), state.num_processes)
+    with state.split_between_processes(sentences) as share:  # consecutive shares, in process order
+        embeddings = model.encode(share, batch_size=args.batch_size, normalize_to_unit=not args.no_normalize,
+                                  return_numpy=True, show_progress_bar=state.is_main_process and len(sentences) > 1000)
+    if state.num_processes > 1:
+        embeddings = np.concatenate(gather_object([embeddings]))  # (n, dim), in input order
+    if not state.is_main_process:
+        return 0
     if args.output and args.output.endswith(".npy"):
         np.save(args.output, embeddings)
     else:
@@ -451,6 +505,38 @@ def _run_encode(args: argparse.Namespace) -> int:
         Path(args.output).write_text(lines, encoding="utf-8") if args.output else print(lines, end="")
     if args.output:
         logger.info("Wrote %d embeddings of dimension %d to %s", *embeddings.shape, args.output)
+    return 0
+
+
+def _launch_encode(args: argparse.Namespace) -> int:
+    """``encode --num-processes N``: this command again in N processes (``torch.distributed.run``, what ``accelerate
+    launch`` runs), each with its share of the CPU threads; standard input is passed on as a file."""
+    import os
+    import tempfile
+    from unittest import mock
+
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser, run
+
+    with tempfile.TemporaryDirectory(prefix="simcse-hub-encode-") as work:
+        if args.input == "-":
+            Path(work, "input.txt").write_text(sys.stdin.read(), encoding="utf-8")
+        options = {"--input": str(Path(work, "input.txt")) if args.input == "-" else args.input,
+                   "--output": args.output, "--pooler": args.pooler, "--max-length": args.max_length,
+                   "--batch-size": args.batch_size, "--device": args.device}
+        argv = [args.model, *(item for option, value in options.items() if value is not None
+                              for item in (option, str(value)))]
+        argv += ["--no-normalize"] * args.no_normalize + ["-v"] * args.verbose
+        launch = get_args_parser().parse_args(["--standalone", "--nproc_per_node", str(args.num_processes),
+                                               "--module", "simcse_hub.cli", "encode", *argv])
+        threads = str(max(1, (os.cpu_count() or 1) // args.num_processes))
+        if not args.verbose:  # the processes say why they failed; the launcher would add a line for each
+            logging.getLogger("torch.distributed.elastic.multiprocessing.api").setLevel(logging.CRITICAL)
+        try:
+            with mock.patch.dict(os.environ, {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", threads)}):
+                run(launch)
+        except ChildFailedError as error:  # each process has said why on standard error
+            return max(failure.exitcode for failure in error.failures.values()) or 1
     return 0
 
 
@@ -593,6 +679,9 @@ def _push_arguments(parser: argparse.ArgumentParser) -> None:
                         "TensorBoard runs/)")
     parser.add_argument("--dry-run", action="store_true", help="list what would be uploaded (files, sizes, the repo) "
                         "after every check, with no token needed and no request made")
+    parser.add_argument("--portable", action="store_true", help="push the portable variant (as `simcse-hub export "
+                        "--portable` writes it: the standard encoder with sentence-transformers' pooling modules, no "
+                        "remote code) instead of the SimCSE folder")
 
 
 def _run_push(args: argparse.Namespace) -> int:
@@ -602,18 +691,67 @@ def _run_push(args: argparse.Namespace) -> int:
     model card rendered from its config and simcse_card.json. Nothing is written into OUTPUT_DIR. Checkpoints,
     optimizer states and credential files are never uploaded; a folder whose files hold the token, a path of
     this machine or non-finite weights is refused before anything is sent. The token comes from --token, else
-    HF_TOKEN, else `hf auth login`.
+    HF_TOKEN, else `hf auth login`. With --portable, the portable variant of OUTPUT_DIR is written to a temporary
+    folder, checked and pushed instead.
     """
     from simcse_hub.hub import plan_push, push_model
 
+    if args.portable:
+        quiet_libraries(args, "sentence_transformers")
     if args.dry_run:
         print(plan_push(args.output_dir, args.repo_id, card=args.card, include_logs=args.include_logs,
-                        token=args.token))
+                        token=args.token, portable=args.portable))
         return 0
     info = push_model(args.output_dir, args.repo_id, private=True if args.private else None, revision=args.revision,
                       commit_message=args.commit_message, create_pr=args.create_pr, token=args.token,
-                      card=args.card, include_logs=args.include_logs)
-    print(f"Pushed {args.output_dir} to {info.repo_url}\nCommit: {info.pr_url or info.commit_url}")
+                      card=args.card, include_logs=args.include_logs, portable=args.portable)
+    variant = " (its portable variant)" if args.portable else ""
+    print(f"Pushed {args.output_dir}{variant} to {info.repo_url}\nCommit: {info.pr_url or info.commit_url}")
+    return 0
+
+
+def _export_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", metavar="MODEL", help="a SimCSE model folder (written by `simcse-hub train` or "
+                        "save_model) or Hub id; it is only read")
+    parser.add_argument("--portable", metavar="OUT", help="write the portable variant to the new folder OUT: the "
+                        "encoder as a standard checkpoint (its own model_type and weight names, no remote code), its "
+                        "tokenizer, sentence-transformers' own pooling modules and the model card")
+    parser.add_argument("--onnx", metavar="OUT", help="write the model for ONNX Runtime to the folder OUT: "
+                        "onnx/model.onnx (dynamic batch and sequence axes, the pooler in the graph), the tokenizer and "
+                        "the settings; SimCSE(OUT) and `simcse-hub encode OUT` encode through onnxruntime (pip install "
+                        "'simcse-hub[onnx]'). MODEL may also be a sentence-transformers model")
+    parser.add_argument("--quantize", choices=["int8"], help="with --onnx: onnxruntime's dynamic int8 quantization, "
+                        "the feed-forward down-projections kept fp32 (faster; embeddings at cosine ~0.997 with fp32)")
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    """Write a SimCSE model in the formats serving stacks load without simcse_hub's remote code.
+
+    --portable OUT writes a folder where SentenceTransformer(OUT) without trust_remote_code,
+    AutoModel.from_pretrained(OUT) (the encoder's own class, pooled as its model card writes) and
+    simcse_hub.SimCSE(OUT) give MODEL's embeddings, checked before OUT appears. MODEL is only read; `simcse-hub push
+    MODEL --repo-id ID --portable` pushes the portable variant. --onnx OUT [--quantize int8] writes the model for
+    ONNX Runtime, checked against MODEL's embeddings; SimCSE(OUT) and `simcse-hub encode OUT` run it.
+    """
+    formats = {"--portable": args.portable, "--onnx": args.onnx}  # each format: its option and its output folder
+    if args.quantize and not args.onnx:
+        raise CLIError(f"--quantize {args.quantize} applies to the ONNX export: give --onnx OUT too.")
+    if not any(formats.values()):
+        raise CLIError(f"nothing to write: give a format, {' or '.join(f'{name} OUT' for name in formats)}.")
+    quiet_libraries(args, "sentence_transformers")
+    if args.portable:
+        from simcse_hub.export import export_portable
+
+        folder = export_portable(args.model, args.portable)
+        print(f"Wrote the portable variant of {args.model} to {folder}")
+    if args.onnx:
+        from simcse_hub.inference import export_onnx
+
+        try:
+            path = export_onnx(args.model, args.onnx, quantize=args.quantize)
+        except ImportError as error:  # the onnx extra is not installed
+            raise CLIError(one_line(error)) from error
+        print(f"Wrote the ONNX export ({args.quantize or 'fp32'}) of {args.model} to {path}")
     return 0
 
 
@@ -678,6 +816,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[a
     "encode": (_encode_arguments, _run_encode),
     "mine": (_mine_arguments, _run_mine),
     "card": (_card_arguments, _run_card),
+    "export": (_export_arguments, _run_export),
     "push": (_push_arguments, _run_push),
     "push-space": (_push_space_arguments, _run_push_space),
     "demo": (_demo_arguments, _run_demo),

