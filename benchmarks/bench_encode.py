@@ -3,6 +3,7 @@
     python benchmarks/bench_encode.py
     python benchmarks/bench_encode.py --corpus wiki --num-sentences 3000 --token-budgets 2048,4096
     python benchmarks/bench_encode.py --num-sentences 2000 --repeats 2 --precisions fp32
+    python benchmarks/bench_encode.py --precisions fp32 --token-budgets 2048 --onnx fp32,int8
 
 Both sides: all-MiniLM-L6-v2 (the same folder: ``SimCSE`` loads a sentence-transformers model as such), the same
 sentences (``--corpus sts``: the first N distinct sentences of STS-B train/dev/test and SICK-R train/trial/test;
@@ -11,7 +12,10 @@ numpy output, no progress bar. Precisions: fp32 (both sides' default), bf16 auto
 precision="bf16")``; the peer's ``encode`` inside ``torch.autocast("cpu", dtype=torch.bfloat16)``) and int8
 (``SimCSE(..., precision="int8")``, our opt-in dynamic quantization; the peer has no such mode and is compared at
 fp32). ``--token-budgets`` adds our fp32 encoding with batches formed by a padded-token budget
-(``max_tokens_per_batch``) instead of ``--batch-size`` sentences.
+(``max_tokens_per_batch``) instead of ``--batch-size`` sentences. ``--onnx fp32,int8`` (the default where
+onnxruntime is installed) adds the model exported once with ``simcse_hub.inference.export_onnx`` (fp32, and
+``quantize="int8"``) and encoded by ``SimCSE`` through onnxruntime in batches of ``--onnx-token-budget`` padded tokens
+(SimCSE's default, 2,048).
 
 Each variant runs in its own process, warms up on 128 sentences, then encodes all N once per repeat (repeats
 alternate the order: peer, ours, ..., then backwards; the best time of each variant is kept, the figure least
@@ -23,7 +27,9 @@ timed pass).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import os
 import sys
 import tempfile
 import time
@@ -35,11 +41,19 @@ import _common as common
 
 
 def worker(args: argparse.Namespace) -> dict:
-    """Encode the sentences once with one variant (after a warm-up); save the embeddings; report the times."""
+    """Encode the sentences once with one variant (after a warm-up); save the embeddings; report the times. (Or,
+    ``--worker export``: write the ONNX export of ``--model`` in ``--precision`` to the folder ``--output``.)"""
     import numpy as np
     import torch
 
     from simcse_hub.speed import autocast
+
+    if args.worker == "export":
+        from simcse_hub.inference import export_onnx
+
+        quantize = None if args.precision == "fp32" else args.precision
+        export_onnx(args.model, args.output, quantize=quantize, max_length=args.max_length)
+        return {}
 
     sentences = json.loads(Path(args.sentences).read_text(encoding="utf-8"))
     start = time.perf_counter()
@@ -85,6 +99,31 @@ def cosine_agreement(embeddings, reference) -> str:
     return f"{cosine.mean():.7f} / {cosine.min():.7f}"
 
 
+def time_processes(model: str, sentences: list[str], work: Path, args: argparse.Namespace) -> list[list[str]]:
+    """``simcse-hub encode`` on the sentences (a text file, a .npy output), in one process (torch's threads) and with
+    ``--num-processes N`` (the CPU threads shared out): the whole command's wall time, best of the repeats."""
+    import subprocess
+
+    import numpy as np
+
+    (work / "sentences.txt").write_text("\n".join(sentences) + "\n", encoding="utf-8")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", PYTHONWARNINGS="ignore")
+    seconds: dict[int, float] = {}
+    for repeat in range(args.repeats):
+        for processes in ((1, args.processes) if repeat % 2 == 0 else (args.processes, 1)):
+            command = [sys.executable, "-m", "simcse_hub.cli", "encode", model, "--input", str(work / "sentences.txt"),
+                       "--output", str(work / f"cli-{processes}.npy"), "--max-length", str(args.max_length),
+                       "--num-processes", str(processes)]
+            start = time.perf_counter()
+            subprocess.run(command, check=True, capture_output=True, env=env, cwd=common.REPO_ROOT)
+            seconds[processes] = min(seconds.get(processes, float("inf")), time.perf_counter() - start)
+            print(f"  pass {repeat + 1} encode --num-processes {processes}: {seconds[processes]:.2f} s", flush=True)
+    one = np.load(work / "cli-1.npy")
+    return [[f"{processes} process(es)", f"{seconds[processes]:.2f}", common.fmt(len(sentences) / seconds[processes]),
+             common.ratio(seconds[1], seconds[processes]),
+             cosine_agreement(np.load(work / f"cli-{processes}.npy"), one)] for processes in (1, args.processes)]
+
+
 def variant_name(side: str, precision: str, budget: int | None) -> str:
     return f"{side}-{precision}" + (f"-tokens{budget}" if budget else "")
 
@@ -105,9 +144,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--token-budgets", default="",
                         help="padded tokens per batch (comma-separated) of extra fp32 variants of ours with "
                              "max_tokens_per_batch instead of --batch-size (default: none)")
+    parser.add_argument("--onnx", default=None,
+                        help="ONNX exports encoded through onnxruntime: fp32 and/or int8, comma-separated, or none "
+                             "(default: fp32,int8 where onnxruntime is installed)")
+    parser.add_argument("--onnx-token-budget", type=int, default=2048,
+                        help="padded tokens per batch of the ONNX variants (default: 2048, SimCSE's default)")
+    parser.add_argument("--processes", type=int, default=0,
+                        help="also time `simcse-hub encode --num-processes N` against one process (default: skip)")
     parser.add_argument("--no-stsb", action="store_true", help="skip the STS-B dev Spearman of each variant")
     parser.add_argument("--seed", type=int, default=0, help="seed of the wiki sample (default: 0)")
-    parser.add_argument("--worker", choices=["peer", "ours"], help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=["peer", "ours", "export"], help=argparse.SUPPRESS)
     parser.add_argument("--sentences", help=argparse.SUPPRESS)
     parser.add_argument("--output", help=argparse.SUPPRESS)
     parser.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
@@ -136,6 +182,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--token-budgets {args.token_budgets!r}: expected positive integers, comma-separated.")
     if any(budget < 1 for budget in budgets):
         parser.error(f"--token-budgets {args.token_budgets!r}: expected positive integers.")
+    onnx = args.onnx if args.onnx is not None else "fp32,int8" if importlib.util.find_spec("onnxruntime") else ""
+    onnx_precisions = [item.strip() for item in onnx.split(",") if item.strip() and item.strip() != "none"]
+    if set(onnx_precisions) - {"fp32", "int8"}:
+        parser.error(f"--onnx {args.onnx!r}: expected fp32 and/or int8, comma-separated, or none.")
     if args.corpus == "sts":
         sentences = common.sts_sentences(folder, args.num_sentences)
     else:
@@ -148,18 +198,24 @@ def main(argv: list[str] | None = None) -> int:
     variants += [("ours", precision, None) for precision in precisions]
     variants += [("ours", "int8", None)] if with_int8 else []
     variants += [("ours", "fp32", budget) for budget in budgets]
+    variants += [("onnx", precision, None) for precision in onnx_precisions]
     best: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="bench_encode_") as work_dir:
         work = Path(work_dir)
         (work / "sentences.json").write_text(json.dumps(sentences), encoding="utf-8")
+        for precision in onnx_precisions:  # exported once, untimed, in a worker (this process stays small: a
+            # child's peak RSS starts from its parent's); the folder is what the onnx workers load
+            common.run_worker(Path(__file__), ["export", "--model", model, "--output", str(work / f"onnx-{precision}"),
+                                               "--precision", precision, "--max-length", str(args.max_length)])
         for repeat in range(args.repeats):  # alternate the order so that slow spells hit every variant alike
             for side, precision, budget in (variants if repeat % 2 == 0 else variants[::-1]):
                 name = variant_name(side, precision, budget)
-                worker_args = [side, "--sentences", str(work / "sentences.json"), "--model", model,
-                               "--output", str(work / f"{name}.npy"), "--precision", precision,
+                source, mode = (work / name, "fp32") if side == "onnx" else (model, precision)  # int8: in the file
+                worker_args = ["ours" if side == "onnx" else side, "--sentences", str(work / "sentences.json"),
+                               "--model", str(source), "--output", str(work / f"{name}.npy"), "--precision", mode,
                                "--batch-size", str(args.batch_size), "--max-length", str(args.max_length)]
-                if budget:
-                    worker_args += ["--token-budget", str(budget)]
+                if budget or side == "onnx":
+                    worker_args += ["--token-budget", str(budget or args.onnx_token_budget)]
                 if args.threads:
                     worker_args += ["--threads", str(args.threads)]
                 if repeat == 0 and not args.no_stsb:
@@ -189,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
             comparisons.append(("ours int8, peer fp32", "peer-fp32", "ours-int8"))
         comparisons += [(f"fp32, ours {budget} tokens per batch", "peer-fp32", variant_name("ours", "fp32", budget))
                         for budget in budgets]
+        comparisons += [(f"onnxruntime {precision}, peer fp32", "peer-fp32", f"onnx-{precision}")
+                        for precision in onnx_precisions]
         for label, peer_name, ours_name in comparisons:
             peer, ours = best[peer_name], best[ours_name]
             for figure, key in (("sentences/s (wall clock, best pass)", "seconds"),
@@ -204,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         own = [variant_name("ours", "fp32", None)] + [variant_name("ours", p, None) for p in precisions if p != "fp32"]
         own += [variant_name("ours", "int8", None)] if with_int8 else []
         own += [variant_name("ours", "fp32", budget) for budget in budgets]
+        own += [f"onnx-{precision}" for precision in onnx_precisions]
         base = best["ours-fp32"]
         own_rows = []
         for name in own:
@@ -213,11 +272,16 @@ def main(argv: list[str] | None = None) -> int:
                              common.ratio(base["cpu_seconds"], best[name]["cpu_seconds"]), agreement(name),
                              "-" if args.no_stsb else stsb(name),
                              "-" if args.no_stsb else f"{best[name]['stsb_dev'] - base['stsb_dev']:+.2f}"])
+        process_rows = time_processes(model, sentences, work, args) if args.processes > 1 else []
     print()
     print(common.table(rows, ["precision", "figure", "sentence-transformers", "simcse_hub", "ours/peer"]))
     print()
     print(common.table(own_rows, ["simcse_hub variant", "sentences/s", "vs ours fp32 (wall)", "vs ours fp32 (CPU)",
                                   "cosine with the peer's fp32, mean / min", "STS-B dev", "vs ours fp32"]))
+    if process_rows:
+        print()
+        print(common.table(process_rows, ["simcse-hub encode (whole command)", "wall seconds (best pass)",
+                                          "sentences/s", "vs 1 process", "cosine with 1 process, mean / min"]))
     print(common.machine_line(args.threads))
     return 0
 
