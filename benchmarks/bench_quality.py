@@ -68,9 +68,7 @@ def worker_peer(args: argparse.Namespace) -> dict:
     from datasets import Dataset
     from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
     from sentence_transformers import SentenceTransformerTrainingArguments as Arguments
-    from sentence_transformers.sentence_transformer.losses import (
-        MultipleNegativesRankingLoss,
-    )
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
     lines = common.read_lines(Path(args.train_file))
     rows = [line.split("\t") for line in lines[1:]]  # header: sent0 sent1 hard_neg

@@ -124,9 +124,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
     from sentence_transformers import SentenceTransformer
-    from sentence_transformers.sentence_transformer.losses import (
-        MultipleNegativesRankingLoss,
-    )
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
     from transformers import AutoConfig, AutoTokenizer
 
     from simcse_hub import SimCSEModel

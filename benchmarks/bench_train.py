@@ -62,9 +62,7 @@ def worker_peer(args: argparse.Namespace) -> dict:
         SentenceTransformerTrainer,
         SentenceTransformerTrainingArguments,
     )
-    from sentence_transformers.sentence_transformer.losses import (
-        MultipleNegativesRankingLoss,
-    )
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
     rows = json.loads(Path(args.examples).read_text(encoding="utf-8"))
     output_dir = Path(args.work_dir) / "peer"

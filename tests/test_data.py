@@ -10,13 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from simcse_hub.data import (
-    DataError,
-    SimCSECollator,
-    load_hub_examples,
-    read_examples,
-    resolve_train_file,
-)
+from simcse_hub.data import DataError, SimCSECollator, load_hub_examples, read_examples, resolve_train_file
 
 NLI_HEADER = "sent0,sent1,hard_neg"
 

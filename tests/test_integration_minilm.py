@@ -48,9 +48,7 @@ def test_sentence_transformer_trainer_on_snli_triplets(minilm_path, shared_data,
     from datasets import Dataset
     from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
     from sentence_transformers import SentenceTransformerTrainingArguments as Args
-    from sentence_transformers.sentence_transformer.evaluation import (
-        EmbeddingSimilarityEvaluator,
-    )
+    from sentence_transformers.sentence_transformer.evaluation import EmbeddingSimilarityEvaluator
 
     from simcse_hub.losses import SimCSELoss
 

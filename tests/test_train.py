@@ -30,12 +30,7 @@ import simcse_hub.train as train_module
 from simcse_hub.cli import main as cli_main
 from simcse_hub.config import ConfigError, TrainConfig, list_presets, parse_train_args
 from simcse_hub.losses import contrastive_loss
-from simcse_hub.speed import (
-    RandState,
-    TrainingForward,
-    attention_with_fast_dropout,
-    use_fast_dropout,
-)
+from simcse_hub.speed import RandState, TrainingForward, attention_with_fast_dropout, use_fast_dropout
 from simcse_hub.train import train, training_step
 
 CARD_KEYS = {"base_model", "base_model_name", "objective", "datasets", "hyperparameters", "hardware",
