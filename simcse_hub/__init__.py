@@ -15,7 +15,7 @@ from simcse_hub.modeling.configuration_simcse import POOLER_TYPES, SimCSEConfig
 from simcse_hub.modeling.heads_simcse import info_nce
 from simcse_hub.modeling.modeling_simcse import SimCSEModel, SimCSEModelOutput
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 
 def register_auto_classes() -> None:
