@@ -57,6 +57,9 @@ class SimCSEConfig(PreTrainedConfig):
             Add the auxiliary masked-language-modelling loss in training (needs a masked-LM head for the encoder).
         mlm_weight (`float`, *optional*, defaults to 0.1):
             Weight of the masked-language-modelling loss (``lambda`` in the paper). Must be >= 0.
+        whitening_dim (`int`, *optional*, defaults to `None`):
+            The output size of the BERT-whitening layer (``SimCSEModel.whitening``, ``y = (x - mean) @ W``) applied
+            to the sentence embedding at inference, between 1 and ``hidden_size``; `None`: no whitening.
 
     >>> from transformers import BertConfig
     >>> from simcse_hub import SimCSEConfig
@@ -78,6 +81,7 @@ class SimCSEConfig(PreTrainedConfig):
     hard_negative_weight: float = 0.0
     do_mlm: bool = False
     mlm_weight: float = 0.1
+    whitening_dim: int | None = None
 
     def __post_init__(self, **kwargs: Any) -> None:
         if isinstance(self.encoder_config, dict) and "model_type" not in self.encoder_config:
@@ -105,6 +109,10 @@ class SimCSEConfig(PreTrainedConfig):
             raise ValueError(f"temperature={self.temperature!r} must be a number greater than 0 (the paper uses 0.05).")
         if self.mlm_weight < 0:
             raise ValueError(f"mlm_weight={self.mlm_weight!r} must be a number >= 0 (the paper uses 0.1).")
+        dim = self.whitening_dim
+        if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or not 1 <= dim <= self.hidden_size):
+            raise ValueError(f"whitening_dim={dim!r} must be an integer from 1 to hidden_size={self.hidden_size}, or "
+                             "null (no whitening).")
         if self.encoder_config.is_encoder_decoder:
             raise ValueError(
                 f"encoder_config: model_type={self.encoder_config.model_type!r} is an encoder-decoder; "
@@ -134,6 +142,12 @@ class SimCSEConfig(PreTrainedConfig):
         if limit and self.encoder_config.model_type in OFFSET_POSITION_MODEL_TYPES:
             limit -= (getattr(self.encoder_config, "pad_token_id", None) or 0) + 1
         return limit or None
+
+    @property
+    def embedding_dim(self) -> int:
+        """`int`: size of the sentence embedding at inference (``whitening_dim`` when whitened, else
+        ``hidden_size``)."""
+        return self.whitening_dim or self.hidden_size
 
     @property
     def uses_mlp_at_inference(self) -> bool:

@@ -58,8 +58,11 @@ def public_name(name_or_path: Any) -> Any:
 
 
 def standard_pooling_mode(config: Any) -> str | None:
-    """The sentence-transformers ``Pooling`` mode equal to this `SimCSEConfig`'s inference embedding, or ``None``."""
-    return None if config.uses_mlp_at_inference else ST_POOLING_MODES.get(config.pooler_type)
+    """The sentence-transformers ``Pooling`` mode equal to this `SimCSEConfig`'s inference embedding, or ``None``
+    (the MLP at inference, a pooler ``Pooling`` lacks, or BERT-whitening: then ``pooler_output`` is read)."""
+    if config.uses_mlp_at_inference or config.whitening_dim:
+        return None
+    return ST_POOLING_MODES.get(config.pooler_type)
 
 
 def sentence_transformers_files(config: Any, max_seq_length: int | None = None) -> dict[str, Any]:
@@ -68,7 +71,7 @@ def sentence_transformers_files(config: Any, max_seq_length: int | None = None) 
     The first module is sentence-transformers' standard ``Transformer``, which loads this ``SimCSEModel`` through
     ``AutoModel``. ``cls_before_pooler``, ``avg`` and ``cls`` with ``mlp_only_train`` are exactly its standard
     ``Pooling`` (``cls`` / ``mean``) over ``last_hidden_state``, written as the usual ``1_Pooling`` module. ``cls``
-    with the MLP at inference, ``avg_top2`` and ``avg_first_last`` are not expressible by ``Pooling``: there the
+    with the MLP at inference, ``avg_top2``, ``avg_first_last`` and a whitened model are not ``Pooling``: there the
     ``Transformer`` module reads ``pooler_output`` (its ``modality_config``), which ``forward`` computes with the
     code every other loader runs, so no custom module is needed.
 

@@ -43,7 +43,8 @@ class SimCSEModelOutput(BaseModelOutputWithPooling):
 
     Args:
         last_hidden_state (`torch.Tensor` of shape `(batch, seq_len, hidden)`): the encoder's last layer.
-        pooler_output (`torch.Tensor` of shape `(batch, hidden)`): the sentence embedding under the configured pooler.
+        pooler_output (`torch.Tensor` of shape `(batch, hidden)`): the sentence embedding under the configured pooler
+            (of shape `(batch, whitening_dim)` when the model is whitened).
         hidden_states (`tuple(torch.Tensor)`, *optional*): every layer's output, when asked for.
         attentions (`tuple(torch.Tensor)`, *optional*): attention weights, when asked for.
         loss (`torch.Tensor`, *optional*): the training loss (InfoNCE plus weighted MLM), for grouped inputs.
@@ -100,6 +101,8 @@ class SimCSEModel(PreTrainedModel):
         if isinstance(getattr(self.encoder, "pooler", None), nn.Module):
             self.encoder.pooler = None
         self.mlp = SimCSEMLP(config.hidden_size)
+        # BERT-whitening fitted after training (simcse_hub.postprocess.Whitening.apply_to): weight W^T, bias -mean @ W
+        self.whitening = nn.Linear(config.hidden_size, config.whitening_dim) if config.whitening_dim else None
         self.lm_head = None
         if config.do_mlm:
             mlm_model = AutoModelForMaskedLM.from_config(config.encoder_config, dtype=torch.get_default_dtype())
@@ -369,6 +372,8 @@ class SimCSEModel(PreTrainedModel):
         pooled = self.pool(inputs["attention_mask"], outputs.last_hidden_state, outputs.hidden_states)
         if self.config.pooler_type == "cls" and (self.training or self.config.uses_mlp_at_inference):
             pooled = self.mlp(pooled)  # (batch * num_sent, hidden)
+        if self.whitening is not None and not (self.training or num_sent):  # inference only, never in the loss
+            pooled = self.whitening(pooled)  # (batch, whitening_dim)
         loss = None
         if num_sent:
             groups = pooled.view(-1, num_sent, pooled.size(-1))  # (batch, num_sent, hidden)

@@ -38,6 +38,7 @@ from transformers import AutoConfig
 from simcse_hub import __version__
 from simcse_hub.evaluation import DISPLAY_NAMES, HUB_DATASETS, SETTINGS, SPLITS, STS_TASKS
 from simcse_hub.modeling.configuration_simcse import POOLER_TYPES, SimCSEConfig
+from simcse_hub.postprocess import FLOW_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -193,7 +194,8 @@ def check_portable(record: Any, source: str) -> dict[str, Any]:
     """The ``portable`` record of a portable folder's ``simcse_card.json`` (``simcse_hub.export``), checked: ``of``
     (the SimCSE model it is the variant of), the SimCSE ``pooler_type``, ``mlp_only_train`` and ``temperature``,
     what the encoder's ``pooler_output`` is (``"embedding"``, ``"zero"``, or ``None`` for a class without a pooler)
-    and ``dense``, the sentence-transformers module holding the MLP where the pooler does not."""
+    ``dense``, the sentence-transformers module holding the MLP where the pooler does not, and ``whitening``, the
+    ``Dense`` module holding the BERT-whitening of a whitened model (``embedding_dim`` its output size)."""
     where = "portable"
     expect(record, dict, where, source)
     return {
@@ -204,39 +206,56 @@ def check_portable(record: Any, source: str) -> dict[str, Any]:
         "pooler_output": expect_choice(record.get("pooler_output"), ("embedding", "zero", None),
                                        f"{where}.pooler_output", source),
         "dense": expect(record.get("dense"), str, f"{where}.dense", source, True),
+        "whitening": expect(record.get("whitening"), str, f"{where}.whitening", source, True),
+        "embedding_dim": expect(record.get("embedding_dim"), int, f"{where}.embedding_dim", source, True),
     }
 
 
 def evaluation_key(record: dict[str, Any]) -> tuple:
-    """Evaluations with the same split, setting and task set replace each other; others are kept side by side."""
-    return record["split"], record["setting"], tuple(sorted({*record["tasks"], *record["missing"]}))
+    """Evaluations with the same split, setting, task set and kind (with the saved flow or not) replace each other;
+    others are kept side by side."""
+    return (record["split"], record["setting"], tuple(sorted({*record["tasks"], *record["missing"]})),
+            bool(record["flow"]))
 
 
 # ---------------------------------------------------------------------------------------------------- tables
 
 
-def evaluation_tables(shown: dict[str, Any] | None, evaluations: list[dict[str, Any]]) -> dict[str, Any]:
-    """The evaluation part of a card as the template reads it: the rows (task, Spearman, pairs) of the ``shown``
-    evaluation in the order of the STS tasks, the tasks it misses and why, their average, the other evaluations
-    recorded and the post-processing applied."""
-    if shown is None:
+def score_rows(record: dict[str, Any] | None) -> dict[str, Any]:
+    """The rows (task, Spearman, pairs) of an evaluation in the order of the STS tasks, the tasks it misses (names
+    only: why is the console's business, never the public card's) and their average."""
+    if record is None:
         return {}
-    tasks = shown["tasks"]
+    tasks = record["tasks"]
     order = [*STS_TASKS, *(task for task in tasks if task not in STS_TASKS)]
     scored = [entry["spearman"] for entry in tasks.values() if entry["spearman"] is not None]
     return {
-        "eval_rows": [(DISPLAY_NAMES.get(task, task),
-                       "–" if tasks[task]["spearman"] is None else f"{tasks[task]['spearman']:.2f}",
-                       "" if tasks[task]["n_pairs"] is None else f"{tasks[task]['n_pairs']:,}")
-                      for task in order if task in tasks],
-        "eval_missing": [(DISPLAY_NAMES.get(task, task), markdown_text(shown["missing"].get(task, "")))
-                         for task in order if task not in tasks],
-        "eval_average": f"{sum(scored) / len(scored):.2f}" if scored else None,
-        "eval_average_over": f"{len(scored)} task{'s' if len(scored) != 1 else ''}",
+        "rows": [(DISPLAY_NAMES.get(task, task),
+                  "–" if tasks[task]["spearman"] is None else f"{tasks[task]['spearman']:.2f}",
+                  "" if tasks[task]["n_pairs"] is None else f"{tasks[task]['n_pairs']:,}")
+                 for task in order if task in tasks],
+        "missing": [DISPLAY_NAMES.get(task, task) for task in order if task not in tasks],
+        "average": f"{sum(scored) / len(scored):.2f}" if scored else None,
+        "average_over": f"{len(scored)} task{'s' if len(scored) != 1 else ''}",
+    }
+
+
+def evaluation_tables(shown: dict[str, Any] | None, evaluations: list[dict[str, Any]]) -> dict[str, Any]:
+    """The evaluation part of a card as the template reads it: the ``shown`` evaluation's scores (``eval``), the
+    scores with the saved flow of the same split, setting and tasks (``flow_eval``), the other evaluations recorded
+    and the post-processing of the shown one."""
+    if shown is None:
+        return {}
+    flowed = [r for r in evaluations if r["flow"] and evaluation_key(r)[:3] == evaluation_key(shown)[:3]]
+    return {
+        "eval": score_rows(shown),
+        "flow_eval": score_rows(flowed[-1] if flowed else None),
         "eval_others": [f"{r['split']} split ({', '.join(DISPLAY_NAMES.get(t, t) for t in r['tasks'])})"
-                        for r in evaluations if r is not shown and r["tasks"]],
-        "postprocessing": [f"BERT-{name} (" + markdown_text(", ".join(f"{k} = {v}" for k, v in shown[name].items()))
-                           + ")" for name in ("whitening", "flow") if shown[name]],
+                        + (" with the saved flow" if r["flow"] else "")
+                        for r in evaluations if r is not shown and r not in flowed[-1:] and r["tasks"]],
+        "postprocessing": ["BERT-whitening (" + markdown_text(", ".join(f"{k} = {v}" for k, v in
+                                                                        shown["whitening"].items())) + ")"]
+        if shown["whitening"] else [],
     }
 
 
@@ -302,8 +321,13 @@ class SimCSEModelCardData(CardData):
             run (``peak_memory`` as text, e.g. ``"2.46 GB (process resident memory)"``).
         before_after (`dict`, *optional*): ``{"pooler", "before", "after"}``: STS-B dev Spearman, alignment,
             uniformity and mean cosine of the starting encoder and of the exported model (:data:`BEFORE_AFTER`).
-        evaluations (`list[dict]`, *optional*): one record per split, setting and task set (see
-            :func:`check_evaluation`); the card shows :meth:`shown_evaluation`.
+        evaluations (`list[dict]`, *optional*): one record per split, setting, task set and kind (with the saved
+            flow or not; see :func:`check_evaluation`); the card shows :meth:`shown_evaluation`, and the flow's scores
+            apart.
+        whitening_dim (`int`, *optional*): the output size of the BERT-whitening inside the model (from the config);
+            ``whitening`` (`dict`, *optional*) describes it (``corpus``, ``k``).
+        flow (`dict`, *optional*): the BERT-flow saved beside the model (``flow.safetensors``, applied by
+            ``simcse_hub.SimCSE`` only): ``{"corpus": ...}``, or ``{}`` when not known.
 
     >>> data = SimCSEModelCardData.from_folder("outputs/quickstart")  # doctest: +SKIP
     >>> data.shown_evaluation()["tasks"]["STSBenchmark"]["spearman"]  # doctest: +SKIP
@@ -338,13 +362,16 @@ class SimCSEModelCardData(CardData):
     plot: str | None = None
     example_sentences: tuple[str, ...] = EXAMPLE_SENTENCES
     portable: dict[str, Any] | None = None
+    whitening_dim: int | None = None
+    whitening: dict[str, Any] | None = None
+    flow: dict[str, Any] | None = None
 
     # Fields kept in simcse_card.json, with their types (the architecture is read from config.json instead).
     SAVED: ClassVar[dict[str, type | tuple[type, ...]]] = {
         "base_model": str, "base_model_name": str, "language": (str, list), "license": str, "objective": str,
         "datasets": list, "hyperparameters": dict, "hardware": str, "train_runtime_seconds": NUMBER,
         "peak_memory": str, "global_steps": int, "best_step": int, "best_stsb_dev_spearman": NUMBER,
-        "evaluations": list, "before_after": dict, "portable": dict,
+        "evaluations": list, "before_after": dict, "portable": dict, "whitening": dict, "flow": dict,
     }
 
     def __post_init__(self) -> None:  # CardData's own __init__ is not called: the dataclass fields are the data
@@ -372,11 +399,12 @@ class SimCSEModelCardData(CardData):
                            card_data_file: str | os.PathLike | None = None) -> SimCSEModelCardData:
         """The architecture, from a loaded ``SimCSEConfig``; with ``card_data_file``, what a ``simcse_card.json``
         adds (the card data of a model read from the Hub)."""
-        data = cls(encoder_type=config.encoder_config.model_type, embedding_dim=config.hidden_size,
-                   pooler_type=config.pooler_type, mlp_only_train=config.mlp_only_train,
+        data = cls(encoder_type=config.encoder_config.model_type, embedding_dim=config.embedding_dim,
+                   whitening_dim=config.whitening_dim, pooler_type=config.pooler_type,
+                   mlp_only_train=config.mlp_only_train,
                    temperature=config.temperature, num_layers=getattr(config.encoder_config, "num_hidden_layers", None),
                    base_model=hub_id(getattr(config, "base_model_name_or_path", None)))
-        return data.update(read_json(card_data_file), str(card_data_file)) if card_data_file else data
+        return data.update(read_json(card_data_file), str(card_data_file)) if card_data_file else data.update({})
 
     @classmethod
     def from_portable_config(cls, path: Path, portable: Any, source: str) -> SimCSEModelCardData:
@@ -387,7 +415,8 @@ class SimCSEModelCardData(CardData):
             config = AutoConfig.from_pretrained(path.parent)  # a standard model_type: no remote code
         except (OSError, ValueError) as error:
             raise CardDataError(f"{path}: {' '.join(str(error).split())}") from None
-        return cls(encoder_type=config.model_type, embedding_dim=config.hidden_size, portable=record,
+        return cls(encoder_type=config.model_type, embedding_dim=record["embedding_dim"] or config.hidden_size,
+                   whitening_dim=record["embedding_dim"] if record["whitening"] else None, portable=record,
                    pooler_type=record["pooler_type"], mlp_only_train=record["mlp_only_train"],
                    temperature=record["temperature"], num_layers=getattr(config, "num_hidden_layers", None))
 
@@ -411,9 +440,9 @@ class SimCSEModelCardData(CardData):
         if (folder / "config_sentence_transformers.json").is_file():
             versions = read_json(folder / "config_sentence_transformers.json").get("__version__") or {}
             data.versions = {k: str(v) for k, v in versions.items() if v}
-        if saved is not None:
-            return data.update(saved, str(folder / CARD_DATA_FILE))
-        return data._read_legacy(folder)
+        data = data.update(saved, str(folder / CARD_DATA_FILE)) if saved is not None else data._read_legacy(folder)
+        data.flow = (data.flow or {}) if (folder / FLOW_FILE).is_file() else None  # its corpus, when recorded
+        return data
 
     def update(self, values: dict[str, Any], source: str = CARD_DATA_FILE) -> SimCSEModelCardData:
         """Take in saved card data (the ``simcse_card.json`` dictionary), checking every field; a field this version
@@ -431,6 +460,8 @@ class SimCSEModelCardData(CardData):
         if isinstance(self.hyperparameters.get("temperature"), NUMBER):
             self.temperature = self.hyperparameters["temperature"]
         self.portable = check_portable(self.portable, source) if self.portable is not None else None
+        # what the model computes decides: whitening inside it (config.json), never a stale record
+        self.whitening = {**(self.whitening or {}), "k": self.whitening_dim} if self.whitening_dim else None
         return self
 
     @staticmethod
@@ -466,15 +497,20 @@ class SimCSEModelCardData(CardData):
 
     def as_portable(self, of: str, **facts: Any) -> SimCSEModelCardData:
         """Make this the card data of the portable variant (``simcse_hub.export``) of the SimCSE model ``of`` (its
-        public name); ``facts`` are the rest of the ``portable`` record (:func:`check_portable`). Evaluations made
-        with BERT-whitening or BERT-flow are dropped: the portable folder gives the raw embeddings."""
-        self.portable = check_portable({"of": of, "temperature": self.temperature, **facts}, "as_portable")
-        self.evaluations = [r for r in self.evaluations if not (r["whitening"] or r["flow"])]
+        public name); ``facts`` are the rest of the ``portable`` record (:func:`check_portable`). Evaluations with
+        the flow, or with a whitening the model does not hold, are dropped: they are not its embeddings."""
+        self.portable = check_portable({"of": of, "temperature": self.temperature, "embedding_dim": self.embedding_dim,
+                                        **facts}, "as_portable")
+        self.evaluations = [r for r in self.evaluations if not r["flow"] and bool(r["whitening"]) == bool(
+            self.whitening_dim)]
+        self.flow = None
         return self
 
     def shown_evaluation(self) -> dict[str, Any] | None:
-        """The evaluation the card shows: test before dev, then the one with the most tasks scored, then the latest."""
-        ranked = sorted(enumerate(self.evaluations),
+        """The evaluation the card shows and its ``model-index`` holds, of the embeddings every loader gives (never
+        one with the flow, which only ``simcse_hub.SimCSE`` applies): test before dev, then the one with the most
+        tasks scored, then the latest."""
+        ranked = sorted(((i, r) for i, r in enumerate(self.evaluations) if not r["flow"]),
                         key=lambda item: (item[1]["split"] == "test", len(item[1]["tasks"]), item[0]))
         return ranked[-1][1] if ranked else None
 
@@ -552,7 +588,7 @@ class SimCSEModelCardData(CardData):
             "hyperparameter_rows": [(k, markdown_text(v)) for k, v in public_items(self.recipe())],
             "run_facts": self.run_facts(),
             "evaluation": shown,
-            **evaluation_tables(shown, self.evaluations),
+            **evaluation_tables(shown, [r for r in self.evaluations if self.flow is not None or not r["flow"]]),
             "versions_list": sorted({**self.versions, "simcse_hub": __version__}.items()),
             "before_after_rows": before_after_rows(self.before_after),
             "portable_of_text": self.portable and (f"[{self.portable['of']}](https://huggingface.co/"

@@ -290,6 +290,8 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         STSDataError,
         evaluate_model,
         format_results_table,
+        memoized,
+        missing_notes,
         results_to_markdown,
         save_results,
     )
@@ -310,7 +312,12 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     for name in args.models:
         model = load_tool(name, args)
         fitted = _fit_postprocessing(model, name, corpus, args) if corpus is not None and not args.compare else None
+        described = {kind: (fitted or {}).get(kind) or _saved_postprocessing(model, kind)
+                     for kind in ("whitening", "flow")}
+        # A SimCSE folder's flow is applied by SimCSE only: its card keeps the raw scores, which every loader gives.
+        flow, model.flow = (model.flow, None) if model.kind == "simcse" and not args.compare else (None, model.flow)
 
+        @memoized
         def encode_fn(sentences: list[str], model: Any = model):
             return model.encode(sentences, batch_size=args.batch_size, normalize_to_unit=False, return_numpy=True,
                                 show_progress_bar=True)
@@ -319,20 +326,27 @@ def _run_evaluate(args: argparse.Namespace) -> int:
             rows = compare_postprocessing(encode_fn, name, corpus, Path(corpus_file).name, whiten_k=args.whiten_k,
                                           **settings) if args.compare and model.kind != "simcse" else [
                 evaluate_model(encode_fn, name, **settings)]
+            if flow is not None:
+                rows.append(evaluate_model(lambda sentences: flow.transform(encode_fn(sentences)), f"{name} + flow",
+                                           **settings))
         except (OSError, STSDataError) as error:
             raise CLIError(one_line(error)) from None
-        for results in rows:
+        model.flow = model.flow or flow
+        for index, results in enumerate(rows):
             for kind in ("whitening", "flow"):
-                results[kind] = results.get(kind) or (fitted or {}).get(kind) or _saved_postprocessing(model, kind)
+                raw_row = kind == "flow" and flow is not None and index == 0  # the flow's own row follows it
+                results[kind] = results.get(kind) or (None if raw_row else described[kind])
             if not results["tasks"]:
                 raise CLIError(f"no STS task could be evaluated for {name}: "
                                + "; ".join(f"{task}: {reason}" for task, reason in results["missing"].items()))
-            print(format_results_table(results) + "\n")
+            print(format_results_table(results, reasons=False) + "\n")
         if not args.compare:
-            _record_in_card(name, rows[0], args, saved=fitted is None or args.save_whitening or args.save_flow)
+            _record_in_card(name, rows, args, saved=fitted is None or args.save_whitening or args.save_flow)
         all_results += rows
     if args.compare or len(all_results) > 1:
-        print(comparison_table(all_results) if args.compare else results_to_markdown(all_results))
+        print(comparison_table(all_results) if args.compare else results_to_markdown(all_results, reasons=False))
+    for note in missing_notes(all_results):  # once, however many models and rows
+        print(note)
     if args.out:
         save_results(all_results[0] if len(all_results) == 1 else all_results, args.out)
         logger.info("Wrote the results to %s", args.out)
@@ -346,9 +360,13 @@ def _fit_postprocessing(model: Any, name: str, corpus: list[str], args: argparse
     in the model (saved into the folder when asked), and describe it for the results."""
     from simcse_hub.postprocess import fit_flow, fit_whitening
 
-    if model.whitening is not None or model.flow is not None:
+    network = model.model if model.kind == "simcse" else None  # a SimCSEModel, whitened inside or not
+    inside = network is not None and network.whitening is not None
+    if model.whitening is not None or model.flow is not None or inside:
         logger.warning("%s already has a post-processing; fitting a new one on raw embeddings instead.", name)
     model.whitening = model.flow = None  # fit on the raw embeddings
+    if inside:
+        network.whitening = None
 
     def raw(sentences: list[str]):
         return model.encode(sentences, batch_size=args.batch_size, normalize_to_unit=False, return_numpy=True,
@@ -362,23 +380,57 @@ def _fit_postprocessing(model: Any, name: str, corpus: list[str], args: argparse
             model.flow = fit_flow(raw, corpus, corpus=corpus_name, show_progress_bar=True)
     except ValueError as error:
         raise CLIError(f"{option}: {one_line(error)}") from None
-    if args.save_whitening or args.save_flow:
-        (model.whitening or model.flow).save(name)
-    return {"whitening": {"corpus": corpus_name, "k": args.whiten_k}} if args.whiten else {
+    described = {"whitening": {"corpus": corpus_name, "k": args.whiten_k}} if args.whiten else {
         "flow": {"corpus": corpus_name}}
+    if network is not None and (args.save_whitening or args.save_flow):
+        _save_in_simcse_folder(Path(name), model, inside, described)
+    elif args.save_whitening or args.save_flow:  # another kind of model: the file beside it, which SimCSE applies
+        (model.whitening or model.flow).save(name)
+    return described
+
+
+def _save_in_simcse_folder(folder: Path, model: Any, inside: bool, described: dict[str, Any]) -> None:
+    """Save a fitted post-processing into a SimCSE folder: the whitening inside the model (every loader applies it),
+    the flow as ``flow.safetensors`` (applied by SimCSE only) beside the raw model. The card data keeps the results
+    that still describe the folder's model and says what it holds."""
+    from simcse_hub.card import SimCSEModelCardData
+    from simcse_hub.postprocess import WHITENING_FILE
+    from simcse_hub.train import resave_model
+
+    if model.whitening is not None or inside:  # the model changes: whitened now, or raw again for the flow
+        resave_model(folder, model.whitening)
+    if model.flow is not None:
+        (folder / WHITENING_FILE).unlink(missing_ok=True)
+        model.flow.save(folder)
+    card = SimCSEModelCardData.from_folder(folder)
+    if model.whitening is not None:
+        model.whitening.apply_to(model.model)  # evaluated as every loader computes it
+        model.whitening = None
+        card.whitening, card.evaluations = described["whitening"], []
+        logger.info("%s is whitened inside the model now: every loader applies it; earlier results were dropped "
+                    "from its card.", folder)
+    else:
+        card.flow, card.evaluations = described["flow"], [r for r in card.evaluations if not r["flow"]]
+        if inside:
+            card.whitening, card.evaluations = None, []
+    card.save(folder)
 
 
 def _saved_postprocessing(model: Any, kind: str) -> dict[str, Any] | None:
     """How the model's own (saved) whitening or flow is described in the results."""
     fitted = model.whitening if kind == "whitening" else model.flow
+    config = model.model.config if model.kind == "simcse" else None
+    if kind == "whitening" and fitted is None and config is not None and config.whitening_dim:  # inside the model
+        return {"k": config.whitening_dim if config.whitening_dim < config.hidden_size else None}
     if fitted is None:
         return None
     return {"corpus": fitted.corpus} if kind == "flow" else {"corpus": fitted.corpus,
                                                              "k": fitted.k if fitted.k != fitted.dim else None}
 
 
-def _record_in_card(name: str, results: dict, args: argparse.Namespace, saved: bool) -> None:
-    """Keep the results in a SimCSE folder's card data and card, when they describe the folder's model as it is."""
+def _record_in_card(name: str, rows: list[dict], args: argparse.Namespace, saved: bool) -> None:
+    """Keep the results in a SimCSE folder's card data and card, when they describe the folder's model as it is (a
+    flow's results are kept as their own kind, beside the raw model's)."""
     from simcse_hub.card import CARD_DATA_FILE, SimCSEModelCardData
     from simcse_hub.inference import is_simcse_folder
 
@@ -392,10 +444,11 @@ def _record_in_card(name: str, results: dict, args: argparse.Namespace, saved: b
                     folder / CARD_DATA_FILE, ", ".join(changed))
         return
     card = SimCSEModelCardData.from_folder(folder)
-    kept = card.add_evaluation(results)
+    for results in rows:
+        kept = card.add_evaluation(results)
+        logger.info("Recorded the %s-split results%s (%d tasks) in %s and the model card (README.md).", kept["split"],
+                    " with the flow" if kept["flow"] else "", len(kept["tasks"]), folder / CARD_DATA_FILE)
     card.save(folder)
-    logger.info("Recorded the %s-split results (%d tasks) in %s and the model card (README.md).", kept["split"],
-                len(kept["tasks"]), folder / CARD_DATA_FILE)
 
 
 def _plot(all_results: list[dict], png: str) -> None:

@@ -516,8 +516,8 @@ def _load_tasks(tasks: list[str], data_dir: str | os.PathLike, split: str,
         if task in loaded and subtasks and setting != "all" and set(loaded[task]) != set(subtasks):
             source = next(iter(loaded.pop(task).values())).source
             missing[task] = f"setting {setting!r} needs {task}'s sub-tasks, which {source} does not identify"
-        if task in missing:
-            logger.info("%s not evaluated: %s", task, missing[task])
+        if task in missing:  # the reports say why (missing_notes), once
+            logger.debug("%s not evaluated: %s", task, missing[task])
     return loaded, missing
 
 
@@ -592,7 +592,7 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def _notes(run: dict, prefix: str = "") -> list[str]:
-    """What a result says beside its STS scores: the space measures, the post-processing, the tasks not scored."""
+    """What a result says beside its STS scores: the space measures and the post-processing."""
     notes = [f"{prefix}alignment {run['alignment']:.4f}, uniformity {run['uniformity']:.4f}"
              + (f", mean cosine {run['mean_cosine']:.4f}" if run.get("mean_cosine") is not None else "")
              + " (STS-B dev, normalised embeddings; lower is better)."] if run.get("alignment") is not None else []
@@ -601,13 +601,21 @@ def _notes(run: dict, prefix: str = "") -> list[str]:
         notes.append(f"{prefix}BERT-whitening fitted on `{corpus}` ({f'k={k}' if k else 'all dimensions'}).")
     if run.get("flow"):
         notes.append(f"{prefix}BERT-flow fitted on `{run['flow']['corpus']}`.")
-    return notes + [f"{prefix}{DISPLAY_NAMES.get(task, task)} not evaluated: {reason}."
-                    for task, reason in run.get("missing", {}).items()]
+    return notes
 
 
-def results_to_markdown(results: dict | Sequence[dict]) -> str:
+def missing_notes(results: dict | Sequence[dict]) -> list[str]:
+    """Why tasks were not scored, one line per task and reason over all the results (several models, or a model with
+    and without a post-processing, usually miss the same tasks for the same reason: said once)."""
+    runs = [results] if isinstance(results, dict) else results
+    return list(dict.fromkeys(f"{DISPLAY_NAMES.get(task, task)} not evaluated: {reason}."
+                              for run in runs for task, reason in run.get("missing", {}).items()))
+
+
+def results_to_markdown(results: dict | Sequence[dict], reasons: bool = True) -> str:
     r"""The Markdown table of one or several results of [`evaluate_sts`] (one row per model), as in the SimCSE paper,
-    with notes: the setting, alignment and uniformity, the post-processing and the tasks not scored.
+    with notes: the setting, alignment and uniformity, the post-processing and (with ``reasons``) why tasks were not
+    scored ([`missing_notes`]).
 
     >>> print(results_to_markdown(results))  # doctest: +SKIP
     | Model | STS-B | SICK-R | Avg. |
@@ -623,12 +631,13 @@ def results_to_markdown(results: dict | Sequence[dict]) -> str:
               f"STS12-16 aggregated with SentEval's `{runs[0]['setting']}` setting; no trained regressor). Avg. is "
               "over the tasks scored.")]
     notes += [note for run in runs for note in _notes(run, f"{run['model']}: " if len(runs) > 1 else "")]
+    notes += missing_notes(runs) if reasons else []
     return table + "\n\n" + "\n".join(f"* {note}" if len(notes) > 1 else note for note in notes) + "\n"
 
 
-def format_results_table(results: dict) -> str:
+def format_results_table(results: dict, reasons: bool = True) -> str:
     r"""The console table of one result of [`evaluate_sts`]: a Markdown table of the tasks (sub-tasks indented) and
-    their average, then the notes of [`results_to_markdown`].
+    their average, then the notes of [`results_to_markdown`] (why tasks were not scored only with ``reasons``).
 
     >>> print(format_results_table(results))  # doctest: +SKIP
     """
@@ -641,7 +650,8 @@ def format_results_table(results: dict) -> str:
     rows.append([f"Average ({scored} of {scored + missing} tasks)" if missing else "Average", cell(results["average"]),
                  ""])
     title = f"{results['model']} (split {results['split']}, setting {results['setting']})"
-    return "\n".join([title, "", markdown_table(["Task", "Spearman", "Pairs"], rows), "", *_notes(results)])
+    return "\n".join([title, "", markdown_table(["Task", "Spearman", "Pairs"], rows), "", *_notes(results),
+                      *(missing_notes(results) if reasons else [])])
 
 
 def save_results(results: dict | Sequence[dict], path: str | os.PathLike) -> Path:
@@ -698,5 +708,5 @@ def plot_alignment_uniformity(points: Sequence[dict], out_png: str | os.PathLike
 __all__ = ["DISPLAY_NAMES", "HUB_DATASETS", "SETTINGS", "SPLITS", "STS_TASKS", "STSDataError", "STSPairs",
            "TaskUnavailableError", "alignment", "as_matrix", "canonical_task", "cell", "default_data_dir", "embed",
            "evaluate_alignment_uniformity", "evaluate_model", "evaluate_sts", "format_results_table", "load_sts_task",
-           "markdown_table", "mean_cosine", "memoized", "plot_alignment_uniformity", "read_sts_file",
+           "markdown_table", "mean_cosine", "memoized", "missing_notes", "plot_alignment_uniformity", "read_sts_file",
            "results_to_markdown", "save_results", "spearman", "uniformity"]

@@ -15,6 +15,9 @@ SimCSE pooler                                   sentence-transformers modules af
                                                 ``Pooling("mean")``; ``config.json`` sets ``output_hidden_states``
 ==============================================  =================================================================
 
+A model whitened inside (``config.whitening_dim``) gets one more ``Dense`` module, without activation, holding the
+BERT-whitening. A flow (``flow.safetensors``, non-linear) has no standard module: such a model is refused.
+
 Where the encoder's class has a pooler (BERT, RoBERTa, ...), its weights are written too, so a plain
 ``AutoModel.from_pretrained(OUT)`` loads without a warning: the MLP for ``cls`` with the MLP at inference, so that
 ``pooler_output`` is the sentence embedding (as the original princeton-nlp ``sup-simcse-*`` releases), and zeros for
@@ -56,7 +59,8 @@ CHECK_SENTENCES = ("A man is playing a guitar.", "A woman is slicing an onion.",
 def load_simcse(name: str | os.PathLike) -> tuple[SimCSEModel, str, int]:
     """The SimCSE model ``name`` (a folder or Hub id) in eval mode, where its files are, and its truncation length
     (sentence-transformers' ``max_seq_length`` of the folder, as ``simcse_hub.SimCSE`` reads it). `ValueError` /
-    `OSError` naming the model for anything but a SimCSE model with a tokenizer and without post-processing."""
+    `OSError` naming the model for anything but a SimCSE model with a tokenizer and without a post-processing file
+    (a flow, or an old whitening file: whitening inside the model is exported)."""
     location = resolve_model(name)
     config_file = model_file(location, "config.json", required=True)
     model_type = read_json(config_file).get("model_type") if config_file else None
@@ -66,9 +70,11 @@ def load_simcse(name: str | os.PathLike) -> tuple[SimCSEModel, str, int]:
                          "is already exported: push it without --portable).")
     for filename, method in ((WHITENING_FILE, "BERT-whitening"), (FLOW_FILE, "BERT-flow")):
         if model_file(location, filename) is not None:
-            raise ValueError(f"{str(name)}/{filename}: {method} has no standard sentence-transformers module, so "
-                             f"the portable folder cannot give these embeddings; export a copy of the folder without "
-                             f"{filename} (the raw embeddings), or serve this one with simcse_hub.SimCSE.")
+            raise ValueError(f"{str(name)}/{filename}: {method} has no standard sentence-transformers module "
+                             "beside a model, so the portable folder cannot give these embeddings; export a copy of "
+                             f"the folder without {filename} (the raw embeddings), or serve this one with "
+                             "simcse_hub.SimCSE" + (", or whiten inside the model: simcse-hub evaluate MODEL --whiten "
+                                                    "CORPUS --save-whitening." if filename == WHITENING_FILE else "."))
     model = SimCSEModel.from_pretrained(location).eval()
     if model.tokenizer is None:
         raise OSError(f"{str(name)!r} has no tokenizer (tokenizer_config.json) beside its weights; save it with "
@@ -115,10 +121,11 @@ def pooling_modules(model: SimCSEModel) -> list[nn.Module]:
         modules.append(WeightedLayerPooling(dim, num_hidden_layers=layers, layer_start=start,
                                             layer_weights=nn.Parameter(weights[start:].clone())))
     modules.append(Pooling(dim, "cls" if config.pooler_type.startswith("cls") else "mean"))
-    if config.uses_mlp_at_inference:
-        mlp = model.mlp.dense
-        modules.append(Dense(dim, dim, activation_function=nn.Tanh(), init_weight=mlp.weight.detach().clone(),
-                             init_bias=mlp.bias.detach().clone()))
+    for linear, activation in ((model.mlp.dense if config.uses_mlp_at_inference else None, nn.Tanh()),
+                               (model.whitening, nn.Identity())):  # the MLP head; BERT-whitening, (x - mean) @ W
+        if linear is not None:
+            modules.append(Dense(linear.in_features, linear.out_features, activation_function=activation,
+                                 init_weight=linear.weight.detach().clone(), init_bias=linear.bias.detach().clone()))
     return modules
 
 
@@ -134,9 +141,11 @@ def write_portable(model: SimCSEModel, folder: Path, max_seq_length: int) -> dic
     modules = [Transformer(str(folder), max_seq_length=max_seq_length), *pooling_modules(model)]
     SentenceTransformer(modules=modules, device="cpu", similarity_fn_name="cosine").save(
         str(folder), create_model_card=False)
-    dense = next((f"{i}_Dense" for i, module in enumerate(modules) if isinstance(module, Dense)), None)
+    dense = [f"{i}_Dense" for i, module in enumerate(modules) if isinstance(module, Dense)]
+    whitening = dense.pop() if model.whitening is not None else None
     return {"pooler_type": model.config.pooler_type, "mlp_only_train": model.config.mlp_only_train,
-            "pooler_output": pooler_output, "dense": dense if pooler_output != "embedding" else None}
+            "pooler_output": pooler_output, "dense": dense[0] if dense and pooler_output != "embedding" else None,
+            "whitening": whitening}
 
 
 def check_portable(folder: Path, expected: torch.Tensor, pooler_type: str) -> None:
@@ -168,7 +177,8 @@ def export_portable(model_name_or_path: str | os.PathLike, output_dir: str | os.
         `Path`: ``output_dir``.
 
     Raises:
-        `ValueError`: not a SimCSE model, or one post-processed by BERT-whitening or BERT-flow.
+        `ValueError`: not a SimCSE model, or one with a post-processing file beside it (BERT-flow, or the
+            whitening.safetensors of an earlier simcse_hub: save the whitening inside the model again).
         `OSError`: no such model, no tokenizer, or ``output_dir`` is not empty.
 
     >>> export_portable("outputs/my-simcse", "outputs/my-simcse-portable")  # doctest: +SKIP

@@ -818,6 +818,11 @@ class SimCSE:
         if all(paths):
             raise ValueError(f"{self.model_name_or_path!r} holds both {WHITENING_FILE} and {FLOW_FILE}; a model is "
                              "post-processed by one of them: remove the other.")
+        whitened = self.model is not None and self.model.config.whitening_dim
+        if whitened and any(paths):
+            raise ValueError(f"{self.model_name_or_path!r} is whitened inside the model (config.json whitening_dim="
+                             f"{whitened}) and also holds {WHITENING_FILE if paths[0] else FLOW_FILE}, fitted on its "
+                             "raw embeddings; remove that file (fit the post-processing again if you want it).")
         loaded = [kind.load(path) if path else None for kind, path in zip((Whitening, Flow), paths)]
         for postprocessing, path in zip(loaded, paths):
             if postprocessing is not None:

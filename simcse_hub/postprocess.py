@@ -6,8 +6,9 @@ mean cosine). Two earlier fixes reshape that distribution after the fact:
 
 * BERT-whitening (Su et al., 2021), linear: the corpus mean ``mu`` and covariance ``C = U S U^T`` (SVD) give
   ``W = U S^{-1/2}``, and ``(x - mu) @ W`` has identity covariance on the corpus; keeping the first ``k`` columns
-  (the directions of largest variance) reduces the dimension too. Saved as ``whitening.safetensors`` (tensors
-  ``mean`` `(1, dim)` and ``W`` `(dim, k)`).
+  (the directions of largest variance) reduces the dimension too. Put inside a SimCSE model
+  ([`Whitening.apply_to`]: a Linear layer every loader applies); for other models saved as ``whitening.safetensors``
+  (tensors ``mean`` `(1, dim)` and ``W`` `(dim, k)`), which [`simcse_hub.inference.SimCSE`] applies.
 * BERT-flow (Li et al., 2020): a Glow-style normalizing flow on vectors, fitted by maximum likelihood so that
   ``z = f(x)`` follows a standard Gaussian on the corpus: the inputs standardised with the corpus mean and spread,
   then ``num_steps`` steps of ActNorm -> invertible linear map (LU-decomposed) -> affine coupling. Saved as
@@ -250,6 +251,23 @@ class Whitening(_PostProcessing):
         tensors = {"mean": torch.from_numpy(self._fitted(self.mean)), "W": torch.from_numpy(self.W)}
         return self._save(folder, tensors, {"dim": str(self.dim), "k": str(self.k)})
 
+    def apply_to(self, model: nn.Module) -> nn.Module:
+        r"""Put this whitening inside a ``SimCSEModel`` (``config.whitening_dim = k``, ``model.whitening`` a Linear
+        layer with weight ``W^T`` and bias ``-mean @ W``), replacing any it had: saved with the model, it is applied
+        by every loader (``AutoModel`` with remote code, ``SentenceTransformer``, ``SimCSE``). Returns ``model``.
+
+        >>> whitening.apply_to(model).save_pretrained("outputs/my-simcse")  # doctest: +SKIP
+        """
+        if model.config.hidden_size != self.dim:
+            raise ValueError(f"Whitening.apply_to: fitted on embeddings of size {self.dim}; the model's are of size "
+                             f"{model.config.hidden_size}.")
+        model.config.whitening_dim = self.k
+        model.whitening = nn.Linear(self.dim, self.k).to(next(model.parameters()).device)
+        with torch.no_grad():
+            model.whitening.weight.copy_(torch.from_numpy(self.W.T))
+            model.whitening.bias.copy_(torch.from_numpy(-self.mean[0] @ self.W))
+        return model
+
     @classmethod
     def load(cls, folder: str | os.PathLike) -> Whitening | None:
         r"""Read ``<folder>/whitening.safetensors`` (or the file itself); `None` when the folder has no such file.
@@ -386,8 +404,7 @@ class InvertibleLinear(nn.Module):
 
     def inverse(self, y: torch.Tensor) -> torch.Tensor:
         L, U, permutation = self._factors()
-        h = torch.empty_like(y)
-        h[:, permutation] = y  # P^T y
+        h = y[:, torch.argsort(permutation)]  # P^T y
         h = torch.linalg.solve_triangular(L.T, h, upper=True, left=False, unitriangular=True)  # h L^-T
         return torch.linalg.solve_triangular(U.T, h, upper=False, left=False)  # (n, dim)
 
@@ -406,18 +423,18 @@ class AffineCoupling(nn.Module):
         nn.init.zeros_(self.net[-1].weight)
         nn.init.zeros_(self.net[-1].bias)
 
-    def _scale_shift(self, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _halves(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``a``, ``b`` and the log-scale and shift that ``a`` sets for ``b`` `(n, dim - split)`."""
+        a, b = x[:, : self.split], x[:, self.split:]
         raw_scale, shift = self.net(a).chunk(2, dim=1)  # (n, dim - split) each
-        return self.bound * torch.tanh(raw_scale / self.bound), shift
+        return a, b, self.bound * torch.tanh(raw_scale / self.bound), shift
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        a, b = x[:, : self.split], x[:, self.split:]
-        log_scale, shift = self._scale_shift(a)
+        a, b, log_scale, shift = self._halves(x)
         return torch.cat([a, b * torch.exp(log_scale) + shift], dim=1), log_scale.sum(dim=1)
 
     def inverse(self, y: torch.Tensor) -> torch.Tensor:
-        a, b = y[:, : self.split], y[:, self.split:]
-        log_scale, shift = self._scale_shift(a)
+        a, b, log_scale, shift = self._halves(y)
         return torch.cat([a, (b - shift) * torch.exp(-log_scale)], dim=1)
 
 
@@ -486,11 +503,8 @@ def _batches(data: torch.Tensor, batch_size: int, generator: torch.Generator) ->
 
 @torch.no_grad()
 def _mean_nll(model: FlowModel, data: torch.Tensor) -> float:
-    """The mean negative log-likelihood of ``data`` `(n, dim)` in nats per dimension, in eval mode."""
-    model.eval()
-    total = sum(float(model.log_prob(chunk).sum()) for chunk in data.split(_CHUNK))
-    model.train()
-    return -total / data.numel()
+    """The mean negative log-likelihood of ``data`` `(n, dim)` in nats per dimension (no layer depends on the mode)."""
+    return -sum(float(model.log_prob(chunk).sum()) for chunk in data.split(_CHUNK)) / data.numel()
 
 
 def _positive_int(value: Any, name: str, minimum: int = 1) -> int:
@@ -538,17 +552,13 @@ class Flow(_PostProcessing):
         self.num_steps = _positive_int(num_steps, "Flow: num_steps")
         self.hidden_size = _positive_int(hidden_size, "Flow: hidden_size")
         self.log_scale_bound, self.corpus, self.model = 2.0, corpus, None
-        self.log_history: list[dict[str, float]] = []  # {"step", "nll", "val_nll"}: NLLs in nats per dimension
-        self.best_step = 0  # the step whose parameters fit kept
+        # log_history: {"step", "nll", "val_nll"} per measurement (NLLs in nats per dimension); best_step: kept by fit
+        self.log_history, self.best_step = [], 0
 
     @property
     def dim(self) -> int:
         """The embedding size (input and output)."""
         return self._fitted(self.model).dim
-
-    def _network(self, device: torch.device) -> FlowModel:
-        """The fitted network, moved to ``device`` (it stays there for the next call)."""
-        return self.model if self.model.input_mean.device == device else self.model.to(device)
 
     def fit(self, embeddings: Any, steps: int = 1000, batch_size: int = 256, learning_rate: float = 1e-3, seed: int = 0,
             validation_fraction: float = 0.1, patience: int | None = 5, log_every: int | None = None,
@@ -595,16 +605,23 @@ class Flow(_PostProcessing):
             raise ValueError(f"Flow.fit: embeddings of size {dim}; a coupling flow needs dim >= 2.")
         if (x == x[0]).all():
             raise ValueError(f"Flow.fit: all {n} embeddings are the same vector; there is no distribution to fit.")
-        steps, log_every, patience, batch_size = _check_fit_settings(steps, log_every, patience, batch_size,
-                                                                     learning_rate, max_grad_norm, validation_fraction)
+        steps = _positive_int(steps, "Flow.fit: steps", minimum=0)
+        log_every = max(1, steps // 20) if log_every is None else _positive_int(log_every, "Flow.fit: log_every")
+        patience = None if patience is None else _positive_int(patience, "Flow.fit: patience")
+        if not (isinstance(learning_rate, (int, float)) and math.isfinite(learning_rate) and learning_rate > 0):
+            raise ValueError(f"Flow.fit: learning_rate must be a positive number; got {learning_rate!r}.")
+        if max_grad_norm is not None and not max_grad_norm > 0:
+            raise ValueError(f"Flow.fit: max_grad_norm must be positive or None; got {max_grad_norm!r}.")
+        if not (isinstance(validation_fraction, (int, float)) and 0 <= validation_fraction < 1):
+            raise ValueError(f"Flow.fit: validation_fraction must be in [0, 1); got {validation_fraction!r}.")
+        batch_size = _positive_int(batch_size, "Flow.fit: batch_size")
         device, generator = torch.device(device or "cpu"), torch.Generator().manual_seed(seed)
         n_val = min(max(1, round(n * validation_fraction)), n - 2) if validation_fraction > 0 else 0
         shuffled = torch.randperm(n, generator=generator).numpy()
         train, held_out = x[shuffled[n_val:]], torch.from_numpy(x[shuffled[:n_val]]).float().to(device)
         model = self._new_network(train, seed).to(device)
         batches = _batches(torch.from_numpy(train).float().to(device), min(batch_size, n - n_val), generator)
-        with torch.no_grad():
-            model(next(batches), initialize=True)
+        model(next(batches), initialize=True)  # ActNorm.initialize runs without gradients
         show = logger.getEffectiveLevel() <= logging.INFO if show_progress_bar is None else show_progress_bar
         best_nll = self._optimize(model, batches, held_out, steps, log_every, patience, learning_rate, max_grad_norm,
                                   show)
@@ -624,9 +641,8 @@ class Flow(_PostProcessing):
         mean, std = x.mean(axis=0), x.std(axis=0)  # (dim,) each
         constant = std <= 1e-6 * max(float(std.max()), 1e-300)  # float32 rounding noise at best
         if constant.any():
-            logger.info("Flow.fit: %d of %d dimensions are (nearly) constant on the corpus (first: %d); they are "
-                        "centred, not scaled, and carry no information.", constant.sum(), x.shape[1],
-                        np.flatnonzero(constant)[0])
+            logger.info("Flow.fit: %d of %d dimensions are (nearly) constant on the corpus (first: %d): centred, not "
+                        "scaled, no information.", constant.sum(), x.shape[1], np.flatnonzero(constant)[0])
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = FlowModel(x.shape[1], self.num_steps, self.hidden_size, self.log_scale_bound)
@@ -645,34 +661,33 @@ class Flow(_PostProcessing):
         self.log_history, self.best_step, stale, window = [], 0, 0, []
         best_nll = _mean_nll(model, held_out) if len(held_out) else math.inf
         best_state = copy.deepcopy(model.state_dict()) if len(held_out) else None
-        progress = tqdm(range(1, steps + 1), desc="Fitting flow", unit="step", disable=not show)
-        for step in progress:
-            loss = -model.log_prob(next(batches)).mean() / model.dim  # nats per dimension
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm or math.inf)  # an infinite norm leaves them
-            optimizer.step()
-            window.append(loss.detach())
-            if step % log_every and step != steps:
-                continue
-            record = {"step": step, "nll": float(torch.stack(window).mean())}
-            window = []
-            if len(held_out):
-                record["val_nll"] = _mean_nll(model, held_out)
-            if not all(math.isfinite(value) for value in record.values()):
-                raise RuntimeError(f"Flow.fit diverged at step {step} ({record}); lower learning_rate (now "
-                                   f"{learning_rate}) or max_grad_norm, or fit on more embeddings.")
-            self.log_history.append(record)
-            progress.set_postfix({key: f"{value:.4f}" for key, value in record.items() if key != "step"})
-            if not len(held_out):
-                self.best_step = step
-            elif record["val_nll"] < best_nll:
-                best_nll, self.best_step, stale = record["val_nll"], step, 0
-                best_state = copy.deepcopy(model.state_dict())
-            elif patience is not None and (stale := stale + 1) >= patience:
-                logger.info("Flow.fit: stopping at step %d, %d measurements after the best held-out NLL", step, stale)
-                break
-        progress.close()
+        with tqdm(range(1, steps + 1), desc="Fitting flow", unit="step", disable=not show) as progress:
+            for step in progress:
+                loss = -model.log_prob(next(batches)).mean() / model.dim  # nats per dimension
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm or math.inf)  # an infinite norm: unclipped
+                optimizer.step()
+                window.append(loss.detach())
+                if step % log_every and step != steps:
+                    continue
+                record = {"step": step, "nll": float(torch.stack(window).mean()),
+                          **({"val_nll": _mean_nll(model, held_out)} if len(held_out) else {})}
+                window = []
+                if not all(math.isfinite(value) for value in record.values()):
+                    raise RuntimeError(f"Flow.fit diverged at step {step} ({record}); lower learning_rate (now "
+                                       f"{learning_rate}) or max_grad_norm, or fit on more embeddings.")
+                self.log_history.append(record)
+                progress.set_postfix({key: f"{value:.4f}" for key, value in record.items() if key != "step"})
+                if not len(held_out):
+                    self.best_step = step
+                elif record["val_nll"] < best_nll:
+                    best_nll, self.best_step, stale = record["val_nll"], step, 0
+                    best_state = copy.deepcopy(model.state_dict())
+                elif patience is not None and (stale := stale + 1) >= patience:
+                    logger.info("Flow.fit: stopping at step %d, %d measurements after the best held-out NLL", step,
+                                stale)
+                    break
         if best_state is not None:
             model.load_state_dict(best_state)
         return best_nll
@@ -689,14 +704,14 @@ class Flow(_PostProcessing):
 
         >>> z = flow.transform(model_embeddings)  # doctest: +SKIP
         """
-        return self._apply(embeddings, lambda rows: self._network(rows.device)(rows)[0], "Flow.transform", self.dim)
+        return self._apply(embeddings, lambda rows: self.model.to(rows.device)(rows)[0], "Flow.transform", self.dim)
 
     def inverse(self, z: Any) -> Any:
         r"""Map points of the Gaussian space back to embeddings, ``x = f^-1(z)``; types as in [`~Flow.transform`].
 
         >>> x_again = flow.inverse(flow.transform(x))  # doctest: +SKIP
         """
-        return self._apply(z, lambda rows: self._network(rows.device).inverse(rows), "Flow.inverse", self.dim)
+        return self._apply(z, lambda rows: self.model.to(rows.device).inverse(rows), "Flow.inverse", self.dim)
 
     def log_prob(self, embeddings: Any) -> Any:
         r"""The flow's log-density of each embedding, ``log N(f(x); 0, I) + log|det df/dx|``, in nats: shape `(n,)`
@@ -704,7 +719,7 @@ class Flow(_PostProcessing):
 
         >>> flow.log_prob(held_out_embeddings).mean()  # doctest: +SKIP
         """
-        return self._apply(embeddings, lambda rows: self._network(rows.device).log_prob(rows), "Flow.log_prob",
+        return self._apply(embeddings, lambda rows: self.model.to(rows.device).log_prob(rows), "Flow.log_prob",
                            self.dim)
 
     def save(self, folder: str | os.PathLike) -> Path:
@@ -714,9 +729,8 @@ class Flow(_PostProcessing):
         >>> flow.save("outputs/my-simcse")  # doctest: +SKIP
         """
         return self._save(folder, self._fitted(self.model).state_dict(), {
-            "dim": str(self.dim), "num_steps": str(self.num_steps), "hidden_size": str(self.hidden_size),
-            "log_scale_bound": repr(self.log_scale_bound), "best_step": str(self.best_step),
-            "log_history": json.dumps(self.log_history)})
+            **{name: str(getattr(self, name)) for name in ("dim", "num_steps", "hidden_size", "best_step")},
+            "log_scale_bound": repr(self.log_scale_bound), "log_history": json.dumps(self.log_history)})
 
     @classmethod
     def load(cls, folder: str | os.PathLike) -> Flow | None:
@@ -729,8 +743,7 @@ class Flow(_PostProcessing):
 
         >>> flow = Flow.load("outputs/my-simcse")  # doctest: +SKIP
         """
-        found = cls._read(folder)
-        if found is None:
+        if (found := cls._read(folder)) is None:
             return None
         path, tensors, metadata = found
         try:
@@ -763,21 +776,6 @@ class Flow(_PostProcessing):
     def __repr__(self) -> str:
         return (f"Flow({'not fitted' if self.model is None else f'dim={self.dim}'}, num_steps={self.num_steps}, "
                 f"hidden_size={self.hidden_size}, corpus={self.corpus!r})")
-
-
-def _check_fit_settings(steps: Any, log_every: Any, patience: Any, batch_size: Any, learning_rate: Any,
-                        max_grad_norm: Any, validation_fraction: Any) -> tuple[int, int, int | None, int]:
-    """``(steps, log_every, patience, batch_size)`` of :meth:`Flow.fit`, checked; a `ValueError` naming the setting."""
-    steps = _positive_int(steps, "Flow.fit: steps", minimum=0)
-    log_every = max(1, steps // 20) if log_every is None else _positive_int(log_every, "Flow.fit: log_every")
-    patience = None if patience is None else _positive_int(patience, "Flow.fit: patience")
-    if not (isinstance(learning_rate, (int, float)) and math.isfinite(learning_rate) and learning_rate > 0):
-        raise ValueError(f"Flow.fit: learning_rate must be a positive number; got {learning_rate!r}.")
-    if max_grad_norm is not None and not max_grad_norm > 0:
-        raise ValueError(f"Flow.fit: max_grad_norm must be positive or None; got {max_grad_norm!r}.")
-    if not (isinstance(validation_fraction, (int, float)) and 0 <= validation_fraction < 1):
-        raise ValueError(f"Flow.fit: validation_fraction must be in [0, 1); got {validation_fraction!r}.")
-    return steps, log_every, patience, _positive_int(batch_size, "Flow.fit: batch_size")
 
 
 def fit_flow(encode_fn: EncodeFn, sentences: list[str], corpus: str | None = None, num_steps: int = 2,

@@ -62,20 +62,23 @@ from simcse_hub.inference import ModelNotFoundError, encode_sentences, public_mo
 from simcse_hub.losses import SimCSELoss
 from simcse_hub.modeling.formats_simcse import non_finite_weights, public_name
 from simcse_hub.modeling.modeling_simcse import SimCSEModel
+from simcse_hub.postprocess import FLOW_FILE, WHITENING_FILE, Whitening
 from simcse_hub.speed import TrainingForward, cached_backward, resolve_precision
 
 logger = logging.getLogger(__name__)
 
 SETTINGS_FILE, LOG_FILE, STEP = "train_config.yaml", "training_log.jsonl", "step-"
-# What a finished run holds (the files save_pretrained writes for any encoder family, and what the run and
-# `simcse-hub evaluate` add): moved aside when the next run's model replaces it; the user's other files stay.
-RUN_FILES = frozenset({
+# What the run and `simcse-hub evaluate` write beside the model (kept when resave_model replaces the model).
+RUN_RECORDS = frozenset({SETTINGS_FILE, LOG_FILE, "runs", "simcse_card.json", "README.md", "align_uniform.png",
+                         "simcse_training.json", "eval_results.json"})
+# What a finished run holds (the files save_pretrained writes for any encoder family, and the records): moved aside
+# when the next run's model replaces it; the user's other files stay.
+RUN_FILES = RUN_RECORDS | {
     "config.json", "model.safetensors", "model.safetensors.index.json", "modules.json", "sentence_bert_config.json",
     "config_sentence_transformers.json", "1_Pooling", "modeling_simcse.py", "configuration_simcse.py",
     "heads_simcse.py", "formats_simcse.py", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
     "added_tokens.json", "vocab.txt", "vocab.json", "merges.txt", "spiece.model", "sentencepiece.bpe.model",
-    "chat_template.jinja", SETTINGS_FILE, LOG_FILE, "runs", "simcse_card.json", "README.md", "align_uniform.png",
-    "whitening.safetensors", "flow.safetensors", "simcse_training.json", "eval_results.json"})
+    "chat_template.jinja", WHITENING_FILE, FLOW_FILE}
 
 
 class TrainingDiverged(RuntimeError):
@@ -103,6 +106,31 @@ def save_model(model: SimCSEModel, output_dir: str | os.PathLike, tokenizer: Any
         raise TypeError(f"save_model expects a SimCSEModel, got {type(model).__name__} (unwrap it first).")
     model.save_pretrained(output_dir, tokenizer=tokenizer, max_seq_length=max_seq_length)
     return Path(output_dir)
+
+
+def resave_model(folder: str | os.PathLike, whitening: Whitening | None = None) -> Path:
+    """Replace the model of the SimCSE folder ``folder`` by the same model with ``whitening`` inside (or none), in
+    the steps of a run's export (:meth:`OutputFolder.commit`: written aside, ``config.json`` last, each step
+    repeatable after a kill); the folder's other files stay, but ``whitening.safetensors`` and ``flow.safetensors``
+    (fitted on the raw embeddings) go.
+
+    >>> resave_model("outputs/my-simcse", Whitening().fit(corpus_embeddings, k=256))  # doctest: +SKIP
+    """
+    output = OutputFolder(folder)
+    model = SimCSEModel.from_pretrained(output.path)
+    model.whitening, model.config.whitening_dim = None, None
+    if whitening is not None:
+        whitening.apply_to(model)
+    st_file = output.path / "sentence_bert_config.json"
+    max_seq_length = json.loads(st_file.read_text(encoding="utf-8")).get("max_seq_length") if st_file.exists() else None
+    kept_work, export = output.work.exists(), output.work / "export"
+    remove_tree(export)
+    save_model(model, export, max_seq_length=max_seq_length)
+    for item in output.path.iterdir():  # what the run and evaluation wrote beside the model travels with it
+        if item.name in RUN_RECORDS:
+            (shutil.copytree if item.is_dir() else shutil.copy2)(item, export / item.name)
+    output.commit(keep_checkpoints=kept_work)
+    return output.path
 
 
 # ---------------------------------------------------------------------------------------------------- the output folder
@@ -865,8 +893,8 @@ def evaluate(accelerator: Accelerator, model, tokenizer: Any, config: TrainConfi
     return broadcast_object_list([metrics])[0]
 
 
-__all__ = ["OutputFolder", "TrainState", "TrainingDiverged", "TrainingLog", "evaluate", "load_encoder", "save_model",
-           "train", "training_step"]
+__all__ = ["OutputFolder", "TrainState", "TrainingDiverged", "TrainingLog", "evaluate", "load_encoder", "resave_model",
+           "save_model", "train", "training_step"]
 
 if __name__ == "__main__":  # what `accelerate launch -m simcse_hub.train` and `torchrun -m simcse_hub.train` run
     from simcse_hub.cli import main

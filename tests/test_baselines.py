@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from conftest import WORDS, make_model
 
 from simcse_hub import SimCSE
@@ -56,8 +57,17 @@ def test_a_saved_flow_is_applied_by_simcse(world, tmp_path, capsys):
     assert main(["evaluate", str(folder), "--flow", str(world["corpus"]), "--save-flow", "--data-dir",
                  str(world["sts"]), "--tasks", "STSBenchmark", "--device", "cpu"]) == 0
     assert (folder / FLOW_FILE).is_file() and "BERT-flow fitted on `corpus.txt`." in capsys.readouterr().out
+    # saved with the model: recorded in the card, as its own kind, beside the raw model's results
     card = json.loads((folder / "simcse_card.json").read_text())
-    assert card["evaluations"][0]["flow"] == {"corpus": "corpus.txt"}  # saved with the model: recorded in the card
+    raw_record, flow_record = card["evaluations"]
+    assert raw_record["flow"] is None and flow_record["flow"] == {"corpus": "corpus.txt"} == card["flow"]
+    readme = (folder / "README.md").read_text()
+    (entry,) = yaml.safe_load(readme.split("---")[1])["model-index"]
+    assert entry["results"][0]["metrics"][0]["value"] == raw_record["tasks"]["STSBenchmark"]["spearman"]
+    headline, flowed = readme.split("### With the saved flow, through `simcse_hub.SimCSE`")
+    for part, record in ((headline, raw_record), (flowed, flow_record)):
+        assert f"| STS-B | {record['tasks']['STSBenchmark']['spearman']:.2f} |" in part
+    assert "loads three ways with the same embeddings" not in readme
     flow = Flow.load(folder)
     raw = SimCSE(world["simcse"], device="cpu").encode(world["sentences"][:10], normalize_to_unit=False)
     flowed = SimCSE(folder, device="cpu")

@@ -559,10 +559,11 @@ def test_cli_evaluate_writes_results_whitening_and_plot(sts_dir, tmp_path, token
     assert first["whitening"] == {"corpus": "test.tsv.gz", "k": 8}
     assert isinstance(first["alignment"], float) and isinstance(first["uniformity"], float)
     assert png.read_bytes()[:4] == b"\x89PNG"
-    assert (checkpoints[0] / WHITENING_FILE).is_file()
-    # the saved whitening is applied by SimCSE at encode time: the library call gives the CLI's figures
+    # saved inside the model (every loader applies it), no file beside it: the library call gives the CLI's figures
+    assert not (checkpoints[0] / WHITENING_FILE).exists()
+    assert json.loads((checkpoints[0] / "config.json").read_text())["whitening_dim"] == 8
     model = SimCSE(str(checkpoints[0]), device="cpu")
-    assert model.whitening is not None and model.whitening.k == 8
+    assert model.whitening is None and model.model.whitening is not None and model.embedding_dim == 8
     direct = evaluate_sts(lambda b: model.encode(b, normalize_to_unit=False, return_numpy=True),
                           tasks=["STSBenchmark", "SICKRelatedness"], data_dir=folder)
     for task in ("STSBenchmark", "SICKRelatedness"):
@@ -571,6 +572,20 @@ def test_cli_evaluate_writes_results_whitening_and_plot(sts_dir, tmp_path, token
     assert first["alignment"] == pytest.approx(au["alignment"], abs=1e-4)
     printed = capsys.readouterr().out
     assert "STS-B" in printed and "| Model | STS12 | STS-B | SICK-R | Avg. |" in printed
+    assert printed.count("STS12 not evaluated") == 1  # two models, one reason: said once
+    # whitening again fits on the raw embeddings, not on the whitened ones, and replaces the first
+    card = json.loads((checkpoints[0] / "simcse_card.json").read_text())
+    assert card["whitening"] == {"corpus": "test.tsv.gz", "k": 8} and len(card["evaluations"]) == 1
+    assert main(["evaluate", str(checkpoints[0]), "--tasks", "STSBenchmark", "--data-dir", str(folder), "--whiten",
+                 str(corpus), "--whiten-k", "4", "--save-whitening", "--device", "cpu"]) == 0
+    raw = SimCSE(save_model(make_model("bert", seed=0, pooler_type="avg"), tmp_path / "raw", tokenizer), device="cpu")
+    refit = fit_whitening(lambda b: raw.encode(b, normalize_to_unit=False), read_corpus(corpus), k=4)
+    again = SimCSE(str(checkpoints[0]), device="cpu")
+    sentences = ["A man is playing a guitar.", "A cat eats food."]
+    np.testing.assert_allclose(again.encode(sentences, normalize_to_unit=False),
+                               refit.transform(raw.encode(sentences, normalize_to_unit=False)), atol=1e-4)
+    assert json.loads((checkpoints[0] / "simcse_card.json").read_text())["whitening"]["k"] == 4
+    capsys.readouterr()
     # user errors: exit status 2 and a message naming the problem
     assert main(["evaluate", str(checkpoints[0]), "--data-dir", str(tmp_path / "absent")]) == 2
     assert "absent" in capsys.readouterr().err

@@ -3,6 +3,7 @@ and the public names written into model folders."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -118,3 +119,50 @@ def test_registration_happens_whichever_is_imported_first():
         result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
         assert result.returncode == 0, (order, result.stderr[-2000:])
         assert result.stdout.split() == ["SimCSEConfig", "SimCSEModel"], order
+
+
+# ---------------------------------------------------------------------------------------------------- whitening
+
+
+@pytest.mark.parametrize("pooler_type", ["cls", "avg"])  # pooler_output read by sentence-transformers; Pooling before
+def test_a_whitened_model_gives_the_same_embeddings_in_every_loader(pooler_type, tmp_path, tokenizer, sentences):
+    """BERT-whitening saved inside the model: SimCSE, AutoModel with remote code and SentenceTransformer all give
+    (x - mean) @ W of the raw embedding; a folder of an earlier version (whitening.safetensors beside the raw model)
+    still gets it from SimCSE, and a file beside a model whitened inside is refused rather than applied twice."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+    from conftest import make_model, remote_code_embeddings
+    from sentence_transformers import SentenceTransformer
+
+    from simcse_hub import SimCSE
+    from simcse_hub.postprocess import WHITENING_FILE, Whitening
+    from simcse_hub.train import save_model
+
+    raw_folder = save_model(make_model("bert", seed=4, pooler_type=pooler_type), tmp_path / "raw", tokenizer)
+    raw = SimCSE(raw_folder, device="cpu").encode(sentences, normalize_to_unit=False)  # (n, 32)
+    rng = np.random.default_rng(0)
+    whitening = Whitening().fit(raw.numpy()[rng.integers(0, len(sentences), 200)] + rng.normal(size=(200, 32)), k=12)
+    model = whitening.apply_to(make_model("bert", seed=4, pooler_type=pooler_type))
+    folder = save_model(model, tmp_path / "whitened", tokenizer)
+    assert json.loads((folder / "config.json").read_text())["whitening_dim"] == 12
+    expected = F.normalize(torch.as_tensor(whitening.transform(raw.numpy())).float(), dim=-1)  # (n, 12)
+
+    tool = SimCSE(folder, device="cpu")
+    assert tool.whitening is None and tool.embedding_dim == 12  # inside the model, not applied a second time
+    (remote,) = remote_code_embeddings([folder], sentences)
+    st = SentenceTransformer(str(folder), device="cpu", trust_remote_code=True)
+    assert len(st) == 1  # the Transformer module reads pooler_output: no Pooling module that would skip the whitening
+    whitening.save(raw_folder)  # the layout of earlier versions: the file beside the raw model
+    old = SimCSE(raw_folder, device="cpu")
+    for name, got in (("SimCSE", tool.encode(sentences)), ("AutoModel", remote),
+                      ("SentenceTransformer", st.encode(sentences, convert_to_tensor=True)),
+                      ("SimCSE, earlier layout", old.encode(sentences))):
+        cosine = F.cosine_similarity(torch.as_tensor(got).float(), expected, dim=-1)
+        assert cosine.min() >= 0.99999, (name, cosine)
+    (folder / WHITENING_FILE).write_bytes((raw_folder / WHITENING_FILE).read_bytes())
+    with pytest.raises(ValueError, match=r"whitened inside the model \(config.json whitening_dim=12\) and also holds "
+                                         r"whitening.safetensors"):
+        SimCSE(folder, device="cpu")
+    with pytest.raises(ValueError, match=r"whitening_dim=40 must be an integer from 1 to hidden_size=32"):
+        model.config.__class__.from_dict({**model.config.to_dict(), "whitening_dim": 40})

@@ -12,6 +12,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import test_hub
 import torch
@@ -27,11 +28,13 @@ from simcse_hub.card import SimCSEModelCardData, render_model_card
 from simcse_hub.cli import main
 from simcse_hub.export import CHECK_SENTENCES, MIN_COSINE, export_portable
 from simcse_hub.hub import ModelFolderError, plan_push, push_model
+from simcse_hub.postprocess import Whitening
 from simcse_hub.train import save_model
 
 VARIANTS = [("cls", False), ("cls", True), ("cls_before_pooler", False), ("avg", False), ("avg_top2", False),
             ("avg_first_last", False)]
 CASES = [(family, *variant) for family in ("bert", "roberta") for variant in VARIANTS] + [("distilbert", "cls", False)]
+WHITENED = [("bert", "cls", False, True), ("roberta", "avg", False, True)]  # BERT-whitening inside the model
 ENCODER_CLASSES = {"bert": "BertModel", "roberta": "RobertaModel", "distilbert": "DistilBertModel"}
 SENTENCES = list(CHECK_SENTENCES)
 hub = test_hub.hub  # the local Hub (a fixture) of test_hub.py
@@ -39,16 +42,20 @@ hub = test_hub.hub  # the local Hub (a fixture) of test_hub.py
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory, tokenizer_dir):
-    """``build(family, pooler_type, mlp_only_train)`` -> (SimCSE folder, its portable variant), each built once."""
+    """``build(family, pooler_type, mlp_only_train, whitened)`` -> (SimCSE folder, its portable variant), each built
+    once."""
     cache: dict[tuple, tuple[Path, Path]] = {}
 
-    def build(family: str, pooler_type: str, mlp_only_train: bool = False) -> tuple[Path, Path]:
-        key = (family, pooler_type, mlp_only_train)
+    def build(family: str, pooler_type: str, mlp_only_train: bool = False, whitened: bool = False) -> tuple[Path, Path]:
+        key = (family, pooler_type, mlp_only_train, whitened)
         if key not in cache:
             root = tmp_path_factory.mktemp("-".join(map(str, key)))
             names = {"model_input_names": ["input_ids", "attention_mask"]} if family == "distilbert" else {}
             tokenizer = BertTokenizer.from_pretrained(tokenizer_dir, **names)  # DistilBERT takes no token types
             model = make_model(family, seed=1, pooler_type=pooler_type, mlp_only_train=mlp_only_train)
+            if whitened:
+                rng = np.random.default_rng(0)
+                Whitening().fit(rng.normal(size=(200, 32)) @ rng.normal(size=(32, 32)), k=12).apply_to(model)
             simcse = save_model(model, root / "simcse", tokenizer)
             cache[key] = simcse, export_portable(simcse, root / "portable")
         return cache[key]
@@ -97,7 +104,7 @@ def test_the_cards_loader_snippets_run_without_simcse_hub(folders, tmp_path):
     """Every snippet of every portable card, run in a fresh interpreter (transformers and sentence-transformers with
     simcse_hub unimportable), prints the SimCSE model's cosine similarities of the card's sentences."""
     jobs, expected = [], {}
-    for case in CASES:
+    for case in CASES + WHITENED:
         simcse, portable = folders(*case)
         card = str(render_model_card(portable, repo_id=REPO_ID))
         assert "trust_remote_code" not in card.split("## Usage")[1].split("### simcse_hub")[0]
@@ -138,6 +145,24 @@ def test_auto_tokenizer_loads_quietly_without_a_prompt(folders):
     assert (result.stdout.strip(), result.stderr) == ("BertTokenizer", "")  # no warning, nothing else
 
 
+@pytest.mark.parametrize("case", WHITENED)
+def test_a_whitened_model_exports_its_whitening_as_a_dense_module(folders, case):
+    """BERT-whitening inside the model travels as a sentence-transformers Dense module without activation (after the
+    MLP's Dense, for cls): the portable folder gives the whitened embedding without remote code."""
+    from sentence_transformers import SentenceTransformer
+
+    simcse, portable = folders(*case)
+    expected = SimCSE(str(simcse), device="cpu").encode(SENTENCES)  # (n, 12), unit rows
+    assert expected.shape == (len(SENTENCES), 12)
+    st = SentenceTransformer(str(portable), device="cpu")  # no trust_remote_code
+    assert_same_embeddings(st.encode(SENTENCES, convert_to_tensor=True), expected, "SentenceTransformer")
+    assert [type(module).__name__ for module in st][-1] == "Dense" and st[-1].linear.out_features == 12
+    assert type(st[-1].activation_function).__name__ == "Identity"
+    data = SimCSEModelCardData.from_folder(portable)
+    assert data.portable["whitening"] == f"{len(st) - 1}_Dense" and data.embedding_dim == 12
+    assert data.portable["dense"] is None  # BERT's cls: the MLP is stored as the encoder's pooler
+
+
 def test_the_simcse_folder_is_untouched_and_still_loads_three_ways(tmp_path, tokenizer):
     from sentence_transformers import SentenceTransformer
 
@@ -161,7 +186,7 @@ def test_the_card_carries_the_simcse_cards_results_and_says_whose_variant_it_is(
     portable = export_portable(simcse, tmp_path / "out" / "my-simcse-portable")
     data = SimCSEModelCardData.from_folder(portable)
     assert data.portable == {"of": "my-simcse", "pooler_type": "avg", "mlp_only_train": False, "temperature": 0.05,
-                             "pooler_output": "zero", "dense": None}
+                             "pooler_output": "zero", "dense": None, "whitening": None, "embedding_dim": 32}
     assert (data.encoder_type, data.embedding_dim, data.num_layers, data.max_seq_length) == ("bert", 32, 2, 48)
     assert [r["tasks"] for r in data.evaluations] == [evaluation["tasks"]]  # the whitened one is not these embeddings
     cards = [ModelCard(str(render_model_card(folder, repo_id=f"me/{folder.name}"))) for folder in (simcse, portable)]
