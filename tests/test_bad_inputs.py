@@ -208,3 +208,15 @@ def test_the_demo_refuses_bad_input_without_a_server_traceback(capsys):
 def test_json_of_the_finished_run_is_valid(world):
     for line in (world["finished"] / "training_log.jsonl").read_text().splitlines():
         json.loads(line)
+
+
+def test_v_after_the_command_shows_the_traceback(world, capsys):
+    """`-v` is accepted after a command as before it, and shows the traceback of the error (here `encode` of a
+    missing input file), which without it is one line."""
+    argv = ["encode", str(world["root"] / "model"), "--input", str(world["root"] / "no-such.txt")]
+    assert main(argv) == 2
+    quiet = capsys.readouterr().err
+    assert "Traceback" not in quiet and "no-such.txt" in quiet
+    for verbose in ([*argv, "-v"], ["-v", *argv]):
+        assert main(verbose) == 2
+        assert "Traceback" in capsys.readouterr().err

@@ -87,3 +87,18 @@ def test_from_sentence_transformer_rejects_max_pooling(tokenizer, tmp_path):
     st = SentenceTransformer(modules=[Transformer(str(tmp_path)), Pooling(32, pooling_mode="max")], device="cpu")
     with pytest.raises(ValueError, match="pooling mode 'max' has no SimCSE pooler"):
         SimCSEModel.from_sentence_transformer(st)
+
+
+def test_every_file_of_a_saved_folder_has_the_usual_mode(tokenizer, tmp_path):
+    """safetensors writes its file 0600; the weights of a saved folder get the mode of its other files (0666 less the
+    umask), so a folder shared or served from this machine is readable like any other."""
+    import os
+    import stat
+
+    umask = os.umask(0o022)
+    try:
+        folder = save_model(make_model("bert", pooler_type="avg"), tmp_path / "model", tokenizer)
+    finally:
+        os.umask(umask)
+    modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in folder.iterdir() if path.is_file()}
+    assert modes["model.safetensors"] == modes["config.json"] == 0o644, modes

@@ -35,7 +35,7 @@ from simcse_hub.train import train, training_step
 
 CARD_KEYS = {"base_model", "base_model_name", "objective", "datasets", "hyperparameters", "hardware",
              "train_runtime_seconds", "global_steps", "best_step", "best_stsb_dev_spearman", "language", "license",
-             "peak_memory", "evaluations", "before_after"}
+             "peak_memory", "evaluations", "before_after", "portable", "whitening", "flow"}  # the last three: None
 
 
 def card_data(folder: Path) -> dict:
