@@ -219,6 +219,7 @@ def test_endpoint_down_and_wrong_token(hub, model_dir, monkeypatch):
         push_model(model_dir, REPO_ID, token=wrong)
     assert wrong not in str(raised.value)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # what set it (conftest only sets it where it is unset)
     with pytest.raises(PushError, match=r"offline mode \(HF_HUB_OFFLINE is set\); unset HF_HUB_OFFLINE to push"):
         push_model(model_dir, REPO_ID)
     assert snapshot(model_dir) == before and hub.commits == []
