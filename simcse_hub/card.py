@@ -36,7 +36,7 @@ from huggingface_hub.utils import validate_repo_id
 from transformers import AutoConfig
 
 from simcse_hub import __version__
-from simcse_hub.evaluation import DISPLAY_NAMES, HUB_DATASETS, SETTINGS, SPLITS, STS_TASKS
+from simcse_hub.evaluation import DISPLAY_NAMES, HUB_DATASETS, SETTINGS, SPLITS, STS_TASKS, cell
 from simcse_hub.modeling.configuration_simcse import POOLER_TYPES, SimCSEConfig
 from simcse_hub.postprocess import FLOW_FILE
 
@@ -75,6 +75,14 @@ def read_json(path: str | os.PathLike) -> Any:
         raise CardDataError(f"{path}: line {error.lineno}, column {error.colno}: invalid JSON ({error.msg}).") from None
     except UnicodeDecodeError as error:
         raise CardDataError(f"{path}: not UTF-8 text ({error.reason}).") from None
+
+
+def portable_record(folder: str | os.PathLike) -> tuple[Any, Any]:
+    """``(the folder's simcse_card.json or None, its "portable" record or None)``: the record is there when the folder
+    is the portable variant of a SimCSE model (``simcse_hub.export``)."""
+    path = Path(folder) / CARD_DATA_FILE
+    saved = read_json(path) if path.is_file() else None
+    return saved, saved.get("portable") if isinstance(saved, dict) else None
 
 
 def is_hand_written_card(path: str | os.PathLike) -> bool:
@@ -231,7 +239,7 @@ def score_rows(record: dict[str, Any] | None) -> dict[str, Any]:
     scored = [entry["spearman"] for entry in tasks.values() if entry["spearman"] is not None]
     return {
         "rows": [(DISPLAY_NAMES.get(task, task),
-                  "–" if tasks[task]["spearman"] is None else f"{tasks[task]['spearman']:.2f}",
+                  cell(tasks[task]["spearman"]),
                   "" if tasks[task]["n_pairs"] is None else f"{tasks[task]['n_pairs']:,}")
                  for task in order if task in tasks],
         "missing": [DISPLAY_NAMES.get(task, task) for task in order if task not in tasks],
@@ -259,15 +267,15 @@ def evaluation_tables(shown: dict[str, Any] | None, evaluations: list[dict[str, 
     }
 
 
-def before_after_rows(record: dict[str, Any] | None) -> list[tuple[str, str]]:
-    """The rows of the before/after table: ``("Starting encoder" | "Trained model", "87.03 | 0.2630 | ...")``, or
+def before_after_rows(record: dict[str, Any] | None) -> list[tuple[str, list[str]]]:
+    """The rows of the before/after table: ``("Starting encoder" | "Trained model", ["87.03", "0.2630", ...])``, or
     none unless both are complete."""
     rows = []
     for name, key in (("Starting encoder", "before"), ("Trained model", "after")):
         values = (record or {}).get(key) or {}
-        cells = [f"{values[m]:.2f}" if m == "stsb_dev_spearman" else f"{values[m]:.4f}" for m in BEFORE_AFTER
+        cells = [cell(values[m], 2 if m == "stsb_dev_spearman" else 4) for m in BEFORE_AFTER
                  if isinstance(values.get(m), NUMBER) and math.isfinite(values[m])]
-        rows += [(name, " | ".join(cells))] if len(cells) == len(BEFORE_AFTER) else []
+        rows += [(name, cells)] if len(cells) == len(BEFORE_AFTER) else []
     return rows if len(rows) == 2 else []
 
 
@@ -275,8 +283,7 @@ def format_before_after(record: dict[str, Any]) -> str:
     """The before/after table for the console."""
     lines = [f"What training changed ({record['pooler']} pooler, on STS-B dev; lower is better but for Spearman):",
              f"{'':18}{'Spearman':>10}{'Alignment':>11}{'Uniformity':>12}{'Mean cosine':>13}"]
-    for name, row in before_after_rows(record):
-        cells = row.split(" | ")
+    for name, cells in before_after_rows(record):
         lines.append(f"{name:18}" + "".join(f"{cell:>{width}}" for cell, width in zip(cells, (10, 11, 12, 13))))
     return "\n".join(lines)
 
@@ -425,8 +432,7 @@ class SimCSEModelCardData(CardData):
         """Read a model folder: ``config.json`` (required), the sentence-transformers files, ``simcse_card.json``
         (or the two files of simcse_hub 0.1) and ``align_uniform.png``, whichever exist."""
         folder = Path(folder)
-        saved = read_json(folder / CARD_DATA_FILE) if (folder / CARD_DATA_FILE).is_file() else None
-        portable = saved.get("portable") if isinstance(saved, dict) else None
+        saved, portable = portable_record(folder)
         data = (cls.from_portable_config(folder / "config.json", portable, str(folder / CARD_DATA_FILE)) if portable
                 else cls.from_config(folder / "config.json"))
         data.model_name = Path(os.path.abspath(folder)).name

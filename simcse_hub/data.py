@@ -225,6 +225,26 @@ def _generate(path: str, kind: str, columns: tuple[str, ...] | None, max_example
             return
 
 
+def _checked_columns(path: Path, kind: str, columns: Sequence[str] | None) -> list[str]:
+    """The column names of a file that exists and holds an example (:func:`_records`), else `DataError` saying
+    which."""
+    if not path.exists():
+        raise DataError(f"{path}: no such file (check train_file).")
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory; train_file must be a .txt/.csv/.tsv/.jsonl file.")
+    names, records = _records(path, kind, columns)
+    if next(records, None) is None:
+        raise DataError(f"{path}: the file is empty; expected {EXPECTED[kind]}.")
+    return names
+
+
+def columns_of(path: str | os.PathLike) -> list[str]:
+    """The columns :func:`read_examples` reads from a training file by default, from its header or first record
+    only (nothing is stored)."""
+    path = Path(path)
+    return _checked_columns(path, data_format(path), None)
+
+
 def read_examples(path: str | os.PathLike, columns: Sequence[str] | None = None,
                   max_examples: int | None = None) -> Examples:
     """Read training examples from a local file into a memory-mapped ``datasets.Dataset``.
@@ -242,14 +262,8 @@ def read_examples(path: str | os.PathLike, columns: Sequence[str] | None = None,
     """
     path = Path(path)
     kind = data_format(path)
-    if not path.exists():
-        raise DataError(f"{path}: no such file (check train_file).")
-    if path.is_dir():
-        raise DataError(f"{path}: is a directory; train_file must be a .txt/.csv/.tsv/.jsonl file.")
     columns = None if kind == "txt" or columns is None else tuple(columns)  # a list would be split into shards
-    names, records = _records(path, kind, columns)  # the header and a first example, before anything is stored
-    if next(records, None) is None:
-        raise DataError(f"{path}: the file is empty; expected {EXPECTED[kind]}.")
+    names = _checked_columns(path, kind, columns)  # the header and a first example, before anything is stored
     features = datasets.Features({LINE: datasets.Value("int64"), **{name: datasets.Value("string") for name in names}})
     stat = path.stat()
     try:
@@ -308,8 +322,18 @@ def load_hub_examples(name: str, split: str = "train", config_name: str | None =
     if max_examples is not None:
         dataset = dataset.select(range(min(max_examples, len(dataset))))
     names = [dataset.column_names[i] for i in _select(dataset.column_names, columns, f"dataset {name!r}")]
-    return _without_empty(dataset.select_columns(names).flatten_indices(), names, f"dataset {name}",
+    return _without_empty(dataset.select_columns(names), names, f"dataset {name}",
                           f"split {split!r} has no example with non-empty sentences")
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` through a temporary file in the same folder, renamed over ``path`` once complete."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        temporary.write_bytes(data)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:
@@ -452,5 +476,5 @@ class SourceBatchSampler(torch.utils.data.Sampler):
         return int(np.searchsorted(self.offsets, batch[0], side="right") - 1)
 
 
-__all__ = ["DataError", "Examples", "SAMPLING", "SimCSECollator", "SourceBatchSampler", "data_format",
-           "hub_reachable", "load_hub_examples", "read_examples", "resolve_train_file"]
+__all__ = ["DataError", "Examples", "SAMPLING", "SimCSECollator", "SourceBatchSampler", "columns_of", "data_format",
+           "hub_reachable", "load_hub_examples", "read_examples", "resolve_train_file", "write_atomic"]

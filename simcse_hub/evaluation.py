@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from huggingface_hub import constants
 from scipy.stats import ConstantInputWarning, spearmanr
 
 logger = logging.getLogger(__name__)
@@ -235,7 +236,7 @@ def _hub_offline() -> bool:
     (the quick probe of :func:`simcse_hub.data.hub_reachable`, which spares the client's retries)."""
     from simcse_hub.data import hub_reachable
 
-    datasets_offline = os.environ.get("HF_DATASETS_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE")
+    datasets_offline = os.environ.get("HF_DATASETS_OFFLINE", "").upper() in constants.ENV_VARS_TRUE_VALUES
     return datasets_offline or not hub_reachable()
 
 
@@ -245,13 +246,13 @@ def _load_from_hub(task: str, split: str, local_reason: str, hub: bool | str = T
     repo = HUB_DATASETS[task]
     if hub is not True:
         raise TaskUnavailableError(f"{local_reason}; {hub or 'the Hub was not asked'}, so {repo} was not fetched")
+    if task == "SICKRelatedness" and split == "dev":
+        raise TaskUnavailableError(f"{local_reason}; the Hub copy {repo} has no dev (trial) split")
+    if (repo, split) in _HUB_CACHE:  # fetched earlier in this process: no need of the network (and no probe)
+        return _HUB_CACHE[(repo, split)]
     if _hub_offline():
         raise TaskUnavailableError(f"{local_reason}; the Hub cannot be reached (offline, or HF_HUB_OFFLINE), so the "
                                    f"Hub copy {repo} was not fetched", hub_unreachable=True)
-    if task == "SICKRelatedness" and split == "dev":
-        raise TaskUnavailableError(f"{local_reason}; the Hub copy {repo} has no dev (trial) split")
-    if (repo, split) in _HUB_CACHE:
-        return _HUB_CACHE[(repo, split)]
     import datasets  # a core dependency, imported only when a task is fetched
     from huggingface_hub.errors import HTTPError
 
@@ -355,7 +356,10 @@ def embed(encode_fn: EncodeFn, sentences: Sequence[str]) -> np.ndarray:
 
 def memoized(encode_fn: EncodeFn) -> EncodeFn:
     """``encode_fn`` that encodes each distinct sentence once over all its calls (the STS-B dev sentences serve both
-    the Spearman correlation and alignment / uniformity)."""
+    the Spearman correlation and alignment / uniformity). An ``encode_fn`` that is memoized already is returned as
+    it is (one cache, not one per layer that wraps it)."""
+    if getattr(encode_fn, "memoized", False):
+        return encode_fn
     cache: dict[str, np.ndarray] = {}
 
     def encode(sentences: list[str]) -> np.ndarray:
@@ -364,6 +368,7 @@ def memoized(encode_fn: EncodeFn) -> EncodeFn:
             cache.update(zip(todo, embed(encode_fn, todo)))
         return np.stack([cache[s] for s in sentences])
 
+    encode.memoized = True
     return encode
 
 

@@ -44,7 +44,7 @@ from torch import nn
 from transformers import AutoModel
 
 from simcse_hub.card import CARD_DATA_FILE, CARD_FILE, PLOT_FILE, SimCSEModelCardData, read_json, render_model_card
-from simcse_hub.inference import model_file, public_model_name, resolve_model
+from simcse_hub.inference import CHECK_SENTENCES, model_file, public_model_name, resolve_model, saved_max_seq_length
 from simcse_hub.modeling.formats_simcse import default_max_length
 from simcse_hub.modeling.modeling_simcse import SimCSEModel
 from simcse_hub.postprocess import FLOW_FILE, WHITENING_FILE
@@ -52,8 +52,6 @@ from simcse_hub.postprocess import FLOW_FILE, WHITENING_FILE
 logger = logging.getLogger(__name__)
 
 MIN_COSINE = 0.99999  # every loader of the portable folder gives the SimCSE model's embedding to this cosine
-CHECK_SENTENCES = ("A man is playing a guitar.", "A woman is slicing an onion.", "",
-                   "Two dogs run on the beach while a child is reading a book under a tree.")
 
 
 def load_simcse(name: str | os.PathLike) -> tuple[SimCSEModel, str, int]:
@@ -79,9 +77,7 @@ def load_simcse(name: str | os.PathLike) -> tuple[SimCSEModel, str, int]:
     if model.tokenizer is None:
         raise OSError(f"{str(name)!r} has no tokenizer (tokenizer_config.json) beside its weights; save it with "
                       "save_model(model, folder, tokenizer) and export again.")
-    st_config = model_file(location, "sentence_bert_config.json")
-    saved = read_json(st_config).get("max_seq_length") if st_config else None
-    return model, location, int(saved) if saved else default_max_length(model.config, model.tokenizer)
+    return model, location, saved_max_seq_length(location) or default_max_length(model.config, model.tokenizer)
 
 
 def standard_pooler(model: SimCSEModel) -> str | None:

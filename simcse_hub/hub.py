@@ -37,7 +37,8 @@ from huggingface_hub.errors import HfHubHTTPError, HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
 from simcse_hub import __version__
-from simcse_hub.card import CARD_DATA_FILE, CARD_FILE, is_hand_written_card, read_json, render_model_card
+from simcse_hub.card import CARD_FILE, is_hand_written_card, portable_record, read_json, render_model_card
+from simcse_hub.postprocess import FLOW_FILE, WHITENING_FILE
 
 try:  # the client's network errors (refused, dropped, timed out): httpx2 under huggingface_hub 2.x, httpx under 1.x
     from httpx2 import TransportError
@@ -97,8 +98,7 @@ def collect_files(folder: str | os.PathLike, ignore: tuple[str, ...] = IGNORE_PA
 def is_portable_folder(folder: str | os.PathLike) -> bool:
     """Whether ``folder`` is the portable variant of a SimCSE model (``simcse_hub.export``): its ``simcse_card.json``
     holds the ``portable`` record."""
-    saved = read_json(Path(folder) / CARD_DATA_FILE) if (Path(folder) / CARD_DATA_FILE).is_file() else None
-    return isinstance(saved, dict) and bool(saved.get("portable"))
+    return bool(portable_record(folder)[1])
 
 
 def validate_model_folder(folder: str | os.PathLike) -> None:
@@ -202,7 +202,7 @@ def check_weights_are_finite(folder: Path) -> None:
     from safetensors import safe_open
 
     for path in sorted(folder.glob("*.safetensors")):
-        if path.name in ("whitening.safetensors", "flow.safetensors") or path.stat().st_size == 0:
+        if path.name in (WHITENING_FILE, FLOW_FILE) or path.stat().st_size == 0:
             continue
         with safe_open(str(path), framework="pt") as handle:
             for name in handle.keys():  # noqa: SIM118 (safe_open has no __iter__)
@@ -266,7 +266,8 @@ def plan_push(folder: str | os.PathLike, repo_id: str, *, card: str = "auto", in
         folder = export_portable(source, Path(workdir.name) / source.name, repo_id=repo_id)
     validate_model_folder(folder)
     ignore = IGNORE_PATTERNS + (() if include_logs else LOG_PATTERNS)
-    files: dict[str, Path | bytes] = dict(collect_files(folder, ignore))
+    every = collect_files(folder, ())  # one walk of the folder: what is uploaded, and what is only scanned
+    files: dict[str, Path | bytes] = {path: file for path, file in every.items() if not _matches(path, ignore)}
     readme = folder / CARD_FILE
     if card == "keep" and not readme.is_file():
         raise ModelFolderError(f"card='keep' but {readme} does not exist; render one with card='render'.")
@@ -277,8 +278,7 @@ def plan_push(folder: str | os.PathLike, repo_id: str, *, card: str = "auto", in
     elif card == "auto":
         logger.info("Keeping the hand-written %s (pass card='render' / --card render to replace it).", readme)
     check_weights_are_finite(folder)
-    credentials = {path: file for path, file in collect_files(folder, ()).items()
-                   if _matches(path, CREDENTIAL_PATTERNS)}
+    credentials = {path: file for path, file in every.items() if _matches(path, CREDENTIAL_PATTERNS)}
     check_files_are_public(files, token or get_token(), scanned_only=credentials)
     if credentials:
         logger.warning("Not uploading %s: credential files never leave the machine.", ", ".join(sorted(credentials)))

@@ -230,6 +230,14 @@ def _read_config(path: Path) -> dict[str, Any]:
         raise ValueError(f"{path}: not valid JSON ({error}); expected a transformers config.json.") from None
 
 
+def saved_max_seq_length(location: str) -> int | None:
+    """The truncation length a SimCSE folder (or Hub repo) ``location`` was saved with: sentence-transformers'
+    ``max_seq_length`` in ``sentence_bert_config.json``, or ``None`` when it has none."""
+    st_config = model_file(location, "sentence_bert_config.json")
+    saved = _read_config(st_config).get("max_seq_length") if st_config else None
+    return int(saved) if saved else None
+
+
 def is_simcse_folder(path: str | os.PathLike) -> bool:
     """Whether ``path`` is a local folder holding a SimCSE model (``config.json`` with ``model_type: simcse``)."""
     try:
@@ -300,6 +308,8 @@ ONNX_FILE = "onnx/model.onnx"  # where sentence-transformers' backend="onnx" loo
 ONNX_OPSET = 17
 ONNX_SETTINGS = "simcse_onnx"  # the key of an ONNX folder's config.json: file, pooler_type, precision, max_length
 ONNX_CHECK_COSINE = 0.99999  # an fp32 export gives the PyTorch embeddings to this cosine, or the export fails
+CHECK_SENTENCES = ("A man is playing a guitar.", "A woman is slicing an onion.", "",  # what an export is checked on
+                   "Two dogs run on the beach while a child is reading a book under a tree.")
 
 
 def require(module: str, purpose: str) -> Any:
@@ -441,8 +451,7 @@ def _quantize_int8(path: Path) -> list[str]:
 def _check_export(model: SimCSEModel, tokenizer: Any, path: Path, max_length: int, precision: str) -> np.ndarray:
     """Row-wise cosines of the raw embeddings of the ONNX file at ``path`` with ``model``'s on a few sentences;
     `RuntimeError` when an fp32 export falls below ``ONNX_CHECK_COSINE``."""
-    sentences = ["A man is playing a guitar.", "", "Two dogs run on the beach while a child reads a book under a "
-                 "tree, and a woman slices an onion in the kitchen.", "A cat."]
+    sentences = list(CHECK_SENTENCES)
     embed = onnx_embedder(onnx_session(path), tokenizer)
     exported = encode_in_batches(sentences, tokenizer, embed, max_length=max_length)  # (4, dim)
     reference = encode_sentences(model, tokenizer, sentences, max_length=max_length).cpu()  # (4, dim)
@@ -787,9 +796,8 @@ class SimCSE:
                           "save_model(model, folder, tokenizer).")
         self.pooler, self.tokenizer = model.config.pooler_type, model.tokenizer
         self.model = model.to(self.device).eval()
-        st_config = model_file(self.location, "sentence_bert_config.json") if self.kind == "simcse" else None
-        saved = _read_config(st_config).get("max_seq_length") if st_config else None
-        return int(saved) if saved else default_max_length(model.config, model.tokenizer)
+        saved = saved_max_seq_length(self.location) if self.kind == "simcse" else None
+        return saved or default_max_length(model.config, model.tokenizer)
 
     def _load_onnx(self, settings: Any, pooler: str | None, precision: str) -> int:
         """Load an ONNX export (:func:`export_onnx`): its onnxruntime session and tokenizer; return its max_length."""
@@ -1073,7 +1081,7 @@ class SimCSE:
 
 
 __all__ = ["DEFAULT_MAX_TOKENS_PER_BATCH", "MAX_LENGTH_CAP", "OFFLINE_COPIES", "ONNX_FILE", "ONNX_SETTINGS",
-           "ModelNotFoundError", "SimCSE", "batch_rows", "cache_offline_copy", "default_max_length",
+           "CHECK_SENTENCES", "ModelNotFoundError", "SimCSE", "batch_rows", "cache_offline_copy", "default_max_length",
            "encode_in_batches", "encode_sentences", "exact_search", "export_onnx", "int8_layers", "is_simcse_folder",
            "length_order", "model_file", "offline_copy", "onnx_fp32_nodes", "onnx_session", "pad",
            "public_model_name", "quantize_int8", "resolve_model", "tokenize"]

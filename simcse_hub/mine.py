@@ -33,7 +33,7 @@ from datasets import Dataset
 from sentence_transformers.util import dot_score, pairwise_dot_score
 from sentence_transformers.util import mine_hard_negatives as st_mine_hard_negatives
 
-from simcse_hub.data import read_examples
+from simcse_hub.data import read_examples, write_atomic
 from simcse_hub.inference import SEARCH_SCORES_PER_CHUNK, SimCSE
 
 logger = logging.getLogger(__name__)
@@ -228,12 +228,7 @@ def _write_triplets(triplets: Any, output: Path) -> None:
     data = "".join(line + "\n" for line in lines).encode("utf-8")
     if output.name.lower().endswith(".gz"):
         data = gzip.compress(data, mtime=0)
-    temporary = output.with_name(f".{output.name}.{os.getpid()}.tmp")
-    try:
-        temporary.write_bytes(data)
-        os.replace(temporary, output)
-    finally:
-        temporary.unlink(missing_ok=True)
+    write_atomic(output, data)
 
 
 __all__ = ["MiningError", "MiningResult", "check_options", "check_output", "check_pairs", "mine_hard_negatives",

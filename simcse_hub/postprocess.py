@@ -307,9 +307,8 @@ def read_corpus(path: str | os.PathLike, max_sentences: int | None = None) -> li
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such corpus file (expected one sentence per line, or an STS .tsv[.gz]).")
-    if max_sentences is not None and (isinstance(max_sentences, bool) or not isinstance(max_sentences, int)
-                                      or max_sentences < 2):
-        raise ValueError(f"max_sentences must be an integer >= 2 or None; got {max_sentences!r}.")
+    if max_sentences is not None:
+        _positive_int(max_sentences, "max_sentences (or None)", minimum=2)
     if path.name.endswith((".tsv", ".tsv.gz")):
         sentences = [s for pair in zip(*read_sts_file(path)[:2]) for s in pair]
     else:  # ours: datasets' text loader names neither file nor line of bad UTF-8 (datasets 5.2)

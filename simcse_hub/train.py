@@ -37,10 +37,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.state import AcceleratorState, GradientState
-from accelerate.utils import broadcast_object_list, set_seed
+from accelerate.utils import broadcast_object_list, is_tensorboard_available, set_seed
 from safetensors.torch import load_file
 from torch.utils.data import ConcatDataset, DataLoader
 from tqdm.auto import tqdm
@@ -48,7 +47,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from transformers import DataCollatorForLanguageModeling, get_linear_schedule_with_warmup
 
 from simcse_hub.card import SimCSEModelCardData, format_before_after, format_memory, hub_id, is_hand_written_card
-from simcse_hub.config import RESUMABLE_CHANGES, ConfigError, TrainConfig
+from simcse_hub.config import RESUMABLE_CHANGES, ConfigError, TrainConfig, read_yaml
 from simcse_hub.data import (
     Examples,
     SimCSECollator,
@@ -58,7 +57,13 @@ from simcse_hub.data import (
     resolve_train_file,
 )
 from simcse_hub.evaluation import TaskUnavailableError, default_data_dir, evaluate_model, load_sts_task
-from simcse_hub.inference import ModelNotFoundError, encode_sentences, public_model_name, resolve_model
+from simcse_hub.inference import (
+    ModelNotFoundError,
+    encode_sentences,
+    public_model_name,
+    resolve_model,
+    saved_max_seq_length,
+)
 from simcse_hub.losses import SimCSELoss
 from simcse_hub.modeling.formats_simcse import non_finite_weights, public_name
 from simcse_hub.modeling.modeling_simcse import SimCSEModel
@@ -121,8 +126,7 @@ def resave_model(folder: str | os.PathLike, whitening: Whitening | None = None) 
     model.whitening, model.config.whitening_dim = None, None
     if whitening is not None:
         whitening.apply_to(model)
-    st_file = output.path / "sentence_bert_config.json"
-    max_seq_length = json.loads(st_file.read_text(encoding="utf-8")).get("max_seq_length") if st_file.exists() else None
+    max_seq_length = saved_max_seq_length(str(output.path))
     kept_work, export = output.work.exists(), output.work / "export"
     remove_tree(export)
     save_model(model, export, max_seq_length=max_seq_length)
@@ -247,7 +251,7 @@ class OutputFolder:
         else:
             raise ConfigError(f"--resume: no whole checkpoint in {self.work} (checkpoints come every save_steps "
                               "updates); start afresh with --overwrite-output-dir instead of --resume.")
-        before = yaml.safe_load((checkpoint / SETTINGS_FILE).read_text(encoding="utf-8")) or {}
+        before = read_yaml(checkpoint / SETTINGS_FILE)
         changed = [f"{key}: {before.get(key)!r} -> {value!r}" for key, value in config.to_dict().items()
                    if key not in RESUMABLE_CHANGES and before.get(key) != value]
         if changed:
@@ -365,9 +369,7 @@ def make_accelerator(config: TrainConfig) -> Accelerator:
 def trackers(report_to: str) -> str | list[str] | None:
     """Accelerate's ``log_with`` for ``report_to``: ``auto`` is TensorBoard when it is installed."""
     if report_to == "auto":
-        import importlib.util
-
-        return "tensorboard" if any(map(importlib.util.find_spec, ("tensorboard", "tensorboardX"))) else None
+        return "tensorboard" if is_tensorboard_available() else None
     return None if report_to == "none" else [name.strip() for name in report_to.split(",")]
 
 

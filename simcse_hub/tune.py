@@ -37,7 +37,6 @@ import functools
 import json
 import logging
 import math
-import os
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -50,7 +49,7 @@ import torch
 
 from simcse_hub.card import CARD_DATA_FILE
 from simcse_hub.config import TrainConfig
-from simcse_hub.data import read_examples, resolve_train_file
+from simcse_hub.data import columns_of, resolve_train_file, write_atomic
 from simcse_hub.evaluation import (
     STSDataError,
     TaskUnavailableError,
@@ -384,13 +383,8 @@ def write_best_config(best, base: TrainConfig, options: TuneOptions, path: Path)
 
 
 def write_text(path: Path, text: str) -> None:
-    """Write ``text`` through a temporary file in the same folder, renamed over ``path`` once complete."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        temporary.write_text(text, encoding="utf-8")
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    """Write ``text`` (UTF-8) atomically (:func:`simcse_hub.data.write_atomic`)."""
+    write_atomic(path, text.encode("utf-8"))
 
 
 # ---------------------------------------------------------------------------------------------------- checks
@@ -454,7 +448,7 @@ def _triplets(config: TrainConfig) -> bool:
     a Hub dataset are known once it is downloaded)."""
     if config.columns is not None:
         return len(config.columns) == 3
-    return any(len(read_examples(resolve_train_file(name), None, 1).columns) == 3 for name in config.train_files())
+    return any(len(columns_of(resolve_train_file(name))) == 3 for name in config.train_files())
 
 
 def _check_eval_data(config: TrainConfig, objective: str) -> Path | None:
